@@ -1,0 +1,37 @@
+# Switchboard — `make run` and `make test` do everything on a fresh Debian machine with Swift.
+SWIFT        ?= swift
+DATA_DIR     ?= ./switchboard-data
+HTTP_LISTEN  ?= 127.0.0.1:8080
+PYTHON       := .venv/bin/python
+
+.PHONY: run test build release deps test-deps unit e2e clean-data
+
+## Install what is missing, build release, and serve on embedded SQLite.
+run: deps release
+	.build/release/switchboard serve --data-dir "$(DATA_DIR)" --http-listen "$(HTTP_LISTEN)"
+
+## Install what is missing, build, and run every test (Swift unit tests, then end-to-end).
+test: test-deps
+	$(SWIFT) build --build-tests
+	$(MAKE) unit e2e
+
+unit:
+	$(SWIFT) test --skip-build
+
+e2e:
+	SWITCHBOARD_BIN="$(CURDIR)/.build/debug/switchboard" $(PYTHON) -m pytest -q Tests/e2e
+
+build:
+	$(SWIFT) build
+
+release:
+	$(SWIFT) build -c release --product switchboard
+
+deps:
+	scripts/install-deps.sh
+
+test-deps:
+	scripts/install-deps.sh --test
+
+clean-data:
+	rm -rf "$(DATA_DIR)"

@@ -1,0 +1,75 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Prometheus
+import Store
+
+/// HTTPServer assembles Switchboard's HTTP application: for now the operational endpoints
+/// (`/healthz`, `/metrics`); the peer API arrives with the Rendezvous issue.
+package enum HTTPServer {
+    package struct Configuration: Sendable {
+        package var host: String
+        package var port: Int
+        package var serverName: String
+
+        package init(host: String = "127.0.0.1", port: Int = 8080, serverName: String = "switchboard") {
+            self.host = host
+            self.port = port
+            self.serverName = serverName
+        }
+    }
+
+    /// The router alone, so that tests can drive it in-process.
+    package static func makeRouter(
+        database: SwitchboardDatabase, registry: PrometheusCollectorRegistry
+    ) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.middlewares.add(ProblemMiddleware())
+        router.middlewares.add(MetricsMiddleware())
+        router.middlewares.add(LogRequestsMiddleware(.debug))
+
+        router.get("healthz") { _, context -> Response in
+            do {
+                try await database.ping()
+            } catch {
+                context.logger.error("health check: database unavailable", metadata: ["error": "\(error)"])
+                throw Problem(.serviceUnavailable, detail: "database unavailable")
+            }
+            return jsonResponse(#"{"status":"ok"}"#)
+        }
+
+        router.get("metrics") { _, _ -> Response in
+            var buffer = ByteBuffer()
+            buffer.writeBytes(registry.emitToBuffer())
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: buffer))
+        }
+        return router
+    }
+
+    /// The HTTP service. `onRunning` receives the bound address (useful with port 0).
+    package static func makeApplication(
+        configuration: Configuration,
+        database: SwitchboardDatabase,
+        registry: PrometheusCollectorRegistry,
+        logger: Logger,
+        onRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
+    ) -> some ApplicationProtocol & Sendable {
+        Application(
+            router: makeRouter(database: database, registry: registry),
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port),
+                serverName: configuration.serverName),
+            onServerRunning: { channel in await onRunning(channel.localAddress) },
+            logger: logger)
+    }
+
+    static func jsonResponse(_ json: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: json)))
+    }
+}

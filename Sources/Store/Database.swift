@@ -1,0 +1,73 @@
+import Foundation
+import GRDB
+import Logging
+
+/// SwitchboardDatabase is the embedded SQLite store: one WAL-mode file, `switchboard.db`,
+/// inside the data directory, that admins may query live with the sqlite3 CLI.
+package final class SwitchboardDatabase: Sendable {
+    package static let fileName = "switchboard.db"
+
+    /// The pool every query goes through. Stays inside Store: no SQL leaves this target.
+    let pool: DatabasePool
+    package let path: String
+    let now: @Sendable () -> Date
+
+    /// Opens (creating if needed) the database in `dataDirectory` and applies pending migrations.
+    package convenience init(
+        dataDirectory: String,
+        migrations: [Migration] = Migration.embedded,
+        busyTimeout: Duration = .seconds(5),
+        now: @escaping @Sendable () -> Date = Date.init
+    ) throws {
+        do {
+            try FileManager.default.createDirectory(
+                atPath: dataDirectory, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw StoreError.cannotOpen(path: dataDirectory, message: "cannot create data directory: \(error.localizedDescription)")
+        }
+        let path = (dataDirectory as NSString).appendingPathComponent(Self.fileName)
+        try self.init(path: path, migrations: migrations, busyTimeout: busyTimeout, now: now)
+    }
+
+    /// Opens (creating if needed) the database file at `path` and applies pending migrations.
+    package init(
+        path: String,
+        migrations: [Migration] = Migration.embedded,
+        busyTimeout: Duration = .seconds(5),
+        now: @escaping @Sendable () -> Date = Date.init
+    ) throws {
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        configuration.busyMode = .timeout(TimeInterval(busyTimeout.components.seconds)
+            + TimeInterval(busyTimeout.components.attoseconds) / 1e18)
+        // GRDB's DatabasePool opens write transactions with BEGIN IMMEDIATE, so a writer
+        // waits for the lock (busy timeout) up front instead of failing with SQLITE_BUSY
+        // when another process (the CLI next to a running server) writes.
+        configuration.label = "switchboard"
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+        } catch let error as DatabaseError {
+            throw StoreError.cannotOpen(path: path, message: error.message ?? "\(error.resultCode)")
+        }
+        self.path = path
+        self.now = now
+        try SchemaMigrator(migrations: migrations).migrate(pool)
+    }
+
+    /// The migrations applied to this database, in order.
+    package func appliedMigrations() throws -> [String] {
+        try SchemaMigrator().applied(pool)
+    }
+
+    /// A cheap round trip used by health checks.
+    package func ping() async throws {
+        _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
+    /// The current time as stored: whole Unix seconds.
+    var unixNow: Int64 { Int64(now().timeIntervalSince1970.rounded(.down)) }
+}

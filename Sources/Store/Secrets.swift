@@ -1,0 +1,77 @@
+import Crypto
+import Foundation
+
+/// PeerKey is a peer's secret: 256 bits from the system CSPRNG, written as URL-safe base64
+/// without padding (43 characters). It is shown once and only its hash is stored.
+package struct PeerKey: Sendable, Equatable {
+    package let text: String
+
+    package static let byteCount = 32
+
+    package init(text: String) { self.text = text }
+
+    /// A new key from `SystemRandomNumberGenerator` (getrandom(2) on Linux, a CSPRNG).
+    package static func generate() -> PeerKey {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<byteCount).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return PeerKey(text: Base64URL.encode(bytes))
+    }
+}
+
+/// KeyHash is the stored form of a peer key: `hmac-sha256$<salt>$<digest>`, where the digest
+/// is HMAC-SHA256 keyed with a random 16-byte salt over the key's UTF-8 bytes.
+///
+/// Peer keys carry 256 bits of entropy, so a fast keyed hash is enough (a password KDF
+/// protects low-entropy secrets); the salt keeps equal keys from having equal hashes and the
+/// scheme prefix lets a later migration change the algorithm.
+package enum KeyHash {
+    static let scheme = "hmac-sha256"
+
+    package static func make(for key: PeerKey) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let salt = (0..<16).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return "\(scheme)$\(Base64URL.encode(salt))$\(Base64URL.encode(digest(key: key.text, salt: salt)))"
+    }
+
+    /// True when `key` is the key `stored` was made from. The comparison of digests takes
+    /// the same time wherever they differ.
+    package static func verify(_ key: String, against stored: String) -> Bool {
+        let parts = stored.split(separator: "$", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == scheme,
+              let salt = Base64URL.decode(parts[1]),
+              let expected = Base64URL.decode(parts[2]) else { return false }
+        return constantTimeEquals(digest(key: key, salt: salt), expected)
+    }
+
+    static func digest(key: String, salt: [UInt8]) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: Array(key.utf8), using: SymmetricKey(data: salt)))
+    }
+}
+
+/// Compares two byte sequences in time that depends only on their lengths: every byte is
+/// read and folded into one accumulator, with no early exit at the first difference.
+package func constantTimeEquals<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for (x, y) in zip(a, b) {
+        difference |= x ^ y
+    }
+    return difference == 0
+}
+
+/// URL-safe base64 without padding (RFC 4648 §5).
+package enum Base64URL {
+    package static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    package static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        var standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        guard !standard.contains("=") else { return nil }
+        while standard.count % 4 != 0 { standard += "=" }
+        return Data(base64Encoded: standard).map(Array.init)
+    }
+}

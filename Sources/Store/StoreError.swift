@@ -1,0 +1,45 @@
+/// StoreError is every failure the Store reports to its callers, each with a one-line
+/// description fit for a CLI's stderr or an HTTP problem document.
+package enum StoreError: Error, Equatable, CustomStringConvertible {
+    case invalidPeerID(String)
+    case invalidGroupName(String)
+    case peerExists(String)
+    case peerNotFound(String)
+    case migrationFailed(file: String, message: String)
+    case databaseNewerThanBinary(unknownMigrations: [String])
+    case cannotOpen(path: String, message: String)
+
+    package var description: String {
+        switch self {
+        case .invalidPeerID(let id):
+            "invalid peer ID \(Self.quoted(id)): use 1-64 characters from A-Z a-z 0-9 . _ -"
+        case .invalidGroupName(let name):
+            "invalid group name \(Self.quoted(name)): use 1-64 characters from A-Z a-z 0-9 . _ -"
+        case .peerExists(let id):
+            "peer \(Self.quoted(id)) already exists"
+        case .peerNotFound(let id):
+            "no peer \(Self.quoted(id))"
+        case .migrationFailed(let file, let message):
+            "migration \(file) failed: \(message); the database was left as it was before this migration"
+        case .databaseNewerThanBinary(let unknown):
+            "the database has migrations this binary does not know (\(unknown.joined(separator: ", "))); run a newer switchboard"
+        case .cannotOpen(let path, let message):
+            "cannot open database \(path): \(message)"
+        }
+    }
+
+    /// Quotes user input so that control characters cannot reach a terminal or a log line raw.
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.prefix(80).unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case " "..."~": out.unicodeScalars.append(scalar)
+            default: out += "\\u{\(String(scalar.value, radix: 16))}"
+            }
+        }
+        if text.count > 80 { out += "…" }
+        return out + "\""
+    }
+}

@@ -1,0 +1,94 @@
+import ArgumentParser
+import Configuration
+import Foundation
+import Logging
+import SystemPackage
+
+/// Settings is the resolved configuration, read through swift-configuration from, in order
+/// of precedence: command-line flags, `SWITCHBOARD_*` environment variables, the JSON file
+/// named by `--config` (or `SWITCHBOARD_CONFIG`), then the defaults documented here and in
+/// the README. A key `http-listen` is the flag `--http-listen`, the variable
+/// `SWITCHBOARD_HTTP_LISTEN` and the file key `"http-listen"`.
+struct Settings: Sendable, Equatable {
+    /// Where the database (`switchboard.db`) and generated secrets live.
+    var dataDirectory: String = "./switchboard-data"
+    /// The HTTP API's listening address.
+    var httpListen = ListenAddress(host: "127.0.0.1", port: 8080)
+    /// swift-log level for the server's log on stderr.
+    var logLevel: Logger.Level = .info
+
+    enum Key {
+        static let dataDirectory: ConfigKey = "data-dir"
+        static let httpListen: ConfigKey = "http-listen"
+        static let logLevel: ConfigKey = "log-level"
+    }
+
+    init() {}
+
+    init(reader: ConfigReader) throws {
+        let defaults = Settings()
+        dataDirectory = reader.string(forKey: Key.dataDirectory, default: defaults.dataDirectory)
+        guard !dataDirectory.isEmpty else { throw SettingsError("data-dir must not be empty") }
+        let listen = reader.string(forKey: Key.httpListen, default: defaults.httpListen.description)
+        do {
+            httpListen = try ListenAddress(parsing: listen)
+        } catch {
+            throw SettingsError("http-listen: \(error)")
+        }
+        let level = reader.string(forKey: Key.logLevel, default: defaults.logLevel.rawValue)
+        guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+            throw SettingsError("log-level: \"\(level)\" is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        logLevel = parsed
+    }
+
+    var databasePath: String {
+        (dataDirectory as NSString).appendingPathComponent("switchboard.db")
+    }
+}
+
+struct SettingsError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Options every command takes: where the configuration and the data live.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "A JSON configuration file (also SWITCHBOARD_CONFIG).", valueName: "file"))
+    var config: String?
+
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp(
+        "Data directory holding switchboard.db (default ./switchboard-data; also SWITCHBOARD_DATA_DIR).",
+        valueName: "dir"))
+    var dataDirectory: String?
+
+    /// Builds the reader: flags first, then the environment, then the file.
+    func reader(
+        flags extra: [AbsoluteConfigKey: ConfigValue] = [:],
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async throws -> ConfigReader {
+        var values = extra
+        if let dataDirectory { values[AbsoluteConfigKey(Settings.Key.dataDirectory)] = .init(.string(dataDirectory), isSecret: false) }
+        let env = EnvironmentVariablesProvider(environmentVariables: environment)
+        var providers: [any ConfigProvider] = [
+            InMemoryProvider(name: "flags", values: values),
+            KeyMappingProvider(upstream: env) { key in key.prepending(["switchboard"]) },
+        ]
+        if let file = config ?? environment["SWITCHBOARD_CONFIG"] {
+            guard FileManager.default.fileExists(atPath: file) else {
+                throw SettingsError("configuration file \(file) does not exist")
+            }
+            do {
+                providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw SettingsError("configuration file \(file): \(error)")
+            }
+        }
+        return ConfigReader(providers: providers)
+    }
+
+    func settings(flags: [AbsoluteConfigKey: ConfigValue] = [:]) async throws -> Settings {
+        try Settings(reader: try await reader(flags: flags))
+    }
+}

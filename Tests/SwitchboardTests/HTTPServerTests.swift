@@ -1,0 +1,68 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Prometheus
+import Rendezvous
+import Store
+import Testing
+
+@Suite struct HTTPServerTests {
+    let directory = NSTemporaryDirectory() + "switchboard-http-\(UUID().uuidString)"
+
+    func withApp(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let database = try SwitchboardDatabase(dataDirectory: directory)
+        let registry = PrometheusCollectorRegistry()
+        registry.makeCounter(name: "switchboard_test_marker").increment()
+        let app = Application(router: HTTPServer.makeRouter(database: database, registry: registry))
+        try await app.test(.router) { client in try await body(client) }
+    }
+
+    @Test func healthzAnswersOKWithJSON() async throws {
+        try await withApp { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "application/json")
+                #expect(String(buffer: response.body) == #"{"status":"ok"}"#)
+            }
+        }
+    }
+
+    @Test func metricsAreInPrometheusTextFormat() async throws {
+        try await withApp { client in
+            try await client.execute(uri: "/metrics", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType]?.hasPrefix("text/plain; version=0.0.4") == true)
+                let text = String(buffer: response.body)
+                #expect(text.contains("# TYPE switchboard_test_marker counter"))
+                #expect(text.contains("switchboard_test_marker 1"))
+            }
+        }
+    }
+
+    @Test(arguments: ["/nope", "/healthz/extra", "/%00", "/metrics?x=" + String(repeating: "a", count: 2000)])
+    func unknownPathsAnswerWithAProblemDocument(path: String) async throws {
+        try await withApp { client in
+            try await client.execute(uri: path, method: .get) { response in
+                if path.hasPrefix("/metrics") {
+                    #expect(response.status == .ok)
+                    return
+                }
+                #expect(response.status == .notFound)
+                #expect(response.headers[.contentType] == "application/problem+json")
+                let json = try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any]
+                #expect(json?["status"] as? Int == 404)
+                #expect(json?["title"] as? String == "Not Found")
+            }
+        }
+    }
+
+    @Test func aWrongMethodIsAProblemToo() async throws {
+        try await withApp { client in
+            try await client.execute(uri: "/healthz", method: .post, body: ByteBuffer(string: "x")) { response in
+                #expect(response.status.code >= 400 && response.status.code < 500)
+                #expect(response.headers[.contentType] == "application/problem+json")
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Configuration
+import Foundation
+import Testing
+@testable import switchboard
+
+@Suite struct SettingsTests {
+    func settings(_ arguments: [String], environment: [String: String] = [:]) async throws -> Settings {
+        let common = try CommonOptions.parse(arguments.filter { !$0.hasPrefix("--http-listen") && !$0.hasPrefix("--log-level") })
+        let server = try ServerOptions.parse(arguments.filter { $0.hasPrefix("--http-listen") || $0.hasPrefix("--log-level") })
+        return try Settings(reader: try await common.reader(flags: server.flags, environment: environment))
+    }
+
+    func configFile(_ json: String) throws -> String {
+        let path = NSTemporaryDirectory() + "switchboard-config-\(UUID().uuidString).json"
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func defaultsApplyWhenNothingIsSet() async throws {
+        let settings = try await settings([])
+        #expect(settings == Settings())
+        #expect(settings.dataDirectory == "./switchboard-data")
+        #expect(settings.httpListen == ListenAddress(host: "127.0.0.1", port: 8080))
+        #expect(settings.databasePath == "./switchboard-data/switchboard.db")
+    }
+
+    @Test func flagsBeatEnvironmentWhichBeatsTheFile() async throws {
+        let file = try configFile(#"{"data-dir": "/from/file", "http-listen": "127.0.0.3:3", "log-level": "error"}"#)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+
+        let fileOnly = try await settings(["--config", file])
+        #expect(fileOnly.dataDirectory == "/from/file")
+        #expect(fileOnly.httpListen.port == 3)
+        #expect(fileOnly.logLevel == .error)
+
+        let env = ["SWITCHBOARD_DATA_DIR": "/from/env", "SWITCHBOARD_HTTP_LISTEN": "127.0.0.2:2"]
+        let envOverFile = try await settings(["--config", file], environment: env)
+        #expect(envOverFile.dataDirectory == "/from/env")
+        #expect(envOverFile.httpListen.port == 2)
+        #expect(envOverFile.logLevel == .error)
+
+        let flagsOverAll = try await settings(
+            ["--config", file, "--data-dir", "/from/flag", "--http-listen=[::1]:1"], environment: env)
+        #expect(flagsOverAll.dataDirectory == "/from/flag")
+        #expect(flagsOverAll.httpListen == ListenAddress(host: "::1", port: 1))
+    }
+
+    @Test func theConfigFileCanBeNamedByTheEnvironment() async throws {
+        let file = try configFile(#"{"data-dir": "/named/by/env"}"#)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let settings = try await settings([], environment: ["SWITCHBOARD_CONFIG": file])
+        #expect(settings.dataDirectory == "/named/by/env")
+    }
+
+    @Test func unrelatedEnvironmentVariablesAreIgnored() async throws {
+        let settings = try await settings([], environment: ["DATA_DIR": "/x", "HTTP_LISTEN": "1.2.3.4:5"])
+        #expect(settings == Settings())
+    }
+
+    @Test(arguments: [
+        (["--http-listen", "nonsense"], [String: String]()),
+        (["--log-level", "loud"], [:]),
+        (["--data-dir", ""], [:]),
+        ([], ["SWITCHBOARD_HTTP_LISTEN": "127.0.0.1:99999"]),
+        (["--config", "/does/not/exist.json"], [:]),
+    ])
+    func badValuesAreReportedNotDefaulted(arguments: [String], environment: [String: String]) async {
+        await #expect(throws: (any Error).self) { _ = try await settings(arguments, environment: environment) }
+    }
+
+    @Test func aMalformedConfigFileIsAnError() async throws {
+        let file = try configFile(#"{"data-dir": "#)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        await #expect(throws: SettingsError.self) { _ = try await settings(["--config", file]) }
+    }
+}
