@@ -55,7 +55,7 @@ package final class SwitchboardDatabase: Sendable {
         }
         self.path = path
         self.now = now
-        try SchemaMigrator(migrations: migrations).migrate(pool)
+        try SchemaMigrator(migrations: migrations, now: now).migrate(pool)
     }
 
     /// The migrations applied to this database, in order.

@@ -7,6 +7,7 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
     case peerNotFound(String)
     case migrationFailed(file: String, message: String)
     case databaseNewerThanBinary(unknownMigrations: [String])
+    case migrationEdited(file: String, appliedAs: String)
     case cannotOpen(path: String, message: String)
 
     package var description: String {
@@ -23,6 +24,8 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
             "migration \(file) failed: \(message); the database was left as it was before this migration"
         case .databaseNewerThanBinary(let unknown):
             "the database has migrations this binary does not know (\(unknown.joined(separator: ", "))); run a newer switchboard"
+        case .migrationEdited(let file, let appliedAs):
+            "migration \(file) differs from the \(appliedAs) this database applied (landed migrations are never edited; add a new numbered file instead)"
         case .cannotOpen(let path, let message):
             "cannot open database \(path): \(message)"
         }

@@ -156,6 +156,22 @@ struct PeerJSON: Encodable {
         last_login_at = peer.lastLoginAt
         last_seen_at = peer.lastSeenAt
     }
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, groups, created_at, key_changed_at, last_login_at, last_seen_at
+    }
+
+    /// Absent times are written as null, so every object has the same keys.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(status, forKey: .status)
+        try container.encode(groups, forKey: .groups)
+        try container.encode(created_at, forKey: .created_at)
+        try container.encode(key_changed_at, forKey: .key_changed_at)
+        try container.encode(last_login_at, forKey: .last_login_at)
+        try container.encode(last_seen_at, forKey: .last_seen_at)
+    }
 }
 
 extension CommonOptions {

@@ -34,7 +34,7 @@ import Testing
             _ = try SwitchboardDatabase(path: dir.databasePath, migrations: migrations)
         }
         let db = try SwitchboardDatabase(path: dir.databasePath, migrations: migrations)
-        #expect(try db.appliedMigrations() == ["0001_first", "0002_second", "0003_third"])
+        #expect(try db.appliedMigrations() == ["0001_first.sql", "0002_second.sql", "0003_third.sql"])
         let steps = try db.pool.read { try String.fetchAll($0, sql: "SELECT step FROM log ORDER BY rowid") }
         #expect(steps == ["second", "third"])
     }
@@ -45,7 +45,7 @@ import Testing
         _ = try SwitchboardDatabase(path: dir.databasePath, migrations: first)
         let both = first + [Migration(version: 2, fileName: "0002_b.sql", sql: "CREATE TABLE b (y INTEGER);")]
         let db = try SwitchboardDatabase(path: dir.databasePath, migrations: both)
-        #expect(try db.appliedMigrations() == ["0001_a", "0002_b"])
+        #expect(try db.appliedMigrations() == ["0001_a.sql", "0002_b.sql"])
     }
 
     @Test func aBrokenMigrationIsRolledBackAndNamesItsFile() throws {
@@ -75,6 +75,84 @@ import Testing
         #expect(try Self.snapshot(dir.databasePath) == before)
     }
 
+    @Test func aFailedFirstMigrationLeavesNoTraceAtAll() throws {
+        let dir = TemporaryDirectory()
+        let broken = [Migration(version: 1, fileName: "0001_bad.sql", sql: "CREATE TABLE t (x); SELEC 1;")]
+        #expect(throws: StoreError.self) {
+            _ = try SwitchboardDatabase(path: dir.databasePath, migrations: broken)
+        }
+        // Not even the bookkeeping table: the file is as empty as before.
+        #expect(try Self.snapshot(dir.databasePath).isEmpty)
+    }
+
+    @Test func anEditedLandedMigrationIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let original = Migration(version: 1, fileName: "0001_a.sql", sql: "CREATE TABLE a (x INTEGER);")
+        _ = try SwitchboardDatabase(path: dir.databasePath, migrations: [original])
+        var edited = original
+        edited.sql = "CREATE TABLE a (x INTEGER, y TEXT);"
+        #expect(throws: StoreError.migrationEdited(file: "0001_a.sql", appliedAs: "0001_a.sql")) {
+            _ = try SwitchboardDatabase(path: dir.databasePath, migrations: [edited])
+        }
+    }
+
+    /// Table rebuilds (SQLite's 12-step ALTER) must not cascade deletes into child tables.
+    @Test func aTableRebuildKeepsChildRowsOfCascadingForeignKeys() throws {
+        let dir = TemporaryDirectory()
+        let base = [Migration(version: 1, fileName: "0001_base.sql", sql: """
+            CREATE TABLE parent (id TEXT PRIMARY KEY);
+            CREATE TABLE child (parent_id TEXT NOT NULL REFERENCES parent(id) ON DELETE CASCADE);
+            INSERT INTO parent VALUES ('p'); INSERT INTO child VALUES ('p');
+            """)]
+        _ = try SwitchboardDatabase(path: dir.databasePath, migrations: base)
+        let rebuild = Migration(version: 2, fileName: "0002_rebuild.sql", sql: """
+            CREATE TABLE parent_new (id TEXT PRIMARY KEY, note TEXT);
+            INSERT INTO parent_new (id) SELECT id FROM parent;
+            DROP TABLE parent;
+            ALTER TABLE parent_new RENAME TO parent;
+            """)
+        let db = try SwitchboardDatabase(path: dir.databasePath, migrations: base + [rebuild])
+        #expect(try db.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM child") } == 1)
+        #expect(try db.pool.read { try Int.fetchOne($0, sql: "PRAGMA foreign_keys") } == 1)
+    }
+
+    @Test func aMigrationThatBreaksForeignKeysIsRolledBack() throws {
+        let dir = TemporaryDirectory()
+        let base = [Migration(version: 1, fileName: "0001_base.sql", sql: """
+            CREATE TABLE parent (id TEXT PRIMARY KEY);
+            CREATE TABLE child (parent_id TEXT NOT NULL REFERENCES parent(id));
+            """)]
+        _ = try SwitchboardDatabase(path: dir.databasePath, migrations: base)
+        let before = try Self.snapshot(dir.databasePath)
+        let orphan = Migration(version: 2, fileName: "0002_orphan.sql", sql: "INSERT INTO child VALUES ('nobody');")
+        #expect {
+            _ = try SwitchboardDatabase(path: dir.databasePath, migrations: base + [orphan])
+        } throws: { error in
+            guard case StoreError.migrationFailed(let file, let message) = error else { return false }
+            return file == "0002_orphan.sql" && message.contains("foreign key")
+        }
+        #expect(try Self.snapshot(dir.databasePath) == before)
+    }
+
+    /// Two processes (here: two pools) starting at once apply each migration exactly once.
+    @Test func concurrentStartupsApplyEachMigrationOnce() async throws {
+        let dir = TemporaryDirectory()
+        let migrations = [
+            Migration(version: 1, fileName: "0001_t.sql", sql: "CREATE TABLE t (x INTEGER);"),
+            Migration(version: 2, fileName: "0002_row.sql", sql: "INSERT INTO t VALUES (1);"),
+        ]
+        let path = dir.databasePath
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask { _ = try SwitchboardDatabase(path: path, migrations: migrations) }
+            }
+            try await group.waitForAll()
+        }
+        let db = try SwitchboardDatabase(path: path, migrations: migrations)
+        #expect(try await db.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") } == 1)
+        #expect(try db.appliedMigrations() == ["0001_t.sql", "0002_row.sql"])
+    }
+
     @Test func aDatabaseFromANewerBinaryIsRefused() throws {
         let dir = TemporaryDirectory()
         let newer = [
@@ -82,7 +160,7 @@ import Testing
             Migration(version: 2, fileName: "0002_future.sql", sql: "CREATE TABLE f (x INTEGER);"),
         ]
         _ = try SwitchboardDatabase(path: dir.databasePath, migrations: newer)
-        #expect(throws: StoreError.databaseNewerThanBinary(unknownMigrations: ["0002_future"])) {
+        #expect(throws: StoreError.databaseNewerThanBinary(unknownMigrations: ["0002_future.sql"])) {
             _ = try SwitchboardDatabase(path: dir.databasePath, migrations: Array(newer.prefix(1)))
         }
     }
@@ -116,7 +194,7 @@ import Testing
         // The writer waits up to the busy timeout for another process's write lock.
         let timeout = try db.pool.write { try Int.fetchOne($0, sql: "PRAGMA busy_timeout") }
         #expect(timeout == 5000)
-        #expect(try db.appliedMigrations() == Migration.embedded.map(\.identifier))
+        #expect(try db.appliedMigrations() == Migration.embedded.map(\.fileName))
     }
 
     /// Schema and every row of every table, as text: equal snapshots mean an untouched database.

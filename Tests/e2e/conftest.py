@@ -1,0 +1,105 @@
+"""End-to-end tests: the built `switchboard` binary driven as users and admins drive it,
+with the real sqlite3 CLI reading and writing its live database."""
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("SWITCHBOARD_BIN", ROOT / ".build" / "debug" / "switchboard"))
+
+
+def clean_env(extra=None):
+    """The environment without any SWITCHBOARD_* the caller's shell may carry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(extra or {})
+    return env
+
+
+class Switchboard:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.db = data_dir / "switchboard.db"
+
+    def run(self, *args, env=None, cwd=None, data_dir=True, timeout=60):
+        argv = [str(BIN), *args]
+        if data_dir:
+            argv += ["--data-dir", str(self.data_dir)]
+        return subprocess.run(argv, capture_output=True, text=True, env=clean_env(env),
+                              cwd=cwd, timeout=timeout)
+
+    def ok(self, *args, **kwargs):
+        result = self.run(*args, **kwargs)
+        assert result.returncode == 0, f"{args}: rc={result.returncode} stderr={result.stderr!r}"
+        return result
+
+    def sql(self, query, *, timeout_ms=5000):
+        """Runs a query with the sqlite3 CLI, as an admin would on the live file."""
+        result = subprocess.run(["sqlite3", "-batch", str(self.db)],
+                                input=f".timeout {timeout_ms}\n{query}\n",
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"sqlite3 failed: {result.stderr}"
+        return result.stdout
+
+    def dump(self):
+        return self.sql(".dump")
+
+
+class Server:
+    def __init__(self, process, base_url, output):
+        self.process = process
+        self.base_url = base_url
+        self.output = output
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def start_server(sb: Switchboard, *extra, env=None, cwd=None):
+    """Starts `switchboard serve` on an ephemeral port and waits for its banner."""
+    process = subprocess.Popen(
+        [str(BIN), "serve", "--data-dir", str(sb.data_dir), "--http-listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(env), cwd=cwd)
+    lines = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"http\s+http://(127\.0\.0\.1:\d+)", line)
+        if match:
+            # Keep draining so a chatty log can never fill the pipe and stall the server.
+            threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+            return Server(process, "http://" + match.group(1), lines)
+    process.kill()
+    raise AssertionError("server did not print its banner:\n" + "".join(lines))
+
+
+@pytest.fixture
+def sb(tmp_path):
+    return Switchboard(tmp_path / "data")
+
+
+@pytest.fixture
+def server(sb):
+    srv = start_server(sb)
+    yield srv
+    if srv.process.poll() is None:
+        srv.process.kill()
+        srv.process.wait()
