@@ -39,7 +39,17 @@ package enum HTTPServer {
             return jsonResponse(#"{"status":"ok"}"#)
         }
 
-        router.get("metrics") { _, _ -> Response in
+        let enabledPeers = registry.makeGauge(name: "switchboard_peers", labels: [("status", "enabled")])
+        let disabledPeers = registry.makeGauge(name: "switchboard_peers", labels: [("status", "disabled")])
+        router.get("metrics") { _, context -> Response in
+            // Registry sizes are read at scrape time: one cheap query, no bookkeeping elsewhere.
+            do {
+                let counts = try await database.peerCounts()
+                enabledPeers.set(Double(counts.enabled))
+                disabledPeers.set(Double(counts.disabled))
+            } catch {
+                context.logger.warning("metrics: cannot count peers", metadata: ["error": "\(error)"])
+            }
             var buffer = ByteBuffer()
             buffer.writeBytes(registry.emitToBuffer())
             return Response(

@@ -203,3 +203,19 @@ package struct AuditEntry: Sendable, Equatable {
     package var source: String?
     package var detail: String?
 }
+
+/// PeerCounts is the registry's size, for the metrics endpoint.
+package struct PeerCounts: Sendable, Equatable {
+    package var enabled: Int
+    package var disabled: Int
+}
+
+extension SwitchboardDatabase {
+    package func peerCounts() async throws -> PeerCounts {
+        try await pool.read { db in
+            let row = try Row.fetchOne(
+                db, sql: "SELECT count(*) FILTER (WHERE disabled = 0), count(*) FILTER (WHERE disabled = 1) FROM peers")
+            return PeerCounts(enabled: row?[0] ?? 0, disabled: row?[1] ?? 0)
+        }
+    }
+}

@@ -14,6 +14,8 @@ import Testing
         let database = try SwitchboardDatabase(dataDirectory: directory)
         let registry = PrometheusCollectorRegistry()
         registry.makeCounter(name: "switchboard_test_marker").increment()
+        for name in ["a", "b", "c"] { _ = try database.addPeer(try PeerID(name)) }
+        try database.setDisabled(try PeerID("c"), true)
         let app = Application(router: HTTPServer.makeRouter(database: database, registry: registry))
         try await app.test(.router) { client in try await body(client) }
     }
@@ -36,6 +38,8 @@ import Testing
                 let text = String(buffer: response.body)
                 #expect(text.contains("# TYPE switchboard_test_marker counter"))
                 #expect(text.contains("switchboard_test_marker 1"))
+                #expect(text.contains(#"switchboard_peers{status="enabled"} 2"#))
+                #expect(text.contains(#"switchboard_peers{status="disabled"} 1"#))
             }
         }
     }
