@@ -18,10 +18,17 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Byte formats (STUN/TURN, ChannelData, RTP/RTCP, SDP): pure values, no I/O.
-        .target(name: "Wire"),
+        .target(
+            name: "Wire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
 
         // SQLite through GRDB; the SQL in top-level Migrations/ is embedded at build time.
         .target(
@@ -75,6 +82,13 @@ let package = Package(
             dependencies: ["migration-embedder"]
         ),
 
+        .testTarget(
+            name: "WireTests",
+            dependencies: [
+                "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "StoreTests",
             dependencies: [
