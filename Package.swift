@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Byte formats (STUN/TURN, ChannelData, RTP/RTCP, SDP): pure values, no I/O.
@@ -54,7 +55,19 @@ let package = Package(
         ),
 
         // TURN/STUN relay (issue: Relay).
-        .target(name: "Relay", dependencies: ["Wire", "Store"]),
+        .target(
+            name: "Relay",
+            dependencies: [
+                "Wire", "Store",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
 
         // WHEP media edge (issue: MediaEdge).
         .target(name: "MediaEdge", dependencies: ["Wire", "Store"]),
@@ -86,6 +99,13 @@ let package = Package(
             name: "WireTests",
             dependencies: [
                 "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "RelayTests",
+            dependencies: [
+                "Relay", "Wire",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

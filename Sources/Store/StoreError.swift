@@ -9,6 +9,10 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
     case databaseNewerThanBinary(unknownMigrations: [String])
     case migrationEdited(file: String, appliedAs: String)
     case cannotOpen(path: String, message: String)
+    case invalidTURNUserName(String)
+    case emptyPassword
+    case turnUserExists(String)
+    case turnUserNotFound(String)
 
     package var description: String {
         switch self {
@@ -28,6 +32,14 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
             "migration \(file) differs from the \(appliedAs) this database applied (landed migrations are never edited; add a new numbered file instead)"
         case .cannotOpen(let path, let message):
             "cannot open database \(path): \(message)"
+        case .invalidTURNUserName(let name):
+            "invalid TURN user name \(Self.quoted(name)): use 1-128 printable characters without \":\""
+        case .emptyPassword:
+            "the password must not be empty"
+        case .turnUserExists(let name):
+            "TURN user \(Self.quoted(name)) already exists in this realm"
+        case .turnUserNotFound(let name):
+            "no TURN user \(Self.quoted(name)) in this realm"
         }
     }
 
