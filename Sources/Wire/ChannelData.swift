@@ -15,6 +15,9 @@ public enum ChannelDataParseError: Error, Sendable, Equatable {
 public struct ChannelData: Sendable, Equatable {
     public static let headerLength = 4
     public static let channelRange: ClosedRange<UInt16> = 0x4000...0x4FFF
+    /// RFC 5766's wider range, which RFC 5766-era clients (coturn's own tools among them)
+    /// still use; a TURN port that carries nothing else can accept it.
+    public static let rfc5766ChannelRange: ClosedRange<UInt16> = 0x4000...0x7FFF
 
     public var channel: UInt16
     public var data: ByteBuffer
@@ -27,7 +30,9 @@ public struct ChannelData: Sendable, Equatable {
     /// Cheap check for demultiplexing: the first two bits are 01 (RFC 7983: 64–79).
     public static func isMessage(firstByte: UInt8) -> Bool { (64...79).contains(firstByte) }
 
-    public static func isValidChannel(_ channel: UInt16) -> Bool { channelRange.contains(channel) }
+    public static func isValidChannel(_ channel: UInt16, range: ClosedRange<UInt16> = channelRange) -> Bool {
+        range.contains(channel)
+    }
 
     /// Bytes the frame at the front of `buffer` takes over a stream (header, data and
     /// padding to 4), or nil while fewer than 4 bytes are there.
@@ -38,12 +43,12 @@ public struct ChannelData: Sendable, Equatable {
 
     /// Parses one datagram. The data is a slice of `datagram` (no copy). Padding up to a
     /// multiple of 4 is accepted; anything beyond is an error.
-    public init(datagram: ByteBuffer) throws(ChannelDataParseError) {
+    public init(datagram: ByteBuffer, range: ClosedRange<UInt16> = channelRange) throws(ChannelDataParseError) {
         guard let channel = datagram.getInteger(at: datagram.readerIndex, as: UInt16.self),
               let length = datagram.getInteger(at: datagram.readerIndex + 2, as: UInt16.self) else {
             throw .truncated
         }
-        guard Self.isValidChannel(channel) else { throw .badChannelNumber(channel) }
+        guard range.contains(channel) else { throw .badChannelNumber(channel) }
         let available = datagram.readableBytes - Self.headerLength
         guard available >= Int(length) else { throw .truncated }
         let extra = available - Int(length)
@@ -53,12 +58,14 @@ public struct ChannelData: Sendable, Equatable {
     }
 
     /// Parses the frame at the front of a stream buffer (padding required) and moves past it.
-    public init(parsingStream buffer: inout ByteBuffer) throws(ChannelDataParseError) {
+    public init(parsingStream buffer: inout ByteBuffer, range: ClosedRange<UInt16> = channelRange)
+        throws(ChannelDataParseError)
+    {
         guard let frameLength = Self.streamFrameLength(buffer), buffer.readableBytes >= frameLength else {
             throw .truncated
         }
         let channel = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self)!
-        guard Self.isValidChannel(channel) else { throw .badChannelNumber(channel) }
+        guard range.contains(channel) else { throw .badChannelNumber(channel) }
         let length = Int(buffer.getInteger(at: buffer.readerIndex + 2, as: UInt16.self)!)
         self.channel = channel
         self.data = buffer.getSlice(at: buffer.readerIndex + Self.headerLength, length: length)!

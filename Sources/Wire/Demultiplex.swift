@@ -40,18 +40,20 @@ import NIOCore
 
 extension StreamFrame {
     /// The kind and length of the complete frame at the front of `buffer`, or nil while
-    /// more bytes are needed.
-    public static func next(in buffer: ByteBuffer) throws(FramingError) -> (kind: Kind, length: Int)? {
+    /// more bytes are needed. `rfc5766Channels` also accepts ChannelData first bytes 80–127.
+    public static func next(in buffer: ByteBuffer, rfc5766Channels: Bool = false) throws(FramingError)
+        -> (kind: Kind, length: Int)?
+    {
         guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
-        switch PacketKind(firstByte: first) {
-        case .stun:
+        let kind = PacketKind(firstByte: first)
+        if kind == .stun {
             guard let length = STUNMessage.frameLength(buffer) else { return nil }
             return buffer.readableBytes >= length ? (.stun, length) : nil
-        case .channelData:
+        }
+        if kind == .channelData || (rfc5766Channels && (64...127).contains(first)) {
             guard let length = ChannelData.streamFrameLength(buffer) else { return nil }
             return buffer.readableBytes >= length ? (.channelData, length) : nil
-        default:
-            throw .unframeable(firstByte: first)
         }
+        throw .unframeable(firstByte: first)
     }
 }

@@ -6,6 +6,7 @@ import Logging
 import Metrics
 import NIOCore
 import Prometheus
+import Relay
 import Rendezvous
 import ServiceLifecycle
 import Store
@@ -16,9 +17,12 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var server: ServerOptions
+    @OptionGroup var relay: RelayOptions
 
     func run() async throws {
-        let settings = try await common.settings(flags: server.flags)
+        let reader = try await common.reader(flags: server.flags.merging(relay.flags) { a, _ in a })
+        let settings = try Settings(reader: reader)
+        let relayConfiguration = try RelaySettings.configuration(reader: reader, dataDirectory: settings.dataDirectory)
 
         let level = settings.logLevel
         LoggingSystem.bootstrap { label in
@@ -34,21 +38,29 @@ struct Serve: AsyncParsableCommand {
         let database = try SwitchboardDatabase(dataDirectory: settings.dataDirectory)
         let migrations = try database.appliedMigrations()
 
+        Output.line("""
+            switchboard \(Switchboard.configuration.version) serving
+              database   \(database.path) (SQLite WAL, schema \(migrations.last ?? "empty"))
+            """)
         let http = HTTPServer.makeApplication(
             configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port),
             database: database, registry: registry, logger: logger,
             onRunning: { address in
                 let bound = address.flatMap { $0.port.map { ListenAddress(host: settings.httpListen.host, port: $0) } }
                     ?? settings.httpListen
-                Output.line("""
-                    switchboard \(Switchboard.configuration.version) serving
-                      database   \(database.path) (SQLite WAL, schema \(migrations.last ?? "empty"))
-                      http       http://\(bound)  (/healthz, /metrics)
-                    """)
+                Output.line("  http       http://\(bound)  (/healthz, /metrics)")
+            })
+        let relayService = RelayService(
+            configuration: relayConfiguration, database: database, logger: Logger(label: "switchboard.relay"),
+            onListening: { lines in
+                Output.line(lines.map { "  " + $0 }.joined(separator: "\n"))
+                Output.line("  relay      \(relayConfiguration.relayIPs.map(\.description).joined(separator: ", ")) "
+                    + "ports \(relayConfiguration.relayPorts.lowerBound)-\(relayConfiguration.relayPorts.upperBound), "
+                    + "realm \(relayConfiguration.realm)")
             })
 
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: http)],
+            services: [.init(service: http), .init(service: relayService)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
@@ -75,14 +87,49 @@ struct ShowConfig: AsyncParsableCommand {
         abstract: "Print the effective configuration (flags > SWITCHBOARD_* > --config file > defaults) as JSON.")
     @OptionGroup var common: CommonOptions
     @OptionGroup var server: ServerOptions
+    @OptionGroup var relay: RelayOptions
 
     func run() async throws {
-        let settings = try await common.settings(flags: server.flags)
-        Output.json([
-            "data-dir": settings.dataDirectory,
-            "http-listen": settings.httpListen.description,
-            "log-level": settings.logLevel.rawValue,
-        ])
+        let reader = try await common.reader(flags: server.flags.merging(relay.flags) { a, _ in a })
+        let settings = try Settings(reader: reader)
+        let relay = try RelaySettings.configuration(reader: reader, dataDirectory: settings.dataDirectory)
+        Output.json(EffectiveConfiguration(
+            dataDir: settings.dataDirectory, httpListen: settings.httpListen.description,
+            logLevel: settings.logLevel.rawValue,
+            turnListen: relay.listeners.map { ListenAddress(host: $0.host, port: $0.port).description },
+            turnTLSListen: relay.tlsCertificatePath == nil
+                ? [] : relay.tlsListeners.map { ListenAddress(host: $0.host, port: $0.port).description },
+            relayIP: relay.relayIPs.map(\.description),
+            relayPorts: "\(relay.relayPorts.lowerBound)-\(relay.relayPorts.upperBound)",
+            realm: relay.realm, allowedPeer: relay.filter.allowed.map(\.description),
+            deniedPeer: relay.filter.denied.map(\.description), userQuota: relay.userQuota,
+            totalQuota: relay.totalQuota, maxBPS: relay.bandwidthLimit, drainSeconds: relay.drainSeconds))
+    }
+
+    /// What `switchboard config` prints; secrets are left out.
+    struct EffectiveConfiguration: Encodable {
+        var dataDir: String
+        var httpListen: String
+        var logLevel: String
+        var turnListen: [String]
+        var turnTLSListen: [String]
+        var relayIP: [String]
+        var relayPorts: String
+        var realm: String
+        var allowedPeer: [String]
+        var deniedPeer: [String]
+        var userQuota: Int
+        var totalQuota: Int
+        var maxBPS: Int
+        var drainSeconds: Int
+
+        enum CodingKeys: String, CodingKey {
+            case dataDir = "data-dir", httpListen = "http-listen", logLevel = "log-level"
+            case turnListen = "turn-listen", turnTLSListen = "turn-tls-listen", relayIP = "relay-ip"
+            case relayPorts = "relay-ports", realm, allowedPeer = "allowed-peer", deniedPeer = "denied-peer"
+            case userQuota = "user-quota", totalQuota = "total-quota", maxBPS = "max-bps"
+            case drainSeconds = "drain-seconds"
+        }
     }
 }
 

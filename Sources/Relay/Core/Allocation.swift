@@ -2,24 +2,24 @@ import NIOCore
 import Wire
 
 /// ClientTransport is how a client reaches the relay.
-public enum ClientTransport: String, Sendable, Hashable {
+package enum ClientTransport: String, Sendable, Hashable {
     case udp, tcp, tls
 }
 
 /// FiveTuple identifies a client's allocation (RFC 8656 §2): its address, the server
 /// address it talks to, and the transport.
-public struct FiveTuple: Sendable, Hashable, CustomStringConvertible {
-    public var client: TransportAddress
-    public var server: TransportAddress
-    public var transport: ClientTransport
+package struct FiveTuple: Sendable, Hashable, CustomStringConvertible {
+    package var client: TransportAddress
+    package var server: TransportAddress
+    package var transport: ClientTransport
 
-    public init(client: TransportAddress, server: TransportAddress, transport: ClientTransport) {
+    package init(client: TransportAddress, server: TransportAddress, transport: ClientTransport) {
         self.client = client
         self.server = server
         self.transport = transport
     }
 
-    public var description: String { "\(transport)://\(client)->\(server)" }
+    package var description: String { "\(transport)://\(client)->\(server)" }
 }
 
 /// Allocation is one client's relay state (RFC 8656 §2.2): relayed addresses, lifetime,

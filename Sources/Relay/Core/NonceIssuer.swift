@@ -4,29 +4,29 @@ import Wire
 /// NonceIssuer makes and checks NONCE values without keeping any state (RFC 8489 §9.2):
 /// a nonce is its issue time plus an HMAC over that time and the client's IP, keyed with a
 /// secret made at start-up. Unauthenticated traffic costs the server no memory.
-public struct NonceIssuer: Sendable {
+package struct NonceIssuer: Sendable {
     private let key: SymmetricKey
     /// How long a nonce is good for; after that a request gets 438 Stale Nonce.
-    public var lifetime: Int64
+    package var lifetime: Int64
 
-    public init(lifetime: Int64 = 600, key: SymmetricKey = SymmetricKey(size: .bits256)) {
+    package init(lifetime: Int64 = 600, key: SymmetricKey = SymmetricKey(size: .bits256)) {
         self.key = key
         self.lifetime = lifetime
     }
 
-    public enum Verdict: Sendable, Equatable {
+    package enum Verdict: Sendable, Equatable {
         case valid
         case stale
         case invalid
     }
 
     /// A nonce for `client` issued at `now` (Unix seconds): 16 hex digits of time and 24 of MAC.
-    public func make(for client: IPAddress, now: Int64) -> String {
+    package func make(for client: IPAddress, now: Int64) -> String {
         let time = UInt64(bitPattern: now)
         return hex16(time) + macHex(time: time, client: client)
     }
 
-    public func check(_ nonce: String, for client: IPAddress, now: Int64) -> Verdict {
+    package func check(_ nonce: String, for client: IPAddress, now: Int64) -> Verdict {
         let utf8 = Array(nonce.utf8)
         guard utf8.count == 40, let time = UInt64(String(decoding: utf8[0..<16], as: UTF8.self), radix: 16) else {
             return .invalid

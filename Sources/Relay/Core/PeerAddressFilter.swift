@@ -1,11 +1,11 @@
 import Wire
 
 /// CIDR is an address prefix like `10.0.0.0/8` or `fe80::/10`.
-public struct CIDR: Sendable, Hashable, CustomStringConvertible {
-    public var address: IPAddress
-    public var prefixLength: Int
+package struct CIDR: Sendable, Hashable, CustomStringConvertible {
+    package var address: IPAddress
+    package var prefixLength: Int
 
-    public init?(_ text: some StringProtocol) {
+    package init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard let address = IPAddress(parts[0]) else { return nil }
         let maximum = address.isIPv4 ? 32 : 128
@@ -19,7 +19,7 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
         self.prefixLength = length
     }
 
-    public func contains(_ candidate: IPAddress) -> Bool {
+    package func contains(_ candidate: IPAddress) -> Bool {
         switch (address, candidate) {
         case (.v4(let network), .v4(let value)):
             guard prefixLength > 0 else { return true }
@@ -34,7 +34,7 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String { "\(address)/\(prefixLength)" }
+    package var description: String { "\(address)/\(prefixLength)" }
 }
 
 /// PeerAddressFilter decides which peer addresses a TURN client may reach (CreatePermission,
@@ -44,29 +44,29 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
 /// Rules, in order: an address in a `denied` range is refused; one in an `allowed` range is
 /// accepted; an IPv6 address that embeds an IPv4 address (mapped, compatible, 6to4, Teredo,
 /// NAT64, SIIT) is judged as that IPv4 address; otherwise the default deny list applies.
-public struct PeerAddressFilter: Sendable {
-    public var allowed: [CIDR]
-    public var denied: [CIDR]
+package struct PeerAddressFilter: Sendable {
+    package var allowed: [CIDR]
+    package var denied: [CIDR]
 
-    public init(allowed: [CIDR] = [], denied: [CIDR] = []) {
+    package init(allowed: [CIDR] = [], denied: [CIDR] = []) {
         self.allowed = allowed
         self.denied = denied
     }
 
     /// Unspecified, loopback, RFC 1918, CGNAT, link-local (with 169.254.169.254), IETF
     /// protocol assignments (192.0.0.192 and friends), multicast, reserved and broadcast.
-    public static let defaultDeniedIPv4: [CIDR] = [
+    package static let defaultDeniedIPv4: [CIDR] = [
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
         "192.0.0.0/24", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
     ].map { CIDR($0)! }
 
     /// Unspecified, loopback, unique-local (fd00:ec2::254 among them), link-local,
     /// site-local and multicast.
-    public static let defaultDeniedIPv6: [CIDR] = [
+    package static let defaultDeniedIPv6: [CIDR] = [
         "::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
     ].map { CIDR($0)! }
 
-    public func permits(_ address: IPAddress) -> Bool {
+    package func permits(_ address: IPAddress) -> Bool {
         if denied.contains(where: { $0.contains(address) }) { return false }
         if allowed.contains(where: { $0.contains(address) }) { return true }
         switch address {

@@ -3,11 +3,11 @@ import Wire
 
 /// RelayTime is "now" for the relay's decisions: a monotonic clock for lifetimes and the
 /// wall clock for nonces, REST credential expiry and usage rows. Tests make their own.
-public struct RelayTime: Sendable {
-    public var millis: Int64
-    public var unix: Int64
+package struct RelayTime: Sendable {
+    package var millis: Int64
+    package var unix: Int64
 
-    public init(millis: Int64, unix: Int64) {
+    package init(millis: Int64, unix: Int64) {
         self.millis = millis
         self.unix = unix
     }
@@ -58,6 +58,10 @@ final class TURNCore {
         var malformed = 0
         var noPermissionDrops = 0
         var bandwidthDrops = 0
+        var packetsToPeer = 0
+        var bytesToPeer = 0
+        var packetsToClient = 0
+        var bytesToClient = 0
     }
 
     let configuration: RelayConfiguration
@@ -136,7 +140,7 @@ final class TURNCore {
             return .respond(error(request, failure.code, failure.attributes, key: credentials.key))
         } catch {
             counters.malformed += 1
-            return .respond(self.error(request, .badRequest, key: credentials.key))
+            return .respond(self.error(request, STUNErrorCode(400, "Bad Request: \(error)"), key: credentials.key))
         }
     }
 
@@ -229,7 +233,9 @@ final class TURNCore {
         }
         guard acceptingAllocations else { throw Failure(.insufficientCapacity) }
 
-        guard let transport = try request.requestedTransport() else { throw Failure(.badRequest) }
+        guard let transport = try request.requestedTransport() else {
+            throw Failure(STUNErrorCode(400, "Bad Request: REQUESTED-TRANSPORT missing"))
+        }
         guard transport == TransportProtocolNumber.udp.rawValue else { throw Failure(.unsupportedTransportProtocol) }
 
         let evenPort = try request.evenPort()
@@ -237,10 +243,14 @@ final class TURNCore {
         let requestedFamily = try request.addressFamily(.requestedAddressFamily)
         let additionalFamily = try request.addressFamily(.additionalAddressFamily)
         if token != nil && (evenPort != nil || requestedFamily != nil || additionalFamily != nil) {
-            throw Failure(.badRequest)
+            throw Failure(STUNErrorCode(400, "Bad Request: RESERVATION-TOKEN with EVEN-PORT or an address family"))
         }
-        if requestedFamily != nil && additionalFamily != nil { throw Failure(.badRequest) }
-        if let additionalFamily, additionalFamily != .ipv6 { throw Failure(.badRequest) }
+        if requestedFamily != nil && additionalFamily != nil {
+            throw Failure(STUNErrorCode(400, "Bad Request: REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together"))
+        }
+        if let additionalFamily, additionalFamily != .ipv6 {
+            throw Failure(STUNErrorCode(400, "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6"))
+        }
 
         var families: [AddressFamily] = [requestedFamily ?? .ipv4]
         var additionalRefused = false
@@ -357,7 +367,7 @@ final class TURNCore {
     ) throws -> Outcome {
         let allocation = try owned(fiveTuple, credentials)
         let peers = try request.xorAddresses(.xorPeerAddress)
-        guard !peers.isEmpty else { throw Failure(.badRequest) }
+        guard !peers.isEmpty else { throw Failure(STUNErrorCode(400, "Bad Request: XOR-PEER-ADDRESS missing")) }
         for peer in peers { try checkPeer(peer, for: allocation) }  // all or nothing
         let expiry = time.millis + Int64(configuration.permissionLifetime) * 1000
         for peer in peers { allocation.permissions[peer.ip] = expiry }
@@ -369,13 +379,21 @@ final class TURNCore {
         time: RelayTime
     ) throws -> Outcome {
         let allocation = try owned(fiveTuple, credentials)
-        guard let number = try request.channelNumber(), ChannelData.isValidChannel(number),
-              let peer = try request.xorAddress(.xorPeerAddress) else { throw Failure(.badRequest) }
+        guard let number = try request.channelNumber(), Self.channelRange.contains(number) else {
+            throw Failure(STUNErrorCode(400, "Bad Request: CHANNEL-NUMBER missing or outside 0x4000-0x7FFF"))
+        }
+        guard let peer = try request.xorAddress(.xorPeerAddress) else {
+            throw Failure(STUNErrorCode(400, "Bad Request: XOR-PEER-ADDRESS missing"))
+        }
         try checkPeer(peer, for: allocation)
         // A number is bound to one peer and a peer to one number, also while the binding
         // waits out its 5 minutes after expiring (RFC 8656 §11.2).
-        if let existing = allocation.channels[number], existing.peer != peer { throw Failure(.badRequest) }
-        if let other = allocation.channelByPeer[peer], other != number { throw Failure(.badRequest) }
+        if let existing = allocation.channels[number], existing.peer != peer {
+            throw Failure(STUNErrorCode(400, "Bad Request: channel bound to another peer"))
+        }
+        if let other = allocation.channelByPeer[peer], other != number {
+            throw Failure(STUNErrorCode(400, "Bad Request: peer bound to another channel"))
+        }
         let now = time.millis
         allocation.channels[number] = .init(peer: peer, expiresAt: now + Int64(configuration.channelLifetime) * 1000)
         allocation.channelByPeer[peer] = number
@@ -409,6 +427,8 @@ final class TURNCore {
         }
         allocation.packetsToPeer += 1
         allocation.bytesToPeer += data.count
+        counters.packetsToPeer += 1
+        counters.bytesToPeer += data.count
         return .sendToPeer(allocation, relayIndex: index, peer: peer, payload: data)
     }
 
@@ -431,6 +451,8 @@ final class TURNCore {
         }
         allocation.packetsToPeer += 1
         allocation.bytesToPeer += length
+        counters.packetsToPeer += 1
+        counters.bytesToPeer += length
         return (allocation, index, peer)
     }
 
@@ -453,6 +475,8 @@ final class TURNCore {
         }
         allocation.packetsToClient += 1
         allocation.bytesToClient += length
+        counters.packetsToClient += 1
+        counters.bytesToClient += length
         if let number = allocation.channel(for: peer, nowMillis: nowMillis) { return .channel(number) }
         return .dataIndication
     }
@@ -501,6 +525,10 @@ final class TURNCore {
     }
 
     // MARK: - Responses
+
+    /// RFC 8656 narrowed channels to 0x4000–0x4FFF; RFC 5766 clients (coturn's uclient
+    /// among them) still pick up to 0x7FFF, and the TURN port carries nothing those collide with.
+    static let channelRange = ChannelData.rfc5766ChannelRange
 
     static let knownAttributes: Set<STUNAttributeType> = [
         .mappedAddress, .username, .messageIntegrity, .errorCode, .unknownAttributes, .realm, .nonce,

@@ -1,0 +1,378 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Store
+import Wire
+
+/// RelayEngine carries out TURNCore's decisions with sockets: it owns the listeners, the
+/// relayed sockets and the TCP/TLS connections, all on one event loop, so the packet path
+/// needs no locks and never awaits.
+final class RelayEngine {
+    let loop: any EventLoop
+    let core: TURNCore
+    let configuration: RelayConfiguration
+    let logger: Logger
+    let events: RelayEvents
+
+    /// UDP listener channels by their local address.
+    var udpListeners: [TransportAddress: any Channel] = [:]
+    /// TCP/TLS client connections by five-tuple.
+    var connections: [FiveTuple: any Channel] = [:]
+    /// The sockets and addresses of each allocation, by allocation ID.
+    var bindings: [Int: RelayBinding] = [:]
+    /// Ports this engine holds, per relay IP, so picking a port rarely collides.
+    var portsInUse: [IPAddress: Set<UInt16>] = [:]
+    /// EVEN-PORT R-bit reservations: the bound socket for the next port, by token.
+    var reservations: [UInt64: Reservation] = [:]
+    /// Channels with writes waiting for one flush at the end of a read batch.
+    private var pendingFlush: [ObjectIdentifier: any Channel] = [:]
+
+    struct Reservation {
+        var channel: any Channel
+        var address: TransportAddress
+        var expiresAt: Int64
+    }
+
+    init(loop: any EventLoop, configuration: RelayConfiguration, logger: Logger, events: RelayEvents) {
+        self.loop = loop
+        self.configuration = configuration
+        self.core = TURNCore(configuration: configuration)
+        self.logger = logger
+        self.events = events
+    }
+
+    var time: RelayTime {
+        RelayTime(millis: Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000),
+                  unix: Int64(Date().timeIntervalSince1970))
+    }
+
+    // MARK: - Sending
+
+    func markForFlush(_ channel: any Channel) {
+        pendingFlush[ObjectIdentifier(channel)] = channel
+    }
+
+    func flushPending() {
+        guard !pendingFlush.isEmpty else { return }
+        for channel in pendingFlush.values { channel.flush() }
+        pendingFlush.removeAll(keepingCapacity: true)
+    }
+
+    /// Sends STUN bytes (a response or Data indication) to a client.
+    func sendToClient(_ fiveTuple: FiveTuple, bytes: [UInt8]) {
+        var buffer = ByteBufferAllocator().buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        sendToClient(fiveTuple, buffer: buffer)
+    }
+
+    func sendToClient(_ fiveTuple: FiveTuple, buffer: ByteBuffer) {
+        switch fiveTuple.transport {
+        case .udp:
+            guard let listener = udpListeners[fiveTuple.server] else { return }
+            listener.write(AddressedEnvelope(remoteAddress: fiveTuple.client.socketAddress, data: buffer),
+                           promise: nil)
+            markForFlush(listener)
+        case .tcp, .tls:
+            guard let connection = connections[fiveTuple] else { return }
+            connection.write(buffer, promise: nil)
+            markForFlush(connection)
+        }
+    }
+
+    // MARK: - Client messages
+
+    /// A STUN message from a client, over any transport.
+    func handleSTUN(_ buffer: ByteBuffer, from fiveTuple: FiveTuple) {
+        let message: STUNMessage
+        do {
+            message = try STUNMessage(datagram: buffer)
+        } catch {
+            core.counters.malformed += 1
+            logger.trace("dropped malformed STUN", metadata: ["from": "\(fiveTuple)", "error": "\(error)"])
+            return
+        }
+        let now = time
+        switch core.handle(message, from: fiveTuple, time: now) {
+        case .none:
+            break
+        case .respond(let bytes):
+            sendToClient(fiveTuple, bytes: bytes)
+        case .allocate(let plan):
+            bindRelay(plan)
+        case .sendToPeer(let allocation, let index, let peer, let payload):
+            guard let binding = bindings[allocation.id], index < binding.channels.count else { return }
+            var buffer = ByteBufferAllocator().buffer(capacity: payload.count)
+            buffer.writeBytes(payload)
+            let channel = binding.channels[index]
+            channel.write(AddressedEnvelope(remoteAddress: peer.socketAddress, data: buffer), promise: nil)
+            markForFlush(channel)
+        }
+    }
+
+    /// A ChannelData message from a client: the data is a slice of what was read, sent on
+    /// without copying.
+    func handleChannelData(_ channelData: ChannelData, from fiveTuple: FiveTuple) {
+        guard let route = core.clientChannelData(
+            channel: channelData.channel, length: channelData.data.readableBytes, from: fiveTuple,
+            nowMillis: Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000))
+        else { return }
+        guard let binding = bindings[route.allocation.id], route.relayIndex < binding.channels.count else { return }
+        let channel = binding.channels[route.relayIndex]
+        channel.write(AddressedEnvelope(remoteAddress: binding.peerSocketAddress(route.peer), data: channelData.data),
+                      promise: nil)
+        markForFlush(channel)
+    }
+
+    // MARK: - Peer data
+
+    /// A datagram from a peer arrived at a relayed socket.
+    func handlePeerDatagram(_ envelope: AddressedEnvelope<ByteBuffer>, binding: RelayBinding) {
+        guard let peer = TransportAddress(envelope.remoteAddress) else { return }
+        let allocation = binding.allocation
+        let length = envelope.data.readableBytes
+        guard let delivery = core.peerData(
+            to: allocation, from: peer, length: length,
+            nowMillis: Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000))
+        else { return }
+        let fiveTuple = allocation.fiveTuple
+        switch delivery {
+        case .channel(let number):
+            let stream = fiveTuple.transport != .udp
+            var buffer = ByteBufferAllocator().buffer(capacity: 4 + length + 3)
+            ChannelData.writeHeader(channel: number, length: length, to: &buffer)
+            buffer.writeImmutableBuffer(envelope.data)
+            if stream { buffer.writeRepeatingByte(0, count: (4 - length % 4) % 4) }
+            sendToClient(fiveTuple, buffer: buffer)
+        case .dataIndication:
+            sendToClient(fiveTuple, bytes: TURNCore.dataIndication(from: peer, payload: envelope.data))
+        }
+    }
+
+    // MARK: - Allocating relayed sockets
+
+    private typealias Bound = (channel: any Channel, address: TransportAddress)
+
+    private func bindRelay(_ plan: AllocationPlan) {
+        if let token = plan.reservationToken {
+            guard let reservation = reservations.removeValue(forKey: token), reservation.expiresAt > time.millis else {
+                finishAllocation(plan, failure: .insufficientCapacity)
+                return
+            }
+            installAllocation(plan, bound: [(reservation.channel, reservation.address)], reservationToken: nil)
+            return
+        }
+        var bound: [Bound] = []
+        var reservationToken: UInt64?
+        var remaining = plan.families.count
+        var failed = false
+        for (index, family) in plan.families.enumerated() {
+            let ip = family == .ipv4 ? configuration.relayIPv4! : configuration.relayIPv6!
+            let evenPort = index == 0 && plan.evenPort
+            bindRelayed(ip: ip, evenPort: evenPort, reserveNext: evenPort && plan.reserveNext) { result in
+                switch result {
+                case .success(let (main, reserved)):
+                    bound.append(main)
+                    if let reserved {
+                        let token = UInt64.random(in: 1...UInt64.max)
+                        reservationToken = token
+                        self.reservations[token] = Reservation(
+                            channel: reserved.channel, address: reserved.address,
+                            expiresAt: self.time.millis + Int64(self.configuration.reservationLifetime) * 1000)
+                    }
+                case .failure(let error):
+                    failed = true
+                    self.logger.warning("cannot bind a relayed socket",
+                                        metadata: ["client": "\(plan.fiveTuple)", "error": "\(error)"])
+                }
+                remaining -= 1
+                guard remaining == 0 else { return }
+                if failed {
+                    for item in bound { self.release(channel: item.channel, address: item.address) }
+                    self.finishAllocation(plan, failure: .insufficientCapacity)
+                } else {
+                    // Keep the order of families (IPv4 first) whatever order the binds finished in.
+                    bound.sort { $0.address.ip.isIPv4 && !$1.address.ip.isIPv4 }
+                    self.installAllocation(plan, bound: bound, reservationToken: reservationToken)
+                }
+            }
+        }
+    }
+
+    private func installAllocation(_ plan: AllocationPlan, bound: [Bound], reservationToken: UInt64?) {
+        let (allocation, response) = core.completeAllocation(
+            plan, relayed: bound.map(\.address), reservationToken: reservationToken, time: time)
+        let binding = RelayBinding(allocation: allocation, channels: bound.map(\.channel))
+        bindings[allocation.id] = binding
+        for item in bound {
+            do {
+                try item.channel.pipeline.syncOperations.addHandler(RelaySocketHandler(engine: self, binding: binding))
+            } catch {
+                logger.error("cannot set up a relayed socket", metadata: ["error": "\(error)"])
+            }
+        }
+        sendToClient(plan.fiveTuple, bytes: response)
+        flushPending()
+        events.allocationStarted(allocation)
+        logger.debug("allocated", metadata: [
+            "client": "\(plan.fiveTuple)", "user": "\(plan.username)",
+            "relayed": "\(allocation.relayed.map(\.description).joined(separator: ","))",
+        ])
+    }
+
+    private func finishAllocation(_ plan: AllocationPlan, failure: STUNErrorCode) {
+        sendToClient(plan.fiveTuple, bytes: core.failAllocation(plan, failure))
+        flushPending()
+    }
+
+    /// Binds a relayed socket on a random free port of the range (an even one for
+    /// EVEN-PORT, with the odd one above it also bound when `reserveNext`), retrying ports
+    /// the OS says are taken.
+    private func bindRelayed(ip: IPAddress, evenPort: Bool, reserveNext: Bool, attempt: Int = 0,
+                             completion: @escaping (Result<(Bound, Bound?), any Error>) -> Void) {
+        guard let port = pickPort(ip: ip, even: evenPort) else {
+            completion(.failure(RelayError.noFreePort))
+            return
+        }
+        let retry = { (error: any Error) in
+            if attempt < 20 {
+                self.bindRelayed(ip: ip, evenPort: evenPort, reserveNext: reserveNext, attempt: attempt + 1,
+                                 completion: completion)
+            } else {
+                completion(.failure(error))
+            }
+        }
+        bindSocket(ip: ip, port: port) { first in
+            switch first {
+            case .failure(let error):
+                retry(error)
+            case .success(let main):
+                guard reserveNext else {
+                    completion(.success((main, nil)))
+                    return
+                }
+                self.bindSocket(ip: ip, port: port + 1) { second in
+                    switch second {
+                    case .success(let reserved):
+                        completion(.success((main, reserved)))
+                    case .failure(let error):
+                        self.release(channel: main.channel, address: main.address)
+                        retry(error)
+                    }
+                }
+            }
+        }
+    }
+
+    private func pickPort(ip: IPAddress, even: Bool) -> UInt16? {
+        let range = configuration.relayPorts
+        let used = portsInUse[ip, default: []]
+        for _ in 0..<64 {
+            var port = UInt16.random(in: range)
+            if even {
+                port &= ~1
+                guard port >= range.lowerBound, port < range.upperBound, !used.contains(port + 1) else { continue }
+            }
+            if !used.contains(port) { return port }
+        }
+        return nil
+    }
+
+    private func bindSocket(ip: IPAddress, port: UInt16, completion: @escaping (Result<Bound, any Error>) -> Void) {
+        let address = TransportAddress(ip: ip, port: port)
+        portsInUse[ip, default: []].insert(port)
+        DatagramBootstrap(group: loop)
+            // Vector reads split one buffer between the messages: 16 datagrams of up to 4 KiB.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 4096))
+            .channelOption(.datagramVectorReadMessageCount, value: 16)
+            .bind(to: address.socketAddress)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    completion(.success((channel, address)))
+                case .failure(let error):
+                    self.portsInUse[ip]?.remove(port)
+                    completion(.failure(error))
+                }
+            }
+    }
+
+    func release(channel: any Channel, address: TransportAddress) {
+        channel.close(promise: nil)
+        portsInUse[address.ip]?.remove(address.port)
+    }
+
+    // MARK: - Ending allocations
+
+    /// Called every second: ends expired allocations, drops expired reservations.
+    func tick() {
+        let now = time
+        for (allocation, reason) in core.expire(time: now) {
+            end(allocation, reason: reason, now: now)
+        }
+        for (token, reservation) in reservations where reservation.expiresAt <= now.millis {
+            reservations[token] = nil
+            release(channel: reservation.channel, address: reservation.address)
+        }
+        for id in core.refreshed {
+            if let binding = bindings[id] { events.allocationRefreshed(binding.allocation) }
+        }
+        core.refreshed.removeAll()
+    }
+
+    func end(_ allocation: Allocation, reason: TURNCore.EndReason, now: RelayTime) {
+        guard let binding = bindings.removeValue(forKey: allocation.id) else { return }
+        for (channel, address) in zip(binding.channels, allocation.relayed) {
+            release(channel: channel, address: address)
+        }
+        events.allocationEnded(allocation, reason: reason, at: now.unix)
+        logger.debug("allocation ended", metadata: ["client": "\(allocation.fiveTuple)", "reason": "\(reason.rawValue)"])
+    }
+
+    /// A TCP/TLS client went away: its allocation goes with it.
+    func connectionClosed(_ fiveTuple: FiveTuple) {
+        connections[fiveTuple] = nil
+        if let allocation = core.disconnect(fiveTuple) {
+            end(allocation, reason: .disconnected, now: time)
+        }
+    }
+
+    /// After draining: end everything that is left.
+    func endAll() {
+        let now = time
+        for allocation in core.removeAll() { end(allocation, reason: .shutdown, now: now) }
+        for reservation in reservations.values { release(channel: reservation.channel, address: reservation.address) }
+        reservations.removeAll()
+    }
+}
+
+/// RelayBinding ties an allocation to its relayed sockets.
+final class RelayBinding {
+    let allocation: Allocation
+    let channels: [any Channel]
+    /// Peer socket addresses built once per peer rather than per packet.
+    private var peerAddresses: [TransportAddress: SocketAddress] = [:]
+
+    init(allocation: Allocation, channels: [any Channel]) {
+        self.allocation = allocation
+        self.channels = channels
+    }
+
+    func peerSocketAddress(_ peer: TransportAddress) -> SocketAddress {
+        if let cached = peerAddresses[peer] { return cached }
+        let address = peer.socketAddress
+        if peerAddresses.count > 64 { peerAddresses.removeAll() }
+        peerAddresses[peer] = address
+        return address
+    }
+}
+
+enum RelayError: Error {
+    case noFreePort
+}
+
+@available(*, unavailable)
+extension RelayEngine: Sendable {}
+@available(*, unavailable)
+extension RelayBinding: Sendable {}

@@ -1,0 +1,203 @@
+import Foundation
+import Logging
+import Metrics
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import Store
+import Wire
+
+/// RelayService is the TURN server (RFC 8656) with STUN Binding, over UDP, TCP and TLS,
+/// as a swift-service-lifecycle service. On graceful shutdown it stops taking allocations,
+/// lets existing ones go on for `drainSeconds` (or until none are left), then ends them.
+package final class RelayService: Service {
+    private let configuration: RelayConfiguration
+    private let database: SwitchboardDatabase
+    private let logger: Logger
+    private let onListening: @Sendable ([String]) -> Void
+
+    package init(configuration: RelayConfiguration, database: SwitchboardDatabase, logger: Logger,
+                onListening: @escaping @Sendable ([String]) -> Void = { _ in }) {
+        self.configuration = configuration
+        self.database = database
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    package func run() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let events = RelayEvents(realm: configuration.realm)
+        let configuration = self.configuration
+        let logger = self.logger
+        let engine = try await loop.submit {
+            NIOLoopBound(RelayEngine(loop: loop, configuration: configuration, logger: logger, events: events),
+                         eventLoop: loop)
+        }.get()
+
+        try await database.clearLiveAllocations()
+        let keys = try await database.turnUserKeys(realm: configuration.realm)
+        try await loop.submit { engine.value.core.staticUsers = keys }.get()
+
+        var channels: [any Channel] = []
+        var descriptions: [String] = []
+        do {
+            for listener in configuration.listeners {
+                let udp = try await bindUDP(listener, engine: engine, loop: loop)
+                let tcp = try await bindStream(listener, transport: .tcp, tls: nil, engine: engine, loop: loop)
+                channels += [udp, tcp]
+                descriptions.append("turn       udp+tcp://\(Self.describe(udp.localAddress))")
+            }
+            if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
+                let context = try Self.tlsContext(certificate: certificate, key: key)
+                for listener in configuration.tlsListeners {
+                    let tls = try await bindStream(listener, transport: .tls, tls: context, engine: engine, loop: loop)
+                    channels.append(tls)
+                    descriptions.append("turn       tls://\(Self.describe(tls.localAddress))")
+                }
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        onListening(descriptions)
+
+        let metrics = RelayMetrics()
+        let ticker = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            let engine = engine.value
+            engine.tick()
+            metrics.update(from: engine.core)
+            events.ship()
+        }
+
+        let database = self.database
+        let refresher = Task {
+            // Static users added or removed with the CLI reach the relay within seconds.
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                guard let keys = try? await database.turnUserKeys(realm: configuration.realm) else { continue }
+                loop.execute { engine.value.core.staticUsers = keys }
+            }
+        }
+        let recorder = Task {
+            for await batch in events.batches {
+                do {
+                    try await database.recordRelayChanges(live: batch.live, ended: batch.ended)
+                } catch {
+                    logger.error("cannot record relay usage", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+
+        let (stop, stopContinuation) = AsyncStream.makeStream(of: Void.self)
+        await withGracefulShutdownHandler {
+            for await _ in stop { break }
+        } onGracefulShutdown: {
+            stopContinuation.yield()
+        }
+
+        // Drain: no new allocations; existing ones go on until they end or time runs out.
+        logger.info("relay draining", metadata: ["seconds": "\(configuration.drainSeconds)"])
+        try? await loop.submit { engine.value.core.acceptingAllocations = false }.get()
+        let deadline = ContinuousClock.now + .seconds(configuration.drainSeconds)
+        while ContinuousClock.now < deadline {
+            let remaining = (try? await loop.submit { engine.value.core.allocationCount }.get()) ?? 0
+            if remaining == 0 { break }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        ticker.cancel()
+        try? await loop.submit {
+            engine.value.endAll()
+            metrics.update(from: engine.value.core)
+            events.ship()
+        }.get()
+        for channel in channels { try? await channel.close() }
+        events.finish()
+        refresher.cancel()
+        await recorder.value
+        logger.info("relay stopped")
+    }
+
+    private func bindUDP(_ listener: RelayConfiguration.Listener, engine: NIOLoopBound<RelayEngine>,
+                         loop: any EventLoop) async throws -> any Channel {
+        let channel = try await DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Vector reads split one buffer between the messages: 64 datagrams of up to 4 KiB.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 4096))
+            .channelOption(.datagramVectorReadMessageCount, value: 64)
+            .bind(host: listener.host, port: listener.port).get()
+        try await loop.submit {
+            guard let local = channel.localAddress.flatMap(TransportAddress.init) else { throw RelayError.noFreePort }
+            engine.value.udpListeners[local] = channel
+            try channel.pipeline.syncOperations.addHandler(UDPListenerHandler(engine: engine.value, local: local))
+        }.get()
+        return channel
+    }
+
+    private func bindStream(_ listener: RelayConfiguration.Listener, transport: ClientTransport,
+                            tls: NIOSSLContext?, engine: NIOLoopBound<RelayEngine>,
+                            loop: any EventLoop) async throws -> any Channel {
+        try await ServerBootstrap(group: loop)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let local = channel.localAddress.flatMap(TransportAddress.init) else { return }
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StreamFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        StreamClientHandler(engine: engine.value, transport: transport, local: local))
+                }
+            }
+            .bind(host: listener.host, port: listener.port).get()
+    }
+
+    static func tlsContext(certificate: String, key: String) throws -> NIOSSLContext {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+        let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+        return try NIOSSLContext(configuration: .makeServerConfiguration(
+            certificateChain: chain, privateKey: .privateKey(privateKey)))
+    }
+
+    static func describe(_ address: SocketAddress?) -> String {
+        guard let address, let transport = TransportAddress(address) else { return "?" }
+        return transport.description
+    }
+}
+
+/// RelayMetrics publishes the core's counters through swift-metrics once a second, so the
+/// packet path only adds integers.
+final class RelayMetrics: Sendable {
+    private let allocations = Gauge(label: "switchboard_relay_allocations")
+    private let packetsToPeer = Counter(label: "switchboard_relay_packets_total", dimensions: [("direction", "to_peer")])
+    private let packetsToClient = Counter(label: "switchboard_relay_packets_total", dimensions: [("direction", "to_client")])
+    private let bytesToPeer = Counter(label: "switchboard_relay_bytes_total", dimensions: [("direction", "to_peer")])
+    private let bytesToClient = Counter(label: "switchboard_relay_bytes_total", dimensions: [("direction", "to_client")])
+    private let authFailures = Counter(label: "switchboard_relay_auth_failures_total")
+    private let authChallenges = Counter(label: "switchboard_relay_auth_challenges_total")
+    private let filterDrops = Counter(label: "switchboard_relay_filter_drops_total")
+    private let malformed = Counter(label: "switchboard_relay_malformed_total")
+    private let throttled = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "auth_throttled")])
+    private let noPermission = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "no_permission")])
+    private let bandwidth = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "bandwidth")])
+    nonisolated(unsafe) private var last = TURNCore.Counters()  // touched only on the relay's loop
+
+    func update(from core: TURNCore) {
+        let now = core.counters
+        allocations.record(core.allocationCount)
+        packetsToPeer.increment(by: now.packetsToPeer - last.packetsToPeer)
+        packetsToClient.increment(by: now.packetsToClient - last.packetsToClient)
+        bytesToPeer.increment(by: now.bytesToPeer - last.bytesToPeer)
+        bytesToClient.increment(by: now.bytesToClient - last.bytesToClient)
+        authFailures.increment(by: now.authFailures - last.authFailures)
+        authChallenges.increment(by: now.authChallenges - last.authChallenges)
+        filterDrops.increment(by: now.filterDrops - last.filterDrops)
+        malformed.increment(by: now.malformed - last.malformed)
+        throttled.increment(by: now.authThrottled - last.authThrottled)
+        noPermission.increment(by: now.noPermissionDrops - last.noPermissionDrops)
+        bandwidth.increment(by: now.bandwidthDrops - last.bandwidthDrops)
+        last = now
+    }
+}

@@ -1,0 +1,45 @@
+import NIOCore
+import Wire
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension TransportAddress {
+    /// The Wire address of a NIO socket address (nil for Unix sockets).
+    init?(_ address: SocketAddress) {
+        switch address {
+        case .v4(let v4):
+            let value = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+            self.init(ip: .v4(value), port: UInt16(bigEndian: v4.address.sin_port))
+        case .v6(let v6):
+            var storage = v6.address.sin6_addr
+            let value = withUnsafeBytes(of: &storage) { raw in raw.reduce(UInt128(0)) { $0 << 8 | UInt128($1) } }
+            self.init(ip: .v6(value), port: UInt16(bigEndian: v6.address.sin6_port))
+        case .unixDomainSocket:
+            return nil
+        }
+    }
+
+    /// The NIO socket address for sending to this address.
+    var socketAddress: SocketAddress {
+        switch ip {
+        case .v4(let value):
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = value.bigEndian
+            return SocketAddress(address, host: "")
+        case .v6(let value):
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &address.sin6_addr) { raw in
+                for index in 0..<16 { raw[index] = UInt8(truncatingIfNeeded: value >> (120 - 8 * index)) }
+            }
+            return SocketAddress(address, host: "")
+        }
+    }
+}
