@@ -48,14 +48,28 @@ package final class SwitchboardDatabase: Sendable {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
-        do {
-            pool = try DatabasePool(path: path, configuration: configuration)
-        } catch let error as DatabaseError {
-            throw StoreError.cannotOpen(path: path, message: error.message ?? "\(error.resultCode)")
-        }
+        pool = try Self.openPool(path: path, configuration: configuration, patience: busyTimeout)
         self.path = path
         self.now = now
         try SchemaMigrator(migrations: migrations, now: now).migrate(pool)
+    }
+
+    /// Opens the pool. Switching a new file to WAL needs a moment of exclusive access, which a
+    /// second process opening the same new file at that moment does not get: it retries for
+    /// up to `patience` instead of failing with "database is locked".
+    private static func openPool(path: String, configuration: Configuration, patience: Duration) throws -> DatabasePool {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            do {
+                return try DatabasePool(path: path, configuration: configuration)
+            } catch let error as DatabaseError {
+                if error.resultCode == .SQLITE_BUSY && ContinuousClock.now < deadline {
+                    Thread.sleep(forTimeInterval: 0.02)
+                    continue
+                }
+                throw StoreError.cannotOpen(path: path, message: error.message ?? "\(error.resultCode)")
+            }
+        }
     }
 
     /// The migrations applied to this database, in order.
