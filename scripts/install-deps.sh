@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Build + run: system SQLite for GRDB. Tests add the real clients they drive.
 packages=(libsqlite3-dev pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(sqlite3 curl procps python3 python3-venv)
+    packages+=(sqlite3 curl procps python3 python3-venv coturn openssl)
 fi
 
 missing=()

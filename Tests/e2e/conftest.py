@@ -3,6 +3,7 @@ with the real sqlite3 CLI reading and writing its live database."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -71,12 +72,33 @@ class Server:
         return self.process.wait(timeout=timeout)
 
 
-def start_server(sb: Switchboard, *extra, env=None, cwd=None):
-    """Starts `switchboard serve` on an ephemeral port and waits for its banner."""
+def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1"):
+    """A port that is free for both UDP and TCP on `host` right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, kind) as first:
+            first.bind((host, 0))
+            port = first.getsockname()[1]
+            other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+            try:
+                with socket.socket(family, other) as second:
+                    second.bind((host, port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def start_server(sb: Switchboard, *extra, env=None, cwd=None, turn_listen=None):
+    """Starts `switchboard serve` on ephemeral ports and waits for its banner."""
+    turn = turn_listen or [f"127.0.0.1:{free_port()}"]
+    turn_args = [arg for address in turn for arg in ("--turn-listen", address)]
     process = subprocess.Popen(
-        [str(BIN), "serve", "--data-dir", str(sb.data_dir), "--http-listen", "127.0.0.1:0", *extra],
+        [str(BIN), "serve", "--data-dir", str(sb.data_dir), "--http-listen", "127.0.0.1:0", *turn_args, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(env), cwd=cwd)
     lines = []
+    base_url = None
+    relay_up = False
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = process.stdout.readline()
@@ -85,9 +107,14 @@ def start_server(sb: Switchboard, *extra, env=None, cwd=None):
         lines.append(line)
         match = re.search(r"http\s+http://(127\.0\.0\.1:\d+)", line)
         if match:
+            base_url = "http://" + match.group(1)
+        relay_up = relay_up or line.strip().startswith("relay ")
+        if base_url and relay_up:
             # Keep draining so a chatty log can never fill the pipe and stall the server.
             threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-            return Server(process, "http://" + match.group(1), lines)
+            server = Server(process, base_url, lines)
+            server.turn = turn
+            return server
     process.kill()
     raise AssertionError("server did not print its banner:\n" + "".join(lines))
 

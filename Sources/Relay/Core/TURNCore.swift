@@ -252,7 +252,10 @@ final class TURNCore {
             throw Failure(STUNErrorCode(400, "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6"))
         }
 
-        var families: [AddressFamily] = [requestedFamily ?? .ipv4]
+        // Without REQUESTED-ADDRESS-FAMILY the RFC's default is IPv4; a server that relays on
+        // IPv6 only gives IPv6 rather than refusing (coturn's uclient -x relies on this).
+        let defaultFamily: AddressFamily = configuration.relayIPv4 != nil ? .ipv4 : .ipv6
+        var families: [AddressFamily] = [requestedFamily ?? defaultFamily]
         var additionalRefused = false
         if additionalFamily == .ipv6 {
             if configuration.relayIPv6 != nil { families.append(.ipv6) } else { additionalRefused = true }
