@@ -505,11 +505,12 @@ final class TURNCore {
     }
 
     /// Ends the allocation of a client whose TCP/TLS connection closed (RFC 8656 §3.1).
-    func disconnect(_ fiveTuple: FiveTuple) -> Allocation? {
+    func disconnect(_ fiveTuple: FiveTuple) -> (Allocation, EndReason)? {
         pending[fiveTuple] = nil
         guard let allocation = allocations[fiveTuple] else { return nil }
+        let reason: EndReason = endedByRefresh.contains(allocation.id) ? .refreshZero : .disconnected
         remove(fiveTuple)
-        return allocation
+        return (allocation, reason)
     }
 
     /// Ends every allocation (shutdown after draining).

@@ -333,8 +333,8 @@ final class RelayEngine {
     /// A TCP/TLS client went away: its allocation goes with it.
     func connectionClosed(_ fiveTuple: FiveTuple) {
         connections[fiveTuple] = nil
-        if let allocation = core.disconnect(fiveTuple) {
-            end(allocation, reason: .disconnected, now: time)
+        if let (allocation, reason) = core.disconnect(fiveTuple) {
+            end(allocation, reason: reason, now: time)
         }
     }
 
