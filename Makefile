@@ -4,16 +4,26 @@ DATA_DIR     ?= ./switchboard-data
 HTTP_LISTEN  ?= 127.0.0.1:8080
 PYTHON       := .venv/bin/python
 
-.PHONY: run test build release deps test-deps unit e2e clean-data
+FUZZ_SECONDS ?= 300
+
+.PHONY: run test build release deps test-deps unit e2e fuzz clean-data
 
 ## Install what is missing, build release, and serve on embedded SQLite.
 run: deps release
 	.build/release/switchboard serve --data-dir "$(DATA_DIR)" --http-listen "$(HTTP_LISTEN)"
 
-## Install what is missing, build, and run every test (Swift unit tests, then end-to-end).
+## Install what is missing, build, and run every test (Swift unit tests, end-to-end, a short fuzz run).
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(MAKE) unit e2e
+	$(MAKE) fuzz FUZZ_SECONDS=20
+
+## libFuzzer on the STUN/ChannelData codecs with a re-encode property (FUZZ_SECONDS, default 300).
+fuzz:
+	cd Fuzz && $(SWIFT) build --scratch-path ../.build-fuzz --product WireFuzz -Xswiftc -sanitize=fuzzer,address
+	mkdir -p .build-fuzz/corpus && cp Fuzz/corpus/* .build-fuzz/corpus/
+	.build-fuzz/debug/WireFuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=.build-fuzz/ .build-fuzz/corpus Fuzz/corpus
 
 unit:
 	$(SWIFT) test --skip-build

@@ -1,0 +1,74 @@
+import NIOCore
+import Wire
+
+/// libFuzzer entry point. Whatever STUN or ChannelData parses must re-encode to a message
+/// that parses to the same value; nothing may crash, and typed readers must only throw.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    let bytes = Array(UnsafeRawBufferPointer(start: start, count: count))
+    let buffer = ByteBuffer(bytes: bytes)
+
+    if let message = try? STUNMessage(datagram: buffer) {
+        // Exercise every typed reader; each may throw, none may trap.
+        _ = try? message.xorAddresses(.xorPeerAddress)
+        _ = try? message.xorAddress(.xorMappedAddress)
+        _ = try? message.address(.mappedAddress)
+        _ = try? message.errorCode()
+        _ = try? message.unknownAttributes()
+        for type in [STUNAttributeType.username, .realm, .nonce, .software] { _ = try? message.text(type) }
+        _ = try? message.lifetime()
+        _ = try? message.requestedTransport()
+        _ = try? message.channelNumber()
+        _ = try? message.evenPort()
+        _ = try? message.addressFamily(.requestedAddressFamily)
+        _ = try? message.reservationToken()
+        _ = message.verifyIntegrity(key: [1, 2, 3])
+        _ = message.verifyIntegritySHA256(key: [1, 2, 3])
+        _ = message.fingerprintIsValid
+        _ = message.unknownComprehensionRequired(known: [])
+
+        // Re-encode property: the attributes that count survive a round trip unchanged.
+        let plain = STUNMessage(type: message.type, transactionID: message.transactionID,
+                                attributes: message.attributes.filter {
+                                    $0.type != .messageIntegrity && $0.type != .messageIntegritySHA256
+                                        && $0.type != .fingerprint
+                                })
+        guard let again = try? STUNMessage(bytes: plain.encoded()), again == plain else {
+            fatalError("STUN message did not survive re-encoding: \(bytes)")
+        }
+    }
+
+    if let channelData = try? ChannelData(datagram: buffer, range: ChannelData.rfc5766ChannelRange) {
+        var out = ByteBuffer()
+        channelData.write(to: &out, padded: false)
+        guard let again = try? ChannelData(datagram: out, range: ChannelData.rfc5766ChannelRange),
+              again == channelData else {
+            fatalError("ChannelData did not survive re-encoding: \(bytes)")
+        }
+    }
+
+    // Stream framing over the same bytes.
+    var stream = buffer
+    while let frame = try? StreamFrame.next(in: stream, rfc5766Channels: true) {
+        guard frame.length > 0, let _ = stream.readSlice(length: frame.length) else {
+            fatalError("framing returned an impossible length")
+        }
+    }
+    return 0
+}
+
+// SwiftPM links an executable's entry point as `<Target>_main`; hand control to libFuzzer's
+// driver from there (its own `main` is not used).
+@_silgen_name("LLVMFuzzerRunDriver")
+func runFuzzerDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafeRawPointer, Int) -> CInt
+) -> CInt
+
+@_cdecl("WireFuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var count = argc
+    var arguments = argv
+    return runFuzzerDriver(&count, &arguments) { start, length in fuzz(start, length) }
+}
