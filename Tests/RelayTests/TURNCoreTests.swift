@@ -35,15 +35,16 @@ import Wire
         let harness = Harness { $0.authFailureBurst = 3; $0.authFailuresPerSecond = 1 }
         harness.password = "wrong"
         for _ in 0..<3 { #expect(harness.allocate().errorCodeValue == 401) }
-        // Out of tokens: dropped without an answer (no work, nothing to learn).
-        let request = STUNMessage(.allocate, .request, attributes: [.requestedTransport(17)])
-        if case .none = harness.send(request) {} else { Issue.record("expected a drop") }
+        #expect(harness.core.counters.authFailures == 3)
+        // Out of tokens: even the right password is refused, unchecked, until the bucket refills.
+        harness.password = "bob-password"
+        #expect(harness.allocate().errorCodeValue == 401)
         #expect(harness.core.counters.authThrottled == 1)
+        #expect(harness.core.counters.authFailures == 3)
         // Another source is not affected.
         var other = harness.client
         other.client = Harness.peer("198.51.100.7", 1234)
         harness.nonce = nil
-        harness.password = "bob-password"
         #expect(harness.allocate(from: other).isSuccess)
         // After a while the first source may try again.
         harness.advance(seconds: 2)

@@ -117,7 +117,6 @@ final class TURNCore {
         switch authenticate(request, from: fiveTuple, time: time) {
         case .accepted(let username, let key): credentials = (username, key)
         case .rejected(let response): return .respond(response)
-        case .dropped: return .none
         }
 
         let unknown = request.unknownComprehensionRequired(known: Self.knownAttributes)
@@ -158,7 +157,6 @@ final class TURNCore {
     private enum AuthResult {
         case accepted(username: String, key: [UInt8])
         case rejected([UInt8])
-        case dropped
     }
 
     private func authenticate(_ request: STUNMessage, from fiveTuple: FiveTuple, time: RelayTime) -> AuthResult {
@@ -168,8 +166,10 @@ final class TURNCore {
             return .rejected(challenge(request, .unauthorized, clientIP: clientIP, time: time))
         }
         guard limiter.allows(clientIP, nowMillis: time.millis) else {
+            // Too many failures from this source: refuse without checking the password, so
+            // guessing learns nothing, but answer (as 401) so honest clients fail fast.
             counters.authThrottled += 1
-            return .dropped
+            return .rejected(challenge(request, .unauthorized, clientIP: clientIP, time: time))
         }
         guard let username = try? request.text(.username), let realm = try? request.text(.realm),
               let nonce = try? request.text(.nonce) else {

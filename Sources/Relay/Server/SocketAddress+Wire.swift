@@ -9,7 +9,7 @@ import Darwin
 
 extension TransportAddress {
     /// The Wire address of a NIO socket address (nil for Unix sockets).
-    init?(_ address: SocketAddress) {
+    package init?(_ address: SocketAddress) {
         switch address {
         case .v4(let v4):
             let value = UInt32(bigEndian: v4.address.sin_addr.s_addr)
@@ -24,7 +24,7 @@ extension TransportAddress {
     }
 
     /// The NIO socket address for sending to this address.
-    var socketAddress: SocketAddress {
+    package var socketAddress: SocketAddress {
         switch ip {
         case .v4(let value):
             var address = sockaddr_in()

@@ -1,0 +1,257 @@
+import ArgumentParser
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Relay
+import Wire
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Load tools (benchmarks, not tests).", subcommands: [BenchRelay.self])
+}
+
+/// `switchboard bench relay`: allocates on a TURN server, binds a channel to an echo peer it
+/// runs itself, and floods ChannelData with a window of packets in flight, counting echoes.
+/// Works against any TURN server (Switchboard, coturn) with REST or static credentials.
+struct BenchRelay: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Flood a TURN server's ChannelData path through an echo peer and print packets/s.")
+
+    @Option(help: "TURN server address.") var server = "127.0.0.1:3478"
+    @Option(help: "TURN REST shared secret (else --user and --password).") var secret: String?
+    @Option(help: "Static user name.") var user = "bench"
+    @Option(help: "Static user password.") var password: String?
+    @Option(help: "Seconds to flood.") var seconds = 10
+    @Option(help: "Packets in flight per client.") var window = 64
+    @Option(help: "Payload bytes per packet.") var size = 200
+    @Option(help: "Concurrent clients (allocations) flooding.") var clients = 1
+    @Option(help: "Instead of flooding: open this many allocations, print READY, hold them --hold seconds.")
+    var allocations = 0
+    @Option(help: "Seconds to hold allocations in --allocations mode.") var hold = 10
+    @Flag(help: "Print one JSON line.") var json = false
+
+    func run() async throws {
+        let address = try ListenAddress(parsing: server)
+        let serverAddress = try SocketAddress(ipAddress: address.host, port: address.port)
+        // One loop for the clients and the echo peer: pin the process to one core with taskset.
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+
+        let echo = try await DatagramBootstrap(group: loop)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 2048))
+            .channelOption(.datagramVectorReadMessageCount, value: 64)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+            }
+            .bind(host: address.host.contains(":") ? "::1" : "127.0.0.1", port: 0).get()
+        let peer = TransportAddress(echo.localAddress!)!
+
+        let credentials: (String, String)
+        if let secret {
+            let rest = TURNRESTCredential(secret: secret, name: "bench",
+                                          expiry: Int64(Date().timeIntervalSince1970) + 3600)
+            credentials = (rest.username, rest.password)
+        } else if let password {
+            credentials = (user, password)
+        } else {
+            throw ValidationError("give --secret or --password")
+        }
+
+        if allocations > 0 {
+            var held: [TURNBenchClient] = []
+            let started = ContinuousClock.now
+            for _ in 0..<allocations {
+                let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress)
+                try await client.allocate(username: credentials.0, password: credentials.1)
+                held.append(client)
+            }
+            let elapsed = ContinuousClock.now - started
+            Output.line("READY \(held.count) allocations in \(elapsed)")
+            try await Task.sleep(for: .seconds(hold))
+            for client in held { try? await client.channel.close() }
+            return
+        }
+
+        var flooders: [TURNBenchClient] = []
+        for _ in 0..<clients {
+            let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress)
+            try await client.allocate(username: credentials.0, password: credentials.1)
+            try await client.bindChannel(0x4000, to: peer)
+            flooders.append(client)
+        }
+        let payload = ByteBuffer(repeating: 0x5A, count: size)
+        try await loop.submit { for client in flooders { client.startFlood(payload: payload, window: window) } }.get()
+        try await Task.sleep(for: .seconds(1))  // warm-up
+        let before = try await loop.submit { flooders.map(\.handler.received).reduce(0, +) }.get()
+        let start = ContinuousClock.now
+        try await Task.sleep(for: .seconds(seconds))
+        let after = try await loop.submit { flooders.map(\.handler.received).reduce(0, +) }.get()
+        let elapsed = ContinuousClock.now - start
+        let perSecond = Double(after - before) / (Double(elapsed.components.seconds)
+            + Double(elapsed.components.attoseconds) / 1e18)
+        try await loop.submit { for client in flooders { client.handler.stop() } }.get()
+        for client in flooders { try? await client.channel.close() }
+        try? await echo.close()
+        if json {
+            Output.line(#"{"packets_per_second":\#(Int(perSecond)),"clients":\#(clients),"window":\#(window),"size":\#(size)}"#)
+        } else {
+            // Each echo is two relayed packets: client→peer and peer→client.
+            Output.line("relay echo round trips/s: \(Int(perSecond)) (relayed packets/s: \(Int(perSecond * 2)), "
+                + "clients \(clients), window \(window), \(size) B)")
+        }
+    }
+}
+
+/// A minimal TURN client over UDP for load: STUN transactions during setup, then a
+/// ChannelData flood that keeps `window` packets in flight.
+final class TURNBenchClient: Sendable {
+    let channel: any Channel
+    let handler: BenchClientHandler
+    let server: SocketAddress
+    private let state = NIOLockedValueBox<(key: [UInt8], realm: String, nonce: String, username: String)?>(nil)
+
+    init(channel: any Channel, handler: BenchClientHandler, server: SocketAddress) {
+        self.channel = channel
+        self.handler = handler
+        self.server = server
+    }
+
+    static func connect(loop: any EventLoop, server: SocketAddress) async throws -> TURNBenchClient {
+        let handler = BenchClientHandler(server: server)
+        let channel = try await DatagramBootstrap(group: loop)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
+            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+            }
+            .bind(host: server.protocol == .inet6 ? "::1" : "127.0.0.1", port: 0).get()
+        return TURNBenchClient(channel: channel, handler: handler, server: server)
+    }
+
+    func allocate(username: String, password: String) async throws {
+        let challenge = try await transact(STUNMessage(.allocate, .request, attributes: [.requestedTransport(17)]))
+        guard let realm = try challenge.text(.realm), let nonce = try challenge.text(.nonce) else {
+            throw BenchError("no REALM/NONCE in the challenge")
+        }
+        let key = STUNCredentials.longTermKey(username: username, realm: realm, password: password)
+        state.withLockedValue { $0 = (key, realm, nonce, username) }
+        let response = try await authenticated(STUNMessage(.allocate, .request, attributes: [.requestedTransport(17)]))
+        guard response.type.messageClass == .successResponse else {
+            throw BenchError("Allocate failed: \(String(describing: try? response.errorCode()))")
+        }
+    }
+
+    func bindChannel(_ number: UInt16, to peer: TransportAddress) async throws {
+        let id = TransactionID.random()
+        let response = try await authenticated(STUNMessage(.channelBind, .request, transactionID: id, attributes: [
+            .channelNumber(number), .xorAddress(.xorPeerAddress, peer, transactionID: id),
+        ]))
+        guard response.type.messageClass == .successResponse else {
+            throw BenchError("ChannelBind failed: \(String(describing: try? response.errorCode()))")
+        }
+        handler.channelNumber = number
+    }
+
+    private func authenticated(_ message: STUNMessage) async throws -> STUNMessage {
+        guard let (key, realm, nonce, username) = state.withLockedValue({ $0 }) else { throw BenchError("no key") }
+        var message = message
+        message.attributes += [.text(.username, username), .text(.realm, realm), .text(.nonce, nonce)]
+        return try await transact(message, key: key)
+    }
+
+    private func transact(_ message: STUNMessage, key: [UInt8]? = nil) async throws -> STUNMessage {
+        let bytes = message.encoded(integrityKey: key, fingerprint: true)
+        for _ in 0..<5 {
+            let promise = channel.eventLoop.makePromise(of: STUNMessage.self)
+            try await channel.eventLoop.submit {
+                self.handler.pending = (message.transactionID, promise)
+            }.get()
+            try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: bytes)))
+            let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(500)) {
+                promise.fail(BenchError("timeout"))
+            }
+            do {
+                let response = try await promise.futureResult.get()
+                timeout.cancel()
+                return response
+            } catch {
+                continue
+            }
+        }
+        throw BenchError("no answer from \(server)")
+    }
+
+    /// On the event loop: send a window of ChannelData packets; each echo sends another.
+    func startFlood(payload: ByteBuffer, window: Int) {
+        handler.startFlood(channel: channel, payload: payload, window: window)
+    }
+}
+
+final class BenchClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    let server: SocketAddress
+    var pending: (TransactionID, EventLoopPromise<STUNMessage>)?
+    var channelNumber: UInt16 = 0x4000
+    var received = 0
+    private var flooding = false
+    private var packet = ByteBuffer()
+    private weak var channel: (any Channel)?
+
+    init(server: SocketAddress) { self.server = server }
+
+    func startFlood(channel: any Channel, payload: ByteBuffer, window: Int) {
+        self.channel = channel
+        var frame = ByteBuffer()
+        ChannelData(channel: channelNumber, data: payload).write(to: &frame, padded: false)
+        packet = frame
+        flooding = true
+        for _ in 0..<window { channel.write(AddressedEnvelope(remoteAddress: server, data: packet), promise: nil) }
+        channel.flush()
+    }
+
+    func stop() { flooding = false }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard let first = envelope.data.getInteger(at: envelope.data.readerIndex, as: UInt8.self) else { return }
+        if first >= 64 && first < 128 {
+            received += 1
+            if flooding {
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: server, data: packet)), promise: nil)
+            }
+        } else if let message = try? STUNMessage(datagram: envelope.data), let (id, promise) = pending,
+                  message.transactionID == id {
+            pending = nil
+            promise.succeed(message)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+}
+
+extension BenchClientHandler {
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+}
+
+/// Echoes every datagram to where it came from: the benchmark's peer.
+final class EchoHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
