@@ -21,7 +21,7 @@ swift build -c release --product switchboard >/dev/null
 SB=.build/release/switchboard
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 SECRET=bench-secret-$RANDOM
 SB_PORT=23478
@@ -49,22 +49,40 @@ flood() {  # port
         --window "$WINDOW" --size "$SIZE" --json | sed -E 's/.*"packets_per_second":([0-9]+).*/\1/'
 }
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 start_switchboard
 start_coturn
 echo "relay benchmark: $ROUNDS rounds x ${SECONDS_PER_ROUND}s, window $WINDOW, ${SIZE}-byte payloads"
-printf "%-6s %18s %18s %8s\n" round "switchboard rt/s" "coturn rt/s" ratio
-SB_TOTAL=0; CT_TOTAL=0
+echo "rt/s: echo round trips per second (two relayed packets each); cpu: server core busy share;"
+echo "rt/cpu-s: round trips per second of server CPU (what a fully loaded core would do)"
+printf "%-6s %12s %6s %12s   %12s %6s %12s   %7s %7s\n" round "sb rt/s" cpu "sb rt/cpu-s" "coturn rt/s" cpu \
+    "ct rt/cpu-s" "ratio" "cpu-rat"
+TICKS=$(getconf CLK_TCK)
+SB_RT=0; CT_RT=0; SB_EFF=0; CT_EFF=0
+measure() {  # pid port -> "rt cpu_share efficiency"
+    local before after rt
+    before=$(cpu_ticks "$1")
+    rt=$(flood "$2")
+    after=$(cpu_ticks "$1")
+    # The flood runs SECONDS_PER_ROUND plus a 1 s warm-up and setup; charge the CPU to all of it.
+    awk -v rt="$rt" -v t="$((after - before))" -v hz="$TICKS" -v s="$SECONDS_PER_ROUND" \
+        'BEGIN { cpu = t / hz; share = cpu / (s + 1.2); printf "%d %.2f %d", rt, share, (share > 0 ? rt / share : 0) }'
+}
 for round in $(seq 1 "$ROUNDS"); do
-    sb=$(flood $SB_PORT)
-    ct=$(flood $CT_PORT)
-    SB_TOTAL=$((SB_TOTAL + sb)); CT_TOTAL=$((CT_TOTAL + ct))
-    printf "%-6s %18s %18s %8s\n" "$round" "$sb" "$ct" "$(awk -v a="$sb" -v b="$ct" 'BEGIN {printf "%.2f", a/b}')"
+    read -r sb sbcpu sbeff <<< "$(measure "$SB_PID" $SB_PORT)"
+    read -r ct ctcpu cteff <<< "$(measure "$CT_PID" $CT_PORT)"
+    SB_RT=$((SB_RT + sb)); CT_RT=$((CT_RT + ct)); SB_EFF=$((SB_EFF + sbeff)); CT_EFF=$((CT_EFF + cteff))
+    printf "%-6s %12s %6s %12s   %12s %6s %12s   %7s %7s\n" "$round" "$sb" "$sbcpu" "$sbeff" "$ct" "$ctcpu" "$cteff" \
+        "$(awk -v a="$sb" -v b="$ct" 'BEGIN {printf "%.2f", a/b}')" \
+        "$(awk -v a="$sbeff" -v b="$cteff" 'BEGIN {printf "%.2f", a/b}')"
 done
-printf "%-6s %18s %18s %8s\n" mean $((SB_TOTAL / ROUNDS)) $((CT_TOTAL / ROUNDS)) \
-    "$(awk -v a="$SB_TOTAL" -v b="$CT_TOTAL" 'BEGIN {printf "%.2f", a/b}')"
-echo "(rt/s = echo round trips per second; each is two relayed packets)"
+printf "%-6s %12s %6s %12s   %12s %6s %12s   %7s %7s\n" mean $((SB_RT / ROUNDS)) "" $((SB_EFF / ROUNDS)) \
+    $((CT_RT / ROUNDS)) "" $((CT_EFF / ROUNDS)) \
+    "$(awk -v a="$SB_RT" -v b="$CT_RT" 'BEGIN {printf "%.2f", a/b}')" \
+    "$(awk -v a="$SB_EFF" -v b="$CT_EFF" 'BEGIN {printf "%.2f", a/b}')"
 
 if (( ALLOCATIONS > 0 )); then
     echo
@@ -75,10 +93,14 @@ if (( ALLOCATIONS > 0 )); then
         taskset -c 1 "$SB" bench relay --server "127.0.0.1:$port" --secret "$SECRET" \
             --allocations "$ALLOCATIONS" --hold 3 > "$WORK/alloc-$name.log" 2>&1 &
         holder=$!
-        for _ in $(seq 1 600); do grep -q READY "$WORK/alloc-$name.log" 2>/dev/null && break; sleep 0.2; done
+        for _ in $(seq 1 600); do
+            grep -q READY "$WORK/alloc-$name.log" 2>/dev/null && break
+            kill -0 $holder 2>/dev/null || break
+            sleep 0.2
+        done
         after=$(rss_kb "$pid")
         printf "%-12s %s; RSS %d KB -> %d KB: %.2f KB per allocation\n" "$name" \
-            "$(grep READY "$WORK/alloc-$name.log" || echo 'not ready')" "$before" "$after" \
+            "$(grep READY "$WORK/alloc-$name.log" || tail -1 "$WORK/alloc-$name.log")" "$before" "$after" \
             "$(awk -v a="$after" -v b="$before" -v n="$ALLOCATIONS" 'BEGIN {print (a-b)/n}')"
         wait $holder || true
     done

@@ -1,5 +1,8 @@
 import Foundation
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 import Store
@@ -204,9 +207,11 @@ final class RelayEngine {
             plan, relayed: bound.map(\.address), reservationToken: reservationToken, time: time)
         let binding = RelayBinding(allocation: allocation, channels: bound.map(\.channel))
         bindings[allocation.id] = binding
+        let dontFragment = plan.request.contains(.dontFragment)
         for item in bound {
             do {
                 try item.channel.pipeline.syncOperations.addHandler(RelaySocketHandler(engine: self, binding: binding))
+                if dontFragment { try Self.setDontFragment(item.channel, ipv4: item.address.ip.isIPv4) }
             } catch {
                 logger.error("cannot set up a relayed socket", metadata: ["error": "\(error)"])
             }
@@ -218,6 +223,15 @@ final class RelayEngine {
             "client": "\(plan.fiveTuple)", "user": "\(plan.username)",
             "relayed": "\(allocation.relayed.map(\.description).joined(separator: ","))",
         ])
+    }
+
+    /// DONT-FRAGMENT (RFC 8656 §7.2): the relayed socket sends with the DF bit set (Linux
+    /// IP_MTU_DISCOVER / IPV6_MTU_DISCOVER = PMTUDISC_DO).
+    private static func setDontFragment(_ channel: any Channel, ipv4: Bool) throws {
+        let option = ipv4
+            ? ChannelOptions.socket(SocketOptionLevel(IPPROTO_IP), SocketOptionName(IP_MTU_DISCOVER))
+            : ChannelOptions.socket(SocketOptionLevel(IPPROTO_IPV6), SocketOptionName(IPV6_MTU_DISCOVER))
+        try channel.syncOptions?.setOption(option, value: SocketOptionValue(ipv4 ? IP_PMTUDISC_DO : IPV6_PMTUDISC_DO))
     }
 
     private func finishAllocation(_ plan: AllocationPlan, failure: STUNErrorCode) {

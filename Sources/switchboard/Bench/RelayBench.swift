@@ -69,7 +69,7 @@ struct BenchRelay: AsyncParsableCommand {
             let elapsed = ContinuousClock.now - started
             Output.line("READY \(held.count) allocations in \(elapsed)")
             try await Task.sleep(for: .seconds(hold))
-            for client in held { try? await client.channel.close() }
+            for client in held { await client.release() }
             return
         }
 
@@ -91,7 +91,8 @@ struct BenchRelay: AsyncParsableCommand {
         let perSecond = Double(after - before) / (Double(elapsed.components.seconds)
             + Double(elapsed.components.attoseconds) / 1e18)
         try await loop.submit { for client in flooders { client.handler.stop() } }.get()
-        for client in flooders { try? await client.channel.close() }
+        try await Task.sleep(for: .milliseconds(200))  // let the window drain
+        for client in flooders { await client.release() }
         try? await echo.close()
         if json {
             Output.line(#"{"packets_per_second":\#(Int(perSecond)),"clients":\#(clients),"window":\#(window),"size":\#(size)}"#)
@@ -151,6 +152,13 @@ final class TURNBenchClient: Sendable {
             throw BenchError("ChannelBind failed: \(String(describing: try? response.errorCode()))")
         }
         handler.channelNumber = number
+    }
+
+    /// Ends the allocation (Refresh with LIFETIME 0) and closes the socket, so a later run
+    /// that gets the same ephemeral port does not meet it (437).
+    func release() async {
+        _ = try? await authenticated(STUNMessage(.refresh, .request, attributes: [.lifetime(0)]))
+        try? await channel.close()
     }
 
     private func authenticated(_ message: STUNMessage) async throws -> STUNMessage {
