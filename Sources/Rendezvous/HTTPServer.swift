@@ -5,8 +5,8 @@ import NIOCore
 import Prometheus
 import Store
 
-/// HTTPServer assembles Switchboard's HTTP application: for now the operational endpoints
-/// (`/healthz`, `/metrics`); the peer API arrives with the Rendezvous issue.
+/// HTTPServer assembles Switchboard's HTTP application: the operational endpoints
+/// (`/healthz`, `/metrics`) and the peer API (`/v1/...`, see `RendezvousAPI`).
 package enum HTTPServer {
     package struct Configuration: Sendable {
         package var host: String
@@ -22,9 +22,10 @@ package enum HTTPServer {
 
     /// The router alone, so that tests can drive it in-process.
     package static func makeRouter(
-        database: SwitchboardDatabase, registry: PrometheusCollectorRegistry
-    ) -> Router<BasicRequestContext> {
-        let router = Router()
+        database: SwitchboardDatabase, registry: PrometheusCollectorRegistry,
+        rendezvous: RendezvousConfiguration = RendezvousConfiguration()
+    ) -> Router<SwitchboardRequestContext> {
+        let router = Router(context: SwitchboardRequestContext.self)
         router.middlewares.add(ProblemMiddleware())
         router.middlewares.add(MetricsMiddleware())
         router.middlewares.add(LogRequestsMiddleware(.debug))
@@ -57,6 +58,7 @@ package enum HTTPServer {
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: buffer))
         }
+        RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous)
         return router
     }
 
@@ -65,11 +67,12 @@ package enum HTTPServer {
         configuration: Configuration,
         database: SwitchboardDatabase,
         registry: PrometheusCollectorRegistry,
+        rendezvous: RendezvousConfiguration = RendezvousConfiguration(),
         logger: Logger,
         onRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
     ) -> some ApplicationProtocol & Sendable {
         Application(
-            router: makeRouter(database: database, registry: registry),
+            router: makeRouter(database: database, registry: registry, rendezvous: rendezvous),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: configuration.serverName),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Configuration
 import Foundation
 import Relay
+import Rendezvous
 import Wire
 
 /// Flags of the TURN relay (each also a `SWITCHBOARD_*` variable and a config-file key;
@@ -109,6 +110,27 @@ enum RelaySettings {
     }
 
     static let secretFileName = "turn-secret"
+
+    /// What peers are told about the relay: its STUN/TURN URLs (RFC 7064/7065) and the
+    /// secret that signs their TURN credentials.
+    static func rendezvous(relay: RelayConfiguration) -> RendezvousConfiguration {
+        var configuration = RendezvousConfiguration()
+        func host(_ listener: RelayConfiguration.Listener) -> String {
+            listener.host.contains(":") ? "[\(listener.host)]" : listener.host
+        }
+        for listener in relay.listeners {
+            configuration.stunURLs.append("stun:\(host(listener)):\(listener.port)")
+            configuration.turnURLs.append("turn:\(host(listener)):\(listener.port)?transport=udp")
+            configuration.turnURLs.append("turn:\(host(listener)):\(listener.port)?transport=tcp")
+        }
+        if relay.tlsCertificatePath != nil {
+            for listener in relay.tlsListeners {
+                configuration.turnURLs.append("turns:\(host(listener)):\(listener.port)?transport=tcp")
+            }
+        }
+        configuration.turnSecret = relay.restSecret
+        return configuration
+    }
 
     static func realm(reader: ConfigReader) -> String {
         reader.string(forKey: Key.realm, default: "switchboard")

@@ -44,7 +44,8 @@ struct Serve: AsyncParsableCommand {
             """)
         let http = HTTPServer.makeApplication(
             configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port),
-            database: database, registry: registry, logger: logger,
+            database: database, registry: registry,
+            rendezvous: RelaySettings.rendezvous(relay: relayConfiguration), logger: logger,
             onRunning: { address in
                 let bound = address.flatMap { $0.port.map { ListenAddress(host: settings.httpListen.host, port: $0) } }
                     ?? settings.httpListen

@@ -1,0 +1,140 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Store
+import Wire
+
+/// RendezvousConfiguration is what the peer API needs to know besides the database.
+package struct RendezvousConfiguration: Sendable {
+    /// Seconds a login token lives.
+    package var tokenLifetime = 86_400
+    /// STUN and TURN URLs handed to peers (RFC 7064 / RFC 7065 syntax).
+    package var stunURLs: [String] = []
+    package var turnURLs: [String] = []
+    /// The relay's TURN REST secret; nil means no TURN credentials are handed out.
+    package var turnSecret: String?
+    /// Seconds a TURN credential from `/v1/ice-servers` or `/v1/login` lives.
+    package var turnCredentialLifetime = 3600
+    /// Largest request body accepted (413 beyond).
+    package var maximumBodyBytes = 64 * 1024
+
+    package init() {}
+}
+
+/// The peer-facing API: login, logout, ICE servers (the brokering API grows here).
+package enum RendezvousAPI {
+    package static func addRoutes(
+        to router: Router<SwitchboardRequestContext>, database: SwitchboardDatabase,
+        configuration: RendezvousConfiguration, limiter: LoginLimiter = LoginLimiter()
+    ) {
+        let v1 = router.group("v1")
+
+        v1.post("login") { request, context -> Response in
+            var request = request
+            struct LoginRequest: Decodable {
+                var peer_id: String
+                var key: String
+            }
+            let login: LoginRequest = try await decodeJSON(&request, limit: configuration.maximumBodyBytes)
+            let ip = context.clientIP
+            if let wait = await limiter.retryAfter(ip: ip, peerID: login.peer_id) {
+                throw Problem(.tooManyRequests, detail: "too many failed logins; try again later",
+                              headers: [.retryAfter: "\(wait)"])
+            }
+            // The same answer whether the ID is unknown, invalid, disabled or the key is wrong.
+            guard let id = try? PeerID(login.peer_id), let peer = try database.verifyKey(id, key: login.key) else {
+                await limiter.recordFailure(ip: ip, peerID: login.peer_id)
+                try await database.recordLoginFailure(peerID: login.peer_id, source: ip)
+                throw Problem(.unauthorized, detail: "unknown peer ID or wrong key",
+                              headers: [.wwwAuthenticate: #"Bearer realm="switchboard""#])
+            }
+            let token = try await database.issueToken(
+                for: try PeerID(peer.id), lifetime: configuration.tokenLifetime, source: ip)
+            struct LoginResponse: Encodable {
+                var token: String
+                var expires_at: Date
+                var ice_servers: [ICEServer]
+            }
+            return try json(LoginResponse(
+                token: token.token, expires_at: token.expiresAt,
+                ice_servers: iceServers(for: peer.id, configuration: configuration)))
+        }
+
+        v1.post("logout") { request, context -> Response in
+            let token = try bearerToken(request)
+            guard try await database.revokeToken(token) else { throw unauthorized() }
+            return Response(status: .noContent)
+        }
+
+        v1.get("ice-servers") { request, context -> Response in
+            let peer = try await authenticate(request, database: database)
+            return try json(iceServers(for: peer.id, configuration: configuration))
+        }
+    }
+
+    // MARK: - Authentication
+
+    static func bearerToken(_ request: Request) throws -> String {
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer "),
+              case let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces), !token.isEmpty,
+              token.count <= 256 else { throw unauthorized() }
+        return token
+    }
+
+    /// The logged-in peer of a request, or 401.
+    package static func authenticate(_ request: Request, database: SwitchboardDatabase) async throws -> Peer {
+        guard let peer = try await database.peer(forToken: try bearerToken(request)) else { throw unauthorized() }
+        return peer
+    }
+
+    static func unauthorized() -> Problem {
+        Problem(.unauthorized, detail: "missing, expired or revoked token",
+                headers: [.wwwAuthenticate: #"Bearer realm="switchboard""#])
+    }
+
+    // MARK: - ICE servers
+
+    /// An RTCIceServer dictionary (W3C WebRTC §4.2.2).
+    package struct ICEServer: Codable, Sendable, Equatable {
+        package var urls: [String]
+        package var username: String?
+        package var credential: String?
+    }
+
+    package static func iceServers(for peerID: String, configuration: RendezvousConfiguration,
+                                   now: Date = Date()) -> [ICEServer] {
+        var servers: [ICEServer] = []
+        if !configuration.stunURLs.isEmpty { servers.append(ICEServer(urls: configuration.stunURLs)) }
+        if let secret = configuration.turnSecret, !configuration.turnURLs.isEmpty {
+            let credential = TURNRESTCredential(
+                secret: secret, name: peerID,
+                expiry: Int64(now.timeIntervalSince1970) + Int64(configuration.turnCredentialLifetime))
+            servers.append(ICEServer(urls: configuration.turnURLs, username: credential.username,
+                                     credential: credential.password))
+        }
+        return servers
+    }
+
+    // MARK: - JSON
+
+    static func decodeJSON<T: Decodable>(_ request: inout Request, limit: Int) async throws -> T {
+        let type = request.headers[.contentType]?.lowercased() ?? ""
+        guard type.hasPrefix("application/json") else {
+            throw Problem(.unsupportedMediaType, detail: "send application/json")
+        }
+        let body = try await request.collectBody(upTo: limit)
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer: body))
+        } catch {
+            throw Problem(.badRequest, detail: "the body is not the JSON object this endpoint takes")
+        }
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return Response(status: status, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+    }
+}

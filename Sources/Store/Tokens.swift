@@ -1,0 +1,81 @@
+import Crypto
+import Foundation
+import GRDB
+
+/// LoginToken is a bearer token as handed to a peer once: 256 random bits, URL-safe text.
+/// The database keeps only its SHA-256 (a fast hash is right for a random 256-bit secret, and
+/// lets a request find its row by index).
+package struct LoginToken: Sendable, Equatable {
+    package var token: String
+    package var expiresAt: Date
+}
+
+extension SwitchboardDatabase {
+    static func tokenHash(_ token: String) -> String {
+        SHA256.hash(data: Array(token.utf8)).map { byte in
+            let digits = Array("0123456789abcdef")
+            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
+        }.joined()
+    }
+
+    /// Issues a token for a peer whose key was just verified, and records the login.
+    package func issueToken(for id: PeerID, lifetime: Int, source: String?) async throws -> LoginToken {
+        var generator = SystemRandomNumberGenerator()
+        let token = Base64URL.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let now = unixNow
+        let expires = now + Int64(lifetime)
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO login_tokens (token_hash, peer_id, created_at, expires_at, source) VALUES (?, ?, ?, ?, ?)",
+                arguments: [Self.tokenHash(token), id.rawValue, now, expires, source])
+            try db.execute(sql: "UPDATE peers SET last_login_at = ?, last_seen_at = ? WHERE id = ?",
+                           arguments: [now, now, id.rawValue])
+            try Self.audit(db, at: now, actor: .http, action: "login.ok", peer: id, source: source)
+        }
+        return LoginToken(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(expires)))
+    }
+
+    /// Records a failed login; the peer ID is kept only if it is a valid one (it may not exist).
+    package func recordLoginFailure(peerID: String, source: String?) async throws {
+        let now = unixNow
+        let id = try? PeerID(peerID)
+        try await pool.write { db in
+            try Self.audit(db, at: now, actor: .http, action: "login.fail", peer: id, source: source)
+        }
+    }
+
+    /// The enabled peer a live token belongs to, or nil (unknown, expired, revoked, disabled).
+    package func peer(forToken token: String) async throws -> Peer? {
+        let hash = Self.tokenHash(token)
+        let now = unixNow
+        return try await pool.read { db in
+            try Self.fetchPeers(db, where: """
+                WHERE p.disabled = 0 AND p.id = (SELECT peer_id FROM login_tokens WHERE token_hash = ? AND expires_at > ?)
+                """, arguments: [hash, now]).first
+        }
+    }
+
+    /// Revokes one token (logout). Returns false when it was not live.
+    @discardableResult
+    package func revokeToken(_ token: String) async throws -> Bool {
+        let hash = Self.tokenHash(token)
+        let now = unixNow
+        return try await pool.write { db in
+            guard let peerID = try String.fetchOne(
+                db, sql: "SELECT peer_id FROM login_tokens WHERE token_hash = ?", arguments: [hash]) else { return false }
+            try db.execute(sql: "DELETE FROM login_tokens WHERE token_hash = ?", arguments: [hash])
+            try Self.audit(db, at: now, actor: .http, action: "logout", peer: try? PeerID(peerID))
+            return true
+        }
+    }
+
+    /// Deletes expired tokens; returns how many.
+    @discardableResult
+    package func purgeExpiredTokens() async throws -> Int {
+        let now = unixNow
+        return try await pool.write { db in
+            try db.execute(sql: "DELETE FROM login_tokens WHERE expires_at <= ?", arguments: [now])
+            return db.changesCount
+        }
+    }
+}
