@@ -17,6 +17,10 @@ package struct RendezvousConfiguration: Sendable {
     package var turnCredentialLifetime = 3600
     /// Largest request body accepted (413 beyond).
     package var maximumBodyBytes = 64 * 1024
+    /// `--acl open`: every peer may reach every other (deny rules still apply).
+    package var aclOpen = false
+    /// A peer counts as online this long after it was last seen.
+    package var onlineWindow = 30
 
     package init() {}
 }
@@ -28,6 +32,7 @@ package enum RendezvousAPI {
         configuration: RendezvousConfiguration, limiter: LoginLimiter = LoginLimiter()
     ) {
         let v1 = router.group("v1")
+        let presence = PresenceTracker(database: database)
 
         v1.post("login") { request, context -> Response in
             var request = request
@@ -67,8 +72,25 @@ package enum RendezvousAPI {
         }
 
         v1.get("ice-servers") { request, context -> Response in
-            let peer = try await authenticate(request, database: database)
+            let peer = try await authenticate(request, database: database, presence: presence)
             return try json(iceServers(for: peer.id, configuration: configuration))
+        }
+
+        // A peer the caller may reach; any other ID — unknown, disabled, or not allowed —
+        // gets the same 404, so the API does not tell which IDs exist.
+        v1.get("peers/:id") { request, context -> Response in
+            let caller = try await authenticate(request, database: database, presence: presence)
+            let notFound = Problem(.notFound, detail: "no such peer")
+            guard let text = context.parameters.get("id"), let id = try? PeerID(text),
+                  try await database.mayReach(from: try PeerID(caller.id), to: id, open: configuration.aclOpen),
+                  let peer = try database.peer(id) else { throw notFound }
+            struct PeerResponse: Encodable {
+                var id: String
+                var online: Bool
+                var last_seen: Date?
+            }
+            let online = peer.lastSeenAt.map { Date().timeIntervalSince($0) <= Double(configuration.onlineWindow) } ?? false
+            return try json(PeerResponse(id: peer.id, online: online, last_seen: peer.lastSeenAt))
         }
     }
 
@@ -81,9 +103,11 @@ package enum RendezvousAPI {
         return token
     }
 
-    /// The logged-in peer of a request, or 401.
-    package static func authenticate(_ request: Request, database: SwitchboardDatabase) async throws -> Peer {
+    /// The logged-in peer of a request, or 401. Marks the peer as seen.
+    package static func authenticate(_ request: Request, database: SwitchboardDatabase,
+                                     presence: PresenceTracker) async throws -> Peer {
         guard let peer = try await database.peer(forToken: try bearerToken(request)) else { throw unauthorized() }
+        await presence.seen(peer.id)
         return peer
     }
 
@@ -136,5 +160,23 @@ package enum RendezvousAPI {
         encoder.dateEncodingStrategy = .iso8601
         return Response(status: status, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+    }
+}
+
+/// PresenceTracker writes `last_seen_at` for peers making requests, at most every 10 seconds
+/// per peer, so presence costs one small write per peer rather than one per request.
+package actor PresenceTracker {
+    private let database: SwitchboardDatabase
+    private var lastWrite: [String: ContinuousClock.Instant] = [:]
+
+    package init(database: SwitchboardDatabase) { self.database = database }
+
+    package func seen(_ id: String) async {
+        let now = ContinuousClock.now
+        if let last = lastWrite[id], now - last < .seconds(10) { return }
+        lastWrite[id] = now
+        if lastWrite.count > 200_000 { lastWrite = lastWrite.filter { now - $0.value < .seconds(10) } }
+        guard let peer = try? PeerID(id) else { return }
+        try? await database.touch(peer)
     }
 }

@@ -13,6 +13,8 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
     case emptyPassword
     case turnUserExists(String)
     case turnUserNotFound(String)
+    case invalidACLSubject(String)
+    case aclRuleNotFound(Int64)
 
     package var description: String {
         switch self {
@@ -40,6 +42,10 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
             "TURN user \(Self.quoted(name)) already exists in this realm"
         case .turnUserNotFound(let name):
             "no TURN user \(Self.quoted(name)) in this realm"
+        case .invalidACLSubject(let text):
+            "invalid ACL subject \(Self.quoted(text)): use peer:ID or group:NAME"
+        case .aclRuleNotFound(let id):
+            "no ACL rule \(id)"
         }
     }
 

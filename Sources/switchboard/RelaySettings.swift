@@ -113,8 +113,9 @@ enum RelaySettings {
 
     /// What peers are told about the relay: its STUN/TURN URLs (RFC 7064/7065) and the
     /// secret that signs their TURN credentials.
-    static func rendezvous(relay: RelayConfiguration) -> RendezvousConfiguration {
+    static func rendezvous(relay: RelayConfiguration, aclOpen: Bool) -> RendezvousConfiguration {
         var configuration = RendezvousConfiguration()
+        configuration.aclOpen = aclOpen
         func host(_ listener: RelayConfiguration.Listener) -> String {
             listener.host.contains(":") ? "[\(listener.host)]" : listener.host
         }

@@ -45,7 +45,8 @@ struct Serve: AsyncParsableCommand {
         let http = HTTPServer.makeApplication(
             configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port),
             database: database, registry: registry,
-            rendezvous: RelaySettings.rendezvous(relay: relayConfiguration), logger: logger,
+            rendezvous: RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open"),
+            logger: logger,
             onRunning: { address in
                 let bound = address.flatMap { $0.port.map { ListenAddress(host: settings.httpListen.host, port: $0) } }
                     ?? settings.httpListen
@@ -145,11 +146,17 @@ struct ServerOptions: ParsableArguments {
         valueName: "level"))
     var logLevel: String?
 
+    @Option(name: .customLong("acl"), help: ArgumentHelp(
+        "groups (peers reach peers in a shared group, plus ACL rules) or open (default groups; also SWITCHBOARD_ACL).",
+        valueName: "mode"))
+    var acl: String?
+
     /// The flags the user gave, as configuration values that outrank every other source.
     var flags: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         if let httpListen { values[AbsoluteConfigKey(Settings.Key.httpListen)] = .init(.string(httpListen), isSecret: false) }
         if let logLevel { values[AbsoluteConfigKey(Settings.Key.logLevel)] = .init(.string(logLevel), isSecret: false) }
+        if let acl { values[AbsoluteConfigKey(Settings.Key.acl)] = .init(.string(acl), isSecret: false) }
         return values
     }
 }

@@ -16,11 +16,15 @@ struct Settings: Sendable, Equatable {
     var httpListen = ListenAddress(host: "127.0.0.1", port: 8080)
     /// swift-log level for the server's log on stderr.
     var logLevel: Logger.Level = .info
+    /// `groups`: peers reach peers they share a group with (and what ACL rules allow);
+    /// `open`: every peer reaches every peer (ACL deny rules still apply).
+    var acl = "groups"
 
     enum Key {
         static let dataDirectory: ConfigKey = "data-dir"
         static let httpListen: ConfigKey = "http-listen"
         static let logLevel: ConfigKey = "log-level"
+        static let acl: ConfigKey = "acl"
     }
 
     init() {}
@@ -40,6 +44,8 @@ struct Settings: Sendable, Equatable {
             throw SettingsError("log-level: \"\(level)\" is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         logLevel = parsed
+        acl = reader.string(forKey: Key.acl, default: defaults.acl)
+        guard ["groups", "open"].contains(acl) else { throw SettingsError("acl: \"\(acl)\" is not groups or open") }
     }
 
     var databasePath: String {

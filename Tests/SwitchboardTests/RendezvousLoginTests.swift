@@ -180,3 +180,44 @@ import Testing
         }
     }
 }
+
+@Suite struct RendezvousPeerLookupTests {
+    let directory = NSTemporaryDirectory() + "switchboard-peers-\(UUID().uuidString)"
+
+    @Test func aCallerSeesReachablePeersAndA404ForEverythingElse() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let database = try SwitchboardDatabase(dataDirectory: directory)
+        let key = try database.addPeer(try PeerID("cam1"), groups: [try GroupName("cams")]).text
+        _ = try database.addPeer(try PeerID("cam2"), groups: [try GroupName("cams")])
+        _ = try database.addPeer(try PeerID("stranger"))
+        let app = Application(router: HTTPServer.makeRouter(
+            database: database, registry: PrometheusCollectorRegistry(), rendezvous: RendezvousConfiguration()))
+        try await app.test(.router) { client in
+            let token = try await client.execute(
+                uri: "/v1/login", method: .post, headers: RendezvousLoginTests.json,
+                body: RendezvousLoginTests.loginBody("cam1", key)) { RendezvousLoginTests.object($0.body)["token"] as? String ?? "" }
+            let auth: HTTPFields = [.authorization: "Bearer \(token)"]
+            try await client.execute(uri: "/v1/peers/cam2", method: .get, headers: auth) { response in
+                #expect(response.status == .ok)
+                let body = RendezvousLoginTests.object(response.body)
+                #expect(body["id"] as? String == "cam2")
+                #expect(body["online"] as? Bool == false)
+            }
+            // The caller itself was seen just now (it logged in): online.
+            try await client.execute(uri: "/v1/peers/cam1", method: .get, headers: auth) { response in
+                #expect(RendezvousLoginTests.object(response.body)["online"] as? Bool == true)
+            }
+            var bodies: Set<String> = []
+            for id in ["stranger", "ghost", "bad%20id"] {
+                try await client.execute(uri: "/v1/peers/\(id)", method: .get, headers: auth) { response in
+                    #expect(response.status == .notFound)
+                    var body = RendezvousLoginTests.object(response.body)
+                    body["instance"] = nil
+                    bodies.insert("\(body["status"] ?? ""):\(body["detail"] ?? "")")
+                }
+            }
+            #expect(bodies.count == 1)
+            try await client.execute(uri: "/v1/peers/cam2", method: .get) { #expect($0.status == .unauthorized) }
+        }
+    }
+}

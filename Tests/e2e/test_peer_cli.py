@@ -152,3 +152,22 @@ def test_default_data_dir_is_relative_to_the_working_directory(tmp_path):
     result = here.run("peer", "add", "alice", cwd=tmp_path, data_dir=False)
     assert result.returncode == 0, result.stderr
     assert here.sql("select id from peers;") == "alice\n"
+
+
+def test_acl_rules_from_the_cli(sb):
+    sb.ok("peer", "add", "cam1", "--group", "cams")
+    out = sb.ok("acl", "allow", "group:family", "group:cams").stdout
+    assert out.startswith("rule 1: allow")
+    sb.ok("acl", "deny", "peer:guest", "peer:cam1")
+    listed = json.loads(sb.ok("acl", "list", "--json").stdout)
+    assert [(r["action"], r["from"], r["to"]) for r in listed] == [
+        ("allow", "group:family", "group:cams"), ("deny", "peer:guest", "peer:cam1")]
+    assert sb.sql('select action, "from", "to" from acl_overview order by id;') == \
+        "allow|group:family|group:cams\ndeny|peer:guest|peer:cam1\n"
+    before = sb.dump()
+    assert_one_line_error(sb.run("acl", "allow", "cams", "peer:cam1"), "invalid ACL subject")
+    assert_one_line_error(sb.run("acl", "deny", "group:bad name", "peer:cam1"), "invalid group name")
+    assert_one_line_error(sb.run("acl", "remove", "99"), "no ACL rule 99")
+    assert sb.dump() == before
+    sb.ok("acl", "remove", "1")
+    assert sb.sql("select count(*) from acl_rules;") == "1\n"
