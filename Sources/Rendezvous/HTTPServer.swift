@@ -23,7 +23,7 @@ package enum HTTPServer {
     /// The router alone, so that tests can drive it in-process.
     package static func makeRouter(
         database: SwitchboardDatabase, registry: PrometheusCollectorRegistry,
-        rendezvous: RendezvousConfiguration = RendezvousConfiguration()
+        rendezvous: RendezvousConfiguration = RendezvousConfiguration(), hub: EventHub = EventHub()
     ) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.middlewares.add(ProblemMiddleware())
@@ -58,7 +58,7 @@ package enum HTTPServer {
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: buffer))
         }
-        RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous)
+        RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous, hub: hub)
         return router
     }
 
@@ -68,11 +68,12 @@ package enum HTTPServer {
         database: SwitchboardDatabase,
         registry: PrometheusCollectorRegistry,
         rendezvous: RendezvousConfiguration = RendezvousConfiguration(),
+        hub: EventHub = EventHub(),
         logger: Logger,
         onRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
     ) -> some ApplicationProtocol & Sendable {
         Application(
-            router: makeRouter(database: database, registry: registry, rendezvous: rendezvous),
+            router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: configuration.serverName),

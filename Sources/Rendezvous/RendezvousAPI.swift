@@ -21,18 +21,31 @@ package struct RendezvousConfiguration: Sendable {
     package var aclOpen = false
     /// A peer counts as online this long after it was last seen.
     package var onlineWindow = 30
+    /// Seconds an unanswered offer waits before the caller gets `expired`.
+    package var offerTTL = 30
+    /// Seconds an undelivered event is kept.
+    package var eventTTL = 300
+    /// Sessions one peer may start per minute (429 beyond).
+    package var sessionsPerMinute = 60
+    /// Longest long-poll wait a client may ask for.
+    package var maximumLongPollSeconds = 60
+    /// How often an idle SSE stream gets a keepalive comment (also how soon a gone client is noticed).
+    package var sseHeartbeat: Duration = .seconds(15)
 
     package init() {}
 }
 
-/// The peer-facing API: login, logout, ICE servers (the brokering API grows here).
+/// The peer-facing API: login, logout, ICE servers, peer lookup, and (SessionsAPI, EventsAPI)
+/// session brokering with event streams.
 package enum RendezvousAPI {
     package static func addRoutes(
         to router: Router<SwitchboardRequestContext>, database: SwitchboardDatabase,
-        configuration: RendezvousConfiguration, limiter: LoginLimiter = LoginLimiter()
+        configuration: RendezvousConfiguration, limiter: LoginLimiter = LoginLimiter(), hub: EventHub = EventHub()
     ) {
         let v1 = router.group("v1")
         let presence = PresenceTracker(database: database)
+        SessionsAPI.addRoutes(to: v1, database: database, configuration: configuration, hub: hub, presence: presence)
+        EventsAPI.addRoutes(to: v1, database: database, configuration: configuration, hub: hub, presence: presence)
 
         v1.post("login") { request, context -> Response in
             var request = request
@@ -89,7 +102,8 @@ package enum RendezvousAPI {
                 var online: Bool
                 var last_seen: Date?
             }
-            let online = peer.lastSeenAt.map { Date().timeIntervalSince($0) <= Double(configuration.onlineWindow) } ?? false
+            let recentlySeen = peer.lastSeenAt.map { Date().timeIntervalSince($0) <= Double(configuration.onlineWindow) }
+            let online = await hub.isStreaming(peer.id) || recentlySeen == true
             return try json(PeerResponse(id: peer.id, online: online, last_seen: peer.lastSeenAt))
         }
     }

@@ -42,11 +42,12 @@ struct Serve: AsyncParsableCommand {
             switchboard \(Switchboard.configuration.version) serving
               database   \(database.path) (SQLite WAL, schema \(migrations.last ?? "empty"))
             """)
+        var rendezvous = RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open")
+        rendezvous.offerTTL = settings.offerTTL
+        let hub = EventHub()
         let http = HTTPServer.makeApplication(
             configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port),
-            database: database, registry: registry,
-            rendezvous: RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open"),
-            logger: logger,
+            database: database, registry: registry, rendezvous: rendezvous, hub: hub, logger: logger,
             onRunning: { address in
                 let bound = address.flatMap { $0.port.map { ListenAddress(host: settings.httpListen.host, port: $0) } }
                     ?? settings.httpListen
@@ -62,7 +63,11 @@ struct Serve: AsyncParsableCommand {
             })
 
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: http), .init(service: relayService)],
+            services: [
+                .init(service: http), .init(service: relayService),
+                .init(service: RendezvousService(database: database, hub: hub, configuration: rendezvous,
+                                                 logger: Logger(label: "switchboard.rendezvous"))),
+            ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
@@ -151,12 +156,18 @@ struct ServerOptions: ParsableArguments {
         valueName: "mode"))
     var acl: String?
 
+    @Option(name: .customLong("offer-ttl"), help: ArgumentHelp(
+        "Seconds an unanswered offer waits before the caller gets 'expired' (default 30; also SWITCHBOARD_OFFER_TTL).",
+        valueName: "seconds"))
+    var offerTTL: Int?
+
     /// The flags the user gave, as configuration values that outrank every other source.
     var flags: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         if let httpListen { values[AbsoluteConfigKey(Settings.Key.httpListen)] = .init(.string(httpListen), isSecret: false) }
         if let logLevel { values[AbsoluteConfigKey(Settings.Key.logLevel)] = .init(.string(logLevel), isSecret: false) }
         if let acl { values[AbsoluteConfigKey(Settings.Key.acl)] = .init(.string(acl), isSecret: false) }
+        if let offerTTL { values[AbsoluteConfigKey(Settings.Key.offerTTL)] = .init(.int(offerTTL), isSecret: false) }
         return values
     }
 }

@@ -19,12 +19,15 @@ struct Settings: Sendable, Equatable {
     /// `groups`: peers reach peers they share a group with (and what ACL rules allow);
     /// `open`: every peer reaches every peer (ACL deny rules still apply).
     var acl = "groups"
+    /// Seconds an unanswered offer waits before the caller gets an `expired` event.
+    var offerTTL = 30
 
     enum Key {
         static let dataDirectory: ConfigKey = "data-dir"
         static let httpListen: ConfigKey = "http-listen"
         static let logLevel: ConfigKey = "log-level"
         static let acl: ConfigKey = "acl"
+        static let offerTTL: ConfigKey = "offer-ttl"
     }
 
     init() {}
@@ -46,6 +49,8 @@ struct Settings: Sendable, Equatable {
         logLevel = parsed
         acl = reader.string(forKey: Key.acl, default: defaults.acl)
         guard ["groups", "open"].contains(acl) else { throw SettingsError("acl: \"\(acl)\" is not groups or open") }
+        offerTTL = reader.int(forKey: Key.offerTTL, default: defaults.offerTTL)
+        guard (1...3600).contains(offerTTL) else { throw SettingsError("offer-ttl must be 1-3600 seconds") }
     }
 
     var databasePath: String {

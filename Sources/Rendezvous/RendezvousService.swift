@@ -1,0 +1,40 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Store
+
+/// RendezvousService runs the signaling housekeeping: once a second, offers nobody answered
+/// in time become `expired` (with an event for the caller); once a minute, expired events
+/// and login tokens are deleted.
+package struct RendezvousService: Service {
+    let database: SwitchboardDatabase
+    let hub: EventHub
+    let configuration: RendezvousConfiguration
+    let logger: Logger
+
+    package init(database: SwitchboardDatabase, hub: EventHub, configuration: RendezvousConfiguration, logger: Logger) {
+        self.database = database
+        self.hub = hub
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    package func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var ticks = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                ticks += 1
+                do {
+                    let expired = try await database.expireOffers(eventTTL: configuration.eventTTL) { id in
+                        #"{"session":"\#(id)"}"#
+                    }
+                    for event in expired { await hub.notify(event.peerID) }
+                    if ticks % 60 == 0 { try await database.purgeExpiredEvents() }
+                } catch {
+                    logger.error("signaling housekeeping failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import GRDB
+
+/// SessionRecord is a brokered session as stored.
+package struct SessionRecord: Sendable, Equatable {
+    package var id: String
+    package var caller: String
+    package var callee: String
+    package var mode: String
+    package var description: String?
+    package var state: String
+    package var offer: String
+    package var answer: String?
+    package var version: Int64
+}
+
+/// EventRecord is one event on a peer's stream.
+package struct EventRecord: Sendable, Equatable {
+    package var id: Int64
+    package var peerID: String
+    package var type: String
+    package var sessionID: String?
+    package var data: String
+}
+
+/// SessionError is what a session change can run into.
+package enum SessionError: Error, Equatable {
+    case notFound
+    case conflict(String)
+    case versionMismatch
+}
+
+extension SwitchboardDatabase {
+    /// Stores a new offer and the callee's `offer` event, in one transaction.
+    package func createSession(
+        id: String, caller: PeerID, callee: PeerID, mode: String, description: String?, offer: String,
+        offerTTL: Int, eventTTL: Int, eventData: String
+    ) async throws -> (SessionRecord, EventRecord) {
+        let now = unixNow
+        return try await pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO sessions (id, caller, callee, mode, description, state, offer, version, created_at, updated_at, offer_expires_at)
+                VALUES (?, ?, ?, ?, ?, 'offered', ?, 1, ?, ?, ?)
+                """, arguments: [id, caller.rawValue, callee.rawValue, mode, description, offer, now, now, now + Int64(offerTTL)])
+            let event = try Self.insertEvent(db, peer: callee.rawValue, type: "offer", session: id, data: eventData,
+                                             now: now, ttl: eventTTL)
+            return (try Self.fetchSession(db, id)!, event)
+        }
+    }
+
+    /// How many sessions `caller` created in the last `seconds`.
+    package func sessionsCreated(by caller: PeerID, inLast seconds: Int) async throws -> Int {
+        let since = unixNow - Int64(seconds)
+        return try await pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?",
+                             arguments: [caller.rawValue, since]) ?? 0
+        }
+    }
+
+    /// A session, if `peer` is one of its two parties.
+    package func session(_ id: String, for peer: String) async throws -> SessionRecord? {
+        try await pool.read { db in
+            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
+                return nil
+            }
+            return session
+        }
+    }
+
+    /// The callee's answer: the session becomes `answered`; the caller gets an `answer` event.
+    package func answerSession(
+        _ id: String, by peer: String, sdp: String, ifMatch: Int64?, eventTTL: Int, eventData: String
+    ) async throws -> (SessionRecord, EventRecord) {
+        let now = unixNow
+        return try await pool.write { db in
+            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
+                throw SessionError.notFound
+            }
+            guard session.callee == peer else { throw SessionError.conflict("only the callee answers") }
+            if let ifMatch, ifMatch != session.version { throw SessionError.versionMismatch }
+            guard session.state == "offered" else { throw SessionError.conflict("the session is \(session.state)") }
+            try db.execute(sql: """
+                UPDATE sessions SET state = 'answered', answer = ?, version = version + 1, updated_at = ? WHERE id = ?
+                """, arguments: [sdp, now, id])
+            let event = try Self.insertEvent(db, peer: session.caller, type: "answer", session: id, data: eventData,
+                                             now: now, ttl: eventTTL)
+            return (try Self.fetchSession(db, id)!, event)
+        }
+    }
+
+    /// Trickled candidates from one party go to the other as a `candidates` event.
+    package func trickle(
+        _ id: String, by peer: String, ifMatch: Int64?, eventTTL: Int, eventData: String
+    ) async throws -> (SessionRecord, EventRecord) {
+        let now = unixNow
+        return try await pool.write { db in
+            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
+                throw SessionError.notFound
+            }
+            if let ifMatch, ifMatch != session.version { throw SessionError.versionMismatch }
+            guard session.state == "offered" || session.state == "answered" else {
+                throw SessionError.conflict("the session is \(session.state)")
+            }
+            try db.execute(sql: "UPDATE sessions SET version = version + 1, updated_at = ? WHERE id = ?", arguments: [now, id])
+            let other = session.caller == peer ? session.callee : session.caller
+            let event = try Self.insertEvent(db, peer: other, type: "candidates", session: id, data: eventData,
+                                             now: now, ttl: eventTTL)
+            return (try Self.fetchSession(db, id)!, event)
+        }
+    }
+
+    /// Either party ends the session; the other gets a `closed` event (none if already ended).
+    package func closeSession(_ id: String, by peer: String, eventTTL: Int, eventData: String) async throws -> EventRecord? {
+        let now = unixNow
+        return try await pool.write { db in
+            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
+                throw SessionError.notFound
+            }
+            guard session.state == "offered" || session.state == "answered" else { return nil }
+            try db.execute(sql: "UPDATE sessions SET state = 'closed', version = version + 1, updated_at = ? WHERE id = ?",
+                           arguments: [now, id])
+            let other = session.caller == peer ? session.callee : session.caller
+            return try Self.insertEvent(db, peer: other, type: "closed", session: id, data: eventData, now: now, ttl: eventTTL)
+        }
+    }
+
+    /// Offers nobody answered in time: `expired`, with an `expired` event for the caller.
+    package func expireOffers(eventTTL: Int, eventData: @escaping @Sendable (String) -> String) async throws -> [EventRecord] {
+        let now = unixNow
+        return try await pool.write { db in
+            let stale = try Row.fetchAll(db, sql: """
+                SELECT id, caller FROM sessions WHERE state = 'offered' AND offer_expires_at <= ?
+                """, arguments: [now])
+            var events: [EventRecord] = []
+            for row in stale {
+                let id: String = row["id"]
+                try db.execute(sql: "UPDATE sessions SET state = 'expired', version = version + 1, updated_at = ? WHERE id = ?",
+                               arguments: [now, id])
+                events.append(try Self.insertEvent(db, peer: row["caller"], type: "expired", session: id,
+                                                   data: eventData(id), now: now, ttl: eventTTL))
+            }
+            return events
+        }
+    }
+
+    /// Events for `peer` after `cursor`, oldest first. With `acknowledged`, the cursor came
+    /// from the peer (Last-Event-ID, `after=`): everything up to it has been seen and is
+    /// deleted. A stream's own progress is not an acknowledgement — the connection may be
+    /// dead without the server knowing yet.
+    package func events(for peer: String, after cursor: Int64, acknowledged: Bool, limit: Int = 100) async throws
+        -> [EventRecord]
+    {
+        let now = unixNow
+        return try await pool.write { db in
+            if acknowledged && cursor > 0 {
+                try db.execute(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?", arguments: [peer, cursor])
+            }
+            return try Row.fetchAll(db, sql: """
+                SELECT id, peer_id, type, session_id, data FROM events
+                 WHERE peer_id = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?
+                """, arguments: [peer, cursor, now, limit]).map(Self.event)
+        }
+    }
+
+    /// Drops expired events and tokens; returns how many events went.
+    @discardableResult
+    package func purgeExpiredEvents() async throws -> Int {
+        let now = unixNow
+        return try await pool.write { db in
+            try db.execute(sql: "DELETE FROM events WHERE expires_at <= ?", arguments: [now])
+            let count = db.changesCount
+            try db.execute(sql: "DELETE FROM login_tokens WHERE expires_at <= ?", arguments: [now])
+            return count
+        }
+    }
+
+    static func insertEvent(_ db: Database, peer: String, type: String, session: String?, data: String,
+                            now: Int64, ttl: Int) throws -> EventRecord {
+        try db.execute(sql: """
+            INSERT INTO events (peer_id, type, session_id, data, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+            """, arguments: [peer, type, session, data, now, now + Int64(ttl)])
+        return EventRecord(id: db.lastInsertedRowID, peerID: peer, type: type, sessionID: session, data: data)
+    }
+
+    static func fetchSession(_ db: Database, _ id: String) throws -> SessionRecord? {
+        try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id]).map { row in
+            SessionRecord(id: row["id"], caller: row["caller"], callee: row["callee"], mode: row["mode"],
+                          description: row["description"], state: row["state"], offer: row["offer"],
+                          answer: row["answer"], version: row["version"])
+        }
+    }
+
+    static func event(_ row: Row) -> EventRecord {
+        EventRecord(id: row["id"], peerID: row["peer_id"], type: row["type"], sessionID: row["session_id"],
+                    data: row["data"])
+    }
+}

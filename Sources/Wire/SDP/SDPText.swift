@@ -1,0 +1,56 @@
+/// SDPText checks that text is an SDP description (RFC 8866 §5) or an SDP fragment (RFC 8840)
+/// in shape: `<type>=<value>` lines, one lower-case letter for the type, CRLF or LF endings.
+/// It is the gate the signaling API puts in front of stored SDP; MediaEdge parses SDP fully.
+public enum SDPText {
+    public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        case empty
+        case notUTF8
+        case badLine(number: Int)
+        case missingVersion
+        case noMediaSection
+        case tooManyLines
+
+        public var description: String {
+            switch self {
+            case .empty: "empty SDP"
+            case .notUTF8: "SDP is not UTF-8"
+            case .badLine(let number): "line \(number) is not <letter>=<value>"
+            case .missingVersion: "SDP must start with v=0"
+            case .noMediaSection: "SDP has no m= line"
+            case .tooManyLines: "SDP has too many lines"
+            }
+        }
+    }
+
+    public static let maximumLines = 2000
+
+    /// The lines of an SDP body, each checked to be `<letter>=<value>` without control
+    /// characters.
+    public static func lines(_ text: String) throws(Problem) -> [Substring] {
+        let lines = text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
+        guard !lines.isEmpty else { throw .empty }
+        guard lines.count <= maximumLines else { throw .tooManyLines }
+        for (index, line) in lines.enumerated() {
+            let scalars = line.unicodeScalars
+            guard scalars.count >= 2, let type = scalars.first, ("a"..."z").contains(type),
+                  scalars[scalars.index(after: scalars.startIndex)] == "=",
+                  !scalars.contains(where: { $0.value < 0x20 && $0 != "\t" || $0.value == 0x7F }) else {
+                throw .badLine(number: index + 1)
+            }
+        }
+        return lines
+    }
+
+    /// A full session description: starts with `v=0` and has at least one media section.
+    public static func validateDescription(_ text: String) throws(Problem) {
+        let lines = try lines(text)
+        guard lines.first == "v=0" else { throw .missingVersion }
+        guard lines.contains(where: { $0.hasPrefix("m=") }) else { throw .noMediaSection }
+    }
+
+    /// A trickle-ICE fragment (RFC 8840 §4): lines such as a=ice-ufrag, a=mid, m=,
+    /// a=candidate and a=end-of-candidates; no v= line.
+    public static func validateFragment(_ text: String) throws(Problem) {
+        _ = try lines(text)
+    }
+}

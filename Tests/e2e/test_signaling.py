@@ -1,0 +1,204 @@
+"""Session brokering over HTTP with events over SSE and long-poll, driven by plain HTTP
+clients (Python's http.client), the way a peer agent talks to Switchboard."""
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import start_server
+
+OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n"
+ANSWER = OFFER.replace("o=- 1 1", "o=- 2 1")
+FRAG = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\na=end-of-candidates\r\n"
+
+
+class Client:
+    def __init__(self, base_url, token=None):
+        parts = urllib.parse.urlsplit(base_url)
+        self.host, self.port = parts.hostname, parts.port
+        self.token = token
+
+    def request(self, method, path, body=None, headers=None):
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        headers = dict(headers or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read().decode()
+        connection.close()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.getheader("Link"), data
+
+    def login(self, peer_id, key):
+        status, _, _, body = self.request("POST", "/v1/login", json.dumps({"peer_id": peer_id, "key": key}),
+                                          {"Content-Type": "application/json"})
+        assert status == 200, body
+        self.token = json.loads(body)["token"]
+        return self
+
+
+class SSE:
+    """Reads a text/event-stream in a thread, collecting (id, event, data)."""
+
+    def __init__(self, client, last_event_id=None):
+        self.events = []
+        self.connection = http.client.HTTPConnection(client.host, client.port, timeout=60)
+        headers = {"Authorization": f"Bearer {client.token}", "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self.connection.request("GET", "/v1/events", headers=headers)
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200
+        assert self.response.getheader("Content-Type").startswith("text/event-stream")
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        event = {}
+        try:
+            while True:
+                line = self.response.readline()
+                if not line:
+                    return
+                line = line.decode().rstrip("\n")
+                if not line:
+                    if "data" in event:
+                        self.events.append((int(event["id"]), event["event"], json.loads(event["data"])))
+                    event = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    event[name] = value
+        except Exception:
+            return
+
+    def wait_for(self, count, timeout=10):
+        deadline = time.monotonic() + timeout
+        while len(self.events) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(self.events) >= count, self.events
+        return self.events
+
+    def close(self):
+        try:
+            self.connection.sock.shutdown(2)
+        except Exception:
+            pass
+        self.connection.close()
+
+
+@pytest.fixture
+def pair(sb):
+    alice = sb.ok("peer", "add", "alice", "--group", "home").stdout.strip()
+    bob = sb.ok("peer", "add", "bob", "--group", "home").stdout.strip()
+    sb.ok("peer", "add", "mallory")
+    server = start_server(sb, "--offer-ttl", "2")
+    yield server, Client(server.base_url).login("alice", alice), Client(server.base_url).login("bob", bob)
+    server.stop()
+
+
+def test_offer_answer_trickle_close_over_sse_and_long_poll(pair, sb):
+    server, alice, bob = pair
+    stream = SSE(bob)
+    status, headers, link, body = alice.request(
+        "POST", "/v1/peers/bob/sessions", OFFER,
+        {"Content-Type": "application/sdp", "Switchboard-Connect-Mode": "relay", "Switchboard-Connect-Desc": "door cam"})
+    assert status == 201, body
+    location = headers["location"]
+    assert location.startswith("/v1/sessions/") and headers["etag"] == '"1"'
+    assert 'rel="ice-server"' in link and "turn:" in link and "stun:" not in link
+    session = json.loads(body)
+    assert session["state"] == "offered" and session["ice_transport_policy"] == "relay"
+
+    _, kind, data = stream.wait_for(1)[0]
+    assert kind == "offer" and data["from"] == "alice" and data["sdp"] == OFFER and data["desc"] == "door cam"
+    assert data["ice_transport_policy"] == "relay"
+    assert all("turn" in url for server_entry in data["ice_servers"] for url in server_entry["urls"])
+    assert data["ice_servers"][0]["username"].endswith(":bob")
+
+    status, headers, _, _ = bob.request("PATCH", location, ANSWER, {"Content-Type": "application/sdp", "If-Match": '"1"'})
+    assert status == 204 and headers["etag"] == '"2"'
+    status, _, _, body = alice.request("GET", "/v1/events?after=0&wait=5")
+    events = json.loads(body)
+    assert [e["type"] for e in events] == ["answer"] and events[0]["data"]["sdp"] == ANSWER
+    cursor = events[-1]["id"]
+
+    assert alice.request("PATCH", location, FRAG, {"Content-Type": "application/trickle-ice-sdpfrag"})[0] == 204
+    assert stream.wait_for(2)[1][1] == "candidates" and stream.events[1][2]["sdpfrag"] == FRAG
+    assert bob.request("PATCH", location, FRAG, {"Content-Type": "application/trickle-ice-sdpfrag"})[0] == 204
+    events = json.loads(alice.request("GET", f"/v1/events?after={cursor}&wait=5")[3])
+    assert [e["type"] for e in events] == ["candidates"]
+    cursor = events[-1]["id"]
+
+    status, _, _, body = bob.request("GET", location)
+    assert status == 200 and json.loads(body)["state"] == "answered" and json.loads(body)["answer"] == ANSWER
+    assert alice.request("DELETE", location)[0] == 204
+    assert stream.wait_for(3)[2][1] == "closed"
+    stream.close()
+    assert sb.sql("select state, mode, description from sessions;") == "closed|relay|door cam\n"
+
+
+def test_a_reconnecting_stream_misses_nothing(pair):
+    server, alice, bob = pair
+    first = SSE(bob)
+    for _ in range(2):
+        assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
+    seen = first.wait_for(2)
+    first.close()
+    # While bob is away, two more offers arrive.
+    for _ in range(2):
+        assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
+    second = SSE(bob, last_event_id=seen[1][0])
+    events = second.wait_for(2)
+    time.sleep(0.3)
+    assert len(second.events) == 2
+    assert all(e[0] > seen[1][0] for e in events)
+    assert len({e[2]["session"] for e in seen + events}) == 4
+    second.close()
+
+
+def test_an_unanswered_offer_expires(pair):
+    server, alice, bob = pair
+    status, headers, _, _ = alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})
+    assert status == 201
+    events = json.loads(alice.request("GET", "/v1/events?after=0&wait=10")[3])
+    assert [e["type"] for e in events] == ["expired"]
+    assert json.loads(bob.request("GET", headers["location"])[3])["state"] == "expired"
+
+
+def test_bad_requests_get_problems_and_store_nothing(pair, sb):
+    server, alice, bob = pair
+    cases = [
+        ("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "text/plain"}, 415),
+        ("POST", "/v1/peers/bob/sessions", "hello", {"Content-Type": "application/sdp"}, 400),
+        ("POST", "/v1/peers/bob/sessions", "v=0\r\ns=-\r\n", {"Content-Type": "application/sdp"}, 400),
+        ("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp", "Switchboard-Connect-Mode": "warp"}, 400),
+        ("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp", "Switchboard-Connect-Desc": "x" * 257}, 400),
+        ("POST", "/v1/peers/mallory/sessions", OFFER, {"Content-Type": "application/sdp"}, 404),
+        ("POST", "/v1/peers/nobody/sessions", OFFER, {"Content-Type": "application/sdp"}, 404),
+        ("POST", "/v1/peers/alice/sessions", OFFER, {"Content-Type": "application/sdp"}, 404),
+        ("POST", "/v1/peers/bob/sessions", "v=0\r\n" + "a=x\r\n" * 20000, {"Content-Type": "application/sdp"}, 413),
+        ("GET", "/v1/sessions/does-not-exist", None, {}, 404),
+        ("GET", "/v1/events?after=-1", None, {}, 400),
+        ("GET", "/v1/events?wait=999", None, {}, 400),
+    ]
+    for method, path, body, headers, expected in cases:
+        status, response_headers, _, text = alice.request(method, path, body, headers)
+        assert status == expected, (method, path, status, text)
+        assert response_headers["content-type"] == "application/problem+json"
+    assert sb.sql("select count(*) from sessions;") == "0\n"
+    assert sb.sql("select count(*) from events;") == "0\n"
+
+    # A session that is not yours is not found; the wrong version is 412; the caller cannot answer.
+    status, headers, _, _ = alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})
+    location = headers["location"]
+    mallory_key = sb.ok("peer", "rotate-key", "mallory").stdout.strip()
+    mallory = Client(server.base_url).login("mallory", mallory_key)
+    assert mallory.request("GET", location)[0] == 404
+    assert mallory.request("DELETE", location)[0] == 404
+    assert bob.request("PATCH", location, ANSWER, {"Content-Type": "application/sdp", "If-Match": '"7"'})[0] == 412
+    assert alice.request("PATCH", location, ANSWER, {"Content-Type": "application/sdp"})[0] == 409
+    assert bob.request("PATCH", location, "garbage", {"Content-Type": "application/trickle-ice-sdpfrag"})[0] == 400
+    assert json.loads(bob.request("GET", location)[3])["state"] == "offered"
