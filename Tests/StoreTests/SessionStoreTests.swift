@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+@testable import Store
+
+@Suite struct SessionStoreTests {
+    let dir = TemporaryDirectory()
+    let clock = TestClock()
+    let db: SwitchboardDatabase
+    let alice: PeerID
+    let bob: PeerID
+
+    init() throws {
+        let clock = clock
+        db = try SwitchboardDatabase(dataDirectory: dir.path, now: { clock.now })
+        alice = try PeerID("alice")
+        bob = try PeerID("bob")
+        _ = try db.addPeer(alice)
+        _ = try db.addPeer(bob)
+        _ = try db.addPeer(try PeerID("mallory"))
+    }
+
+    func offer(_ id: String = "s1", ttl: Int = 30) async throws -> (SessionRecord, EventRecord) {
+        try await db.createSession(id: id, caller: alice, callee: bob, mode: "relay", description: "door",
+                                   offer: "v=0\r\nm=audio 9 RTP/AVP 0\r\n", offerTTL: ttl, eventTTL: 300,
+                                   eventData: #"{"session":"\#(id)"}"#)
+    }
+
+    @Test func anOfferAnswerTrickleAndCloseReachTheOtherSideInOrder() async throws {
+        let (created, offerEvent) = try await offer()
+        #expect(created.state == "offered" && created.version == 1 && created.mode == "relay")
+        #expect(offerEvent.peerID == "bob" && offerEvent.type == "offer" && offerEvent.sessionID == "s1")
+
+        let (answered, answerEvent) = try await db.answerSession("s1", by: "bob", sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
+                                                                 ifMatch: 1, eventTTL: 300, eventData: "{}")
+        #expect(answered.state == "answered" && answered.version == 2 && answered.answer != nil)
+        #expect(answerEvent.peerID == "alice" && answerEvent.type == "answer")
+
+        let (_, fromCaller) = try await db.trickle("s1", by: "alice", ifMatch: nil, eventTTL: 300, eventData: "{}")
+        let (_, fromCallee) = try await db.trickle("s1", by: "bob", ifMatch: 3, eventTTL: 300, eventData: "{}")
+        #expect(fromCaller.peerID == "bob" && fromCallee.peerID == "alice")
+
+        let closed = try await db.closeSession("s1", by: "bob", eventTTL: 300, eventData: "{}")
+        #expect(closed?.peerID == "alice" && closed?.type == "closed")
+        #expect(try await db.closeSession("s1", by: "alice", eventTTL: 300, eventData: "{}") == nil)
+        #expect(try await db.session("s1", for: "alice")?.state == "closed")
+
+        let aliceEvents = try await db.events(for: "alice", after: 0, acknowledged: false)
+        #expect(aliceEvents.map(\.type) == ["answer", "candidates", "closed"])
+        #expect(aliceEvents.map(\.id) == aliceEvents.map(\.id).sorted())
+        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).map(\.type) == ["offer", "candidates"])
+    }
+
+    @Test func onlyTheTwoPartiesSeeOrChangeASession() async throws {
+        _ = try await offer()
+        #expect(try await db.session("s1", for: "mallory") == nil)
+        await #expect(throws: SessionError.notFound) {
+            try await db.answerSession("s1", by: "mallory", sdp: "x", ifMatch: nil, eventTTL: 1, eventData: "{}")
+        }
+        await #expect(throws: SessionError.notFound) {
+            try await db.trickle("s1", by: "mallory", ifMatch: nil, eventTTL: 1, eventData: "{}")
+        }
+        await #expect(throws: SessionError.notFound) {
+            try await db.closeSession("s1", by: "mallory", eventTTL: 1, eventData: "{}")
+        }
+        await #expect(throws: SessionError.notFound) {
+            try await db.closeSession("nope", by: "alice", eventTTL: 1, eventData: "{}")
+        }
+        #expect(try await db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
+    }
+
+    @Test func theCallerCannotAnswerAndAStaleETagIsRefused() async throws {
+        _ = try await offer()
+        await #expect(throws: SessionError.conflict("only the callee answers")) {
+            try await db.answerSession("s1", by: "alice", sdp: "x", ifMatch: nil, eventTTL: 1, eventData: "{}")
+        }
+        await #expect(throws: SessionError.versionMismatch) {
+            try await db.answerSession("s1", by: "bob", sdp: "x", ifMatch: 7, eventTTL: 1, eventData: "{}")
+        }
+        // Nothing changed: still version 1, no answer, no event for the caller.
+        let session = try #require(try await db.session("s1", for: "bob"))
+        #expect(session.version == 1 && session.answer == nil && session.state == "offered")
+        #expect(try await db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
+    }
+
+    @Test func anUnansweredOfferExpiresAndTheCallerHearsOfIt() async throws {
+        _ = try await offer(ttl: 30)
+        clock.advance(by: 29)
+        #expect(try await db.expireOffers(eventTTL: 300, eventData: { _ in "{}" }).isEmpty)
+        clock.advance(by: 1)
+        let expired = try await db.expireOffers(eventTTL: 300, eventData: { #"{"session":"\#($0)"}"# })
+        #expect(expired.map(\.peerID) == ["alice"] && expired.map(\.type) == ["expired"])
+        #expect(expired.first?.data == #"{"session":"s1"}"#)
+        #expect(try await db.session("s1", for: "alice")?.state == "expired")
+        await #expect(throws: SessionError.conflict("the session is expired")) {
+            try await db.answerSession("s1", by: "bob", sdp: "x", ifMatch: nil, eventTTL: 1, eventData: "{}")
+        }
+        #expect(try await db.expireOffers(eventTTL: 300, eventData: { _ in "{}" }).isEmpty)
+    }
+
+    @Test func onlyAnAcknowledgedCursorDeletesEventsAndExpiredOnesGo() async throws {
+        for n in 1...3 { _ = try await offer("s\(n)") }
+        let all = try await db.events(for: "bob", after: 0, acknowledged: false)
+        #expect(all.count == 3)
+        // A stream reading on does not delete what it read.
+        #expect(try await db.events(for: "bob", after: all[1].id, acknowledged: false).count == 1)
+        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).count == 3)
+        // An acknowledged cursor does.
+        #expect(try await db.events(for: "bob", after: all[0].id, acknowledged: true).map(\.id) == [all[1].id, all[2].id])
+        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).count == 2)
+        // Expiry: hidden at once, deleted by the purge.
+        clock.advance(by: 300)
+        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+        #expect(try await db.purgeExpiredEvents() == 2)
+    }
+
+    @Test func removingAPeerTakesItsSessionsAndEventsWithIt() async throws {
+        _ = try await offer()
+        try db.removePeer(bob)
+        #expect(try await db.session("s1", for: "alice") == nil)
+        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+    }
+
+    @Test func aLongDescriptionOrUnknownModeIsRefusedByTheSchema() async throws {
+        await #expect(throws: (any Error).self) {
+            try await db.createSession(id: "s9", caller: alice, callee: bob, mode: "carrier-pigeon", description: nil,
+                                       offer: "v=0", offerTTL: 1, eventTTL: 1, eventData: "{}")
+        }
+        await #expect(throws: (any Error).self) {
+            try await db.createSession(id: "s9", caller: alice, callee: bob, mode: "auto",
+                                       description: String(repeating: "x", count: 257),
+                                       offer: "v=0", offerTTL: 1, eventTTL: 1, eventData: "{}")
+        }
+        #expect(try await db.session("s9", for: "alice") == nil)
+        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+    }
+}
