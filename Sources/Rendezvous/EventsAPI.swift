@@ -29,40 +29,19 @@ enum EventsAPI {
                 status: .ok,
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
                 body: .init { writer in
-                    var cursor = start
-                    var acknowledged = true  // the first read acknowledges Last-Event-ID
-                    await hub.streamOpened(peerID)
-                    // Graceful shutdown ends the stream; the client reconnects with Last-Event-ID.
-                    await withGracefulShutdownHandler {
-                    do {
+                    await EventPump.run(peer: peerID, from: start, database: database, hub: hub,
+                                        heartbeat: heartbeat) { events in
+                        var text = ""
+                        for event in events {
+                            text += "id: \(event.id)\nevent: \(event.type)\ndata: \(event.data)\n\n"
+                        }
+                        try await writer.write(ByteBuffer(string: text))
+                    } keepalive: {
+                        try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                    } opened: {
                         // A first comment so clients see the stream is open.
                         try await writer.write(ByteBuffer(string: ": switchboard events for \(peerID)\n\n"))
-                        while !Task.isCancelled, await !hub.isShuttingDown {
-                            let seen = await hub.version(of: peerID)
-                            let events = try await database.events(for: peerID, after: cursor,
-                                                                   acknowledged: acknowledged)
-                            acknowledged = false
-                            if events.isEmpty {
-                                await hub.wait(peerID, since: seen, timeout: heartbeat)
-                                if await hub.version(of: peerID) == seen {
-                                    try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
-                                }
-                                continue
-                            }
-                            var text = ""
-                            for event in events {
-                                text += "id: \(event.id)\nevent: \(event.type)\ndata: \(event.data)\n\n"
-                                cursor = event.id
-                            }
-                            try await writer.write(ByteBuffer(string: text))
-                        }
-                    } catch {
-                        // The client went away (a write failed): end the stream.
                     }
-                    } onGracefulShutdown: {
-                        Task { await hub.shutDown() }
-                    }
-                    await hub.streamClosed(peerID)
                     try? await writer.finish(nil)
                 })
         }
@@ -91,5 +70,44 @@ enum EventsAPI {
         json += "]"
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: json)))
+    }
+}
+
+/// EventPump feeds one peer's event stream (SSE or WebSocket) from the Store: it sends what is
+/// stored after the cursor, then waits for the hub to say there is more. The cursor the client
+/// brought (Last-Event-ID, `after=`) acknowledges everything up to it; the pump's own progress
+/// does not, since the connection may be dead without the server knowing yet.
+enum EventPump {
+    static func run(
+        peer: String, from start: Int64, database: SwitchboardDatabase, hub: EventHub, heartbeat: Duration,
+        send: ([EventRecord]) async throws -> Void, keepalive: () async throws -> Void,
+        opened: () async throws -> Void = {}
+    ) async {
+        var cursor = start
+        var acknowledged = true
+        await hub.streamOpened(peer)
+        // Graceful shutdown ends the stream; the client reconnects with its cursor.
+        await withGracefulShutdownHandler {
+            do {
+                try await opened()
+                while !Task.isCancelled, await !hub.isShuttingDown {
+                    let seen = await hub.version(of: peer)
+                    let events = try await database.events(for: peer, after: cursor, acknowledged: acknowledged)
+                    acknowledged = false
+                    if events.isEmpty {
+                        await hub.wait(peer, since: seen, timeout: heartbeat)
+                        if await hub.version(of: peer) == seen, await !hub.isShuttingDown { try await keepalive() }
+                        continue
+                    }
+                    try await send(events)
+                    cursor = events[events.count - 1].id
+                }
+            } catch {
+                // The client went away (a write failed): end the stream.
+            }
+        } onGracefulShutdown: {
+            Task { await hub.shutDown() }
+        }
+        await hub.streamClosed(peer)
     }
 }

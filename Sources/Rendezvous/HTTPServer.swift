@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import NIOCore
 import Prometheus
@@ -23,7 +24,8 @@ package enum HTTPServer {
     /// The router alone, so that tests can drive it in-process.
     package static func makeRouter(
         database: SwitchboardDatabase, registry: PrometheusCollectorRegistry,
-        rendezvous: RendezvousConfiguration = RendezvousConfiguration(), hub: EventHub = EventHub()
+        rendezvous: RendezvousConfiguration = RendezvousConfiguration(), hub: EventHub = EventHub(),
+        presence: PresenceTracker? = nil
     ) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.middlewares.add(ProblemMiddleware())
@@ -58,7 +60,8 @@ package enum HTTPServer {
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: buffer))
         }
-        RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous, hub: hub)
+        RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous, hub: hub,
+                                presence: presence ?? PresenceTracker(database: database))
         return router
     }
 
@@ -72,8 +75,16 @@ package enum HTTPServer {
         logger: Logger,
         onRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
     ) -> some ApplicationProtocol & Sendable {
-        Application(
-            router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub),
+        let presence = PresenceTracker(database: database)
+        return Application(
+            router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,
+                               presence: presence),
+            server: .http1WebSocketUpgrade(
+                configuration: .init(ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30))))
+            ) { head, _, _ in
+                try await WebSocketAPI.shouldUpgrade(head, database: database, configuration: rendezvous, hub: hub,
+                                                     presence: presence)
+            },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: configuration.serverName),

@@ -24,13 +24,20 @@ package struct Problem: Error, HTTPResponseError, Sendable {
     }
 
     package func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body = ProblemBody(type: type, title: title, status: status.code, detail: detail, instance: request.uri.path)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = try encoder.encode(body)
+        let data = try json(instance: request.uri.path)
         var fields = headers
         fields[.contentType] = Self.contentType
         return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension Problem {
+    /// The problem document as JSON; `instance` is the path that failed.
+    package func json(instance: String) throws -> Data {
+        let body = ProblemBody(type: type, title: title, status: status.code, detail: detail, instance: instance)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(body)
     }
 }
 

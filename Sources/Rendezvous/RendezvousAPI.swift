@@ -40,10 +40,10 @@ package struct RendezvousConfiguration: Sendable {
 package enum RendezvousAPI {
     package static func addRoutes(
         to router: Router<SwitchboardRequestContext>, database: SwitchboardDatabase,
-        configuration: RendezvousConfiguration, limiter: LoginLimiter = LoginLimiter(), hub: EventHub = EventHub()
+        configuration: RendezvousConfiguration, limiter: LoginLimiter = LoginLimiter(), hub: EventHub = EventHub(),
+        presence: PresenceTracker
     ) {
         let v1 = router.group("v1")
-        let presence = PresenceTracker(database: database)
         SessionsAPI.addRoutes(to: v1, database: database, configuration: configuration, hub: hub, presence: presence)
         EventsAPI.addRoutes(to: v1, database: database, configuration: configuration, hub: hub, presence: presence)
 

@@ -36,5 +36,7 @@ package struct RendezvousService: Service {
                 }
             }
         }
+        // Shutting down: end every event stream so clients reconnect elsewhere or later.
+        await hub.shutDown()
     }
 }

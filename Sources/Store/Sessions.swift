@@ -162,6 +162,13 @@ extension SwitchboardDatabase {
         }
     }
 
+    /// The peer has seen everything up to `cursor`: those events are deleted.
+    package func acknowledgeEvents(for peer: String, upTo cursor: Int64) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?", arguments: [peer, cursor])
+        }
+    }
+
     /// Drops expired events and tokens; returns how many events went.
     @discardableResult
     package func purgeExpiredEvents() async throws -> Int {

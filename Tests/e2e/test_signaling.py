@@ -202,3 +202,112 @@ def test_bad_requests_get_problems_and_store_nothing(pair, sb):
     assert alice.request("PATCH", location, ANSWER, {"Content-Type": "application/sdp"})[0] == 409
     assert bob.request("PATCH", location, "garbage", {"Content-Type": "application/trickle-ice-sdpfrag"})[0] == 400
     assert json.loads(bob.request("GET", location)[3])["state"] == "offered"
+
+
+def ws_connect(client, query="", token_in_query=False):
+    """A WebSocket event stream with the `websockets` client library."""
+    from websockets.sync.client import connect
+    url = f"ws://{client.host}:{client.port}/v1/ws"
+    params = [query] if query else []
+    headers = {}
+    if token_in_query:
+        params.append(f"access_token={client.token}")
+    elif client.token:
+        headers["Authorization"] = f"Bearer {client.token}"
+    if params:
+        url += "?" + "&".join(params)
+    return connect(url, additional_headers=headers, open_timeout=10)
+
+
+def ws_events(socket, count, timeout=10):
+    events = []
+    deadline = time.monotonic() + timeout
+    while len(events) < count:
+        events.append(json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic()))))
+    return events
+
+
+def test_one_side_on_websocket_the_other_on_long_poll(pair, sb):
+    server, alice, bob = pair
+    with ws_connect(bob) as socket:
+        status, headers, _, body = alice.request("POST", "/v1/peers/bob/sessions", OFFER,
+                                                 {"Content-Type": "application/sdp", "Switchboard-Connect-Mode": "p2p"})
+        assert status == 201, body
+        location = headers["location"]
+        [offer] = ws_events(socket, 1)
+        assert set(offer) == {"id", "type", "data"} and offer["type"] == "offer"
+        assert offer["data"]["from"] == "alice" and offer["data"]["mode"] == "p2p"
+        assert all("turn" not in url for entry in offer["data"]["ice_servers"] for url in entry["urls"])
+        # Bob holds a WebSocket: alice sees him online.
+        assert json.loads(alice.request("GET", "/v1/peers/bob")[3])["online"] is True
+
+        assert bob.request("PATCH", location, ANSWER, {"Content-Type": "application/sdp"})[0] == 204
+        assert bob.request("PATCH", location, FRAG, {"Content-Type": "application/trickle-ice-sdpfrag"})[0] == 204
+        events, cursor = [], 0
+        deadline = time.monotonic() + 10
+        while len(events) < 2 and time.monotonic() < deadline:
+            batch = json.loads(alice.request("GET", f"/v1/events?after={cursor}&wait=5")[3])
+            events += batch
+            cursor = batch[-1]["id"] if batch else cursor
+        assert [e["type"] for e in events] == ["answer", "candidates"]
+        assert events[1]["data"]["sdpfrag"] == FRAG
+
+        assert alice.request("PATCH", location, FRAG, {"Content-Type": "application/trickle-ice-sdpfrag"})[0] == 204
+        assert alice.request("DELETE", location)[0] == 204
+        candidates, closed = ws_events(socket, 2)
+        assert candidates["type"] == "candidates" and closed["type"] == "closed"
+        assert closed["data"] == {"session": location.rsplit("/", 1)[1]}
+        assert candidates["id"] < closed["id"]
+        # Acknowledged events are dropped from the store; the rest wait for delivery.
+        socket.send(json.dumps({"ack": closed["id"]}))
+        deadline = time.monotonic() + 5
+        while sb.sql("select count(*) from events where peer_id = 'bob';") != "0\n" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sb.sql("select count(*) from events where peer_id = 'bob';") == "0\n"
+        # Something that is not an ack gets an error message, and the stream goes on.
+        socket.send("hello")
+        error = json.loads(socket.recv(timeout=5))
+        assert error["type"] == "error" and error["data"]["status"] == 400
+
+
+def test_a_websocket_resumes_after_a_cursor_and_refuses_bad_tokens(pair):
+    from websockets.exceptions import ConnectionClosedError
+    server, alice, bob = pair
+    for _ in range(3):
+        assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
+    with ws_connect(bob, token_in_query=True) as socket:
+        first = ws_events(socket, 3)
+    with ws_connect(bob, query=f"after={first[0]['id']}") as socket:
+        again = ws_events(socket, 2)
+        assert [e["id"] for e in again] == [e["id"] for e in first[1:]]
+        with pytest.raises(TimeoutError):
+            socket.recv(timeout=0.5)
+
+    for client, query, code in [(Client(server.base_url, token="nope"), "", 4401),
+                                (Client(server.base_url), "", 4401),
+                                (bob, "after=-3", 4400)]:
+        with ws_connect(client, query=query) as socket:
+            error = json.loads(socket.recv(timeout=5))
+            assert error["type"] == "error" and error["data"]["status"] == code - 4000
+            with pytest.raises(ConnectionClosedError) as closed:
+                socket.recv(timeout=5)
+            assert closed.value.rcvd.code == code
+
+
+def test_streams_end_cleanly_on_shutdown_and_other_paths_refuse_upgrades(pair):
+    from websockets.exceptions import ConnectionClosedOK, InvalidStatus
+    from websockets.sync.client import connect
+    server, alice, bob = pair
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://{bob.host}:{bob.port}/v1/events", open_timeout=5)
+    assert refused.value.response.status_code == 400
+    with ws_connect(bob) as socket:
+        stream = SSE(alice)
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 10
+        with pytest.raises(ConnectionClosedOK) as closed:
+            socket.recv(timeout=5)
+        assert closed.value.rcvd.code == 1001
+    stream.thread.join(timeout=5)
+    assert not stream.thread.is_alive()
