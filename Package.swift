@@ -56,7 +56,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            plugins: ["EmbedDocs"]
         ),
 
         // TURN/STUN relay (issue: Relay).
@@ -101,6 +102,13 @@ let package = Package(
             name: "EmbedMigrations",
             capability: .buildTool(),
             dependencies: ["migration-embedder"]
+        ),
+        // The same for files served over HTTP (docs/openapi.yaml).
+        .executableTarget(name: "file-embedder", path: "Sources/file-embedder"),
+        .plugin(
+            name: "EmbedDocs",
+            capability: .buildTool(),
+            dependencies: ["file-embedder"]
         ),
 
         .testTarget(

@@ -28,7 +28,7 @@ package enum HTTPServer {
         presence: PresenceTracker? = nil
     ) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
-        router.middlewares.add(ProblemMiddleware())
+        router.middlewares.add(ProblemMiddleware(allowedMethods: Routes.methods(for:)))
         router.middlewares.add(MetricsMiddleware())
         router.middlewares.add(LogRequestsMiddleware(.debug))
 
@@ -59,6 +59,10 @@ package enum HTTPServer {
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: buffer))
+        }
+        router.get("openapi.yaml") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/yaml"],
+                     body: .init(byteBuffer: ByteBuffer(string: EmbeddedFiles.openAPIYAML)))
         }
         RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous, hub: hub,
                                 presence: presence ?? PresenceTracker(database: database))
@@ -96,5 +100,36 @@ package enum HTTPServer {
         Response(
             status: status, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: json)))
+    }
+}
+
+/// Routes lists every path the HTTP API serves and its methods, for 405 answers. A test
+/// checks each entry against the router.
+package enum Routes {
+    package static let table: [(path: String, methods: [HTTPRequest.Method])] = [
+        ("/healthz", [.get]),
+        ("/metrics", [.get]),
+        ("/openapi.yaml", [.get]),
+        ("/v1/login", [.post]),
+        ("/v1/logout", [.post]),
+        ("/v1/ice-servers", [.get]),
+        ("/v1/peers/:id", [.get]),
+        ("/v1/peers/:id/sessions", [.post]),
+        ("/v1/sessions/:sid", [.get, .patch, .delete]),
+        ("/v1/events", [.get]),
+        ("/v1/ws", [.get]),
+    ]
+
+    /// The methods of the route `path` matches (`:name` matches one segment), or nil.
+    package static func methods(for path: String) -> [HTTPRequest.Method]? {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        for route in table {
+            let pattern = route.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+            guard pattern.count == segments.count else { continue }
+            if zip(pattern, segments).allSatisfy({ $0.hasPrefix(":") ? !$1.isEmpty : $0 == $1 }) {
+                return route.methods
+            }
+        }
+        return nil
     }
 }

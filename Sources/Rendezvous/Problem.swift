@@ -45,7 +45,13 @@ extension Problem {
 /// wrong method, body too large) and unexpected ones — into a problem document, so clients
 /// never see a bare text error. Unexpected errors become 500 without their internals.
 package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
-    package init() {}
+    /// The methods a path takes, when it is a known path: a request with another method gets
+    /// 405 with `Allow` (RFC 9110 §15.5.6) instead of the router's 404.
+    let allowedMethods: @Sendable (String) -> [HTTPRequest.Method]?
+
+    package init(allowedMethods: @escaping @Sendable (String) -> [HTTPRequest.Method]? = { _ in nil }) {
+        self.allowedMethods = allowedMethods
+    }
 
     package func handle(
         _ request: Request, context: Context,
@@ -56,6 +62,10 @@ package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let problem as Problem {
             throw problem
         } catch let error as HTTPError {
+            if error.status == .notFound, let methods = allowedMethods(request.uri.path), !methods.isEmpty {
+                throw Problem(.methodNotAllowed, detail: "\(request.method) is not allowed here",
+                              headers: [.allow: methods.map(\.rawValue).joined(separator: ", ")])
+            }
             throw Problem(error.status, detail: error.body, headers: error.headers)
         } catch let error as any HTTPResponseError {
             throw Problem(error.status)

@@ -47,6 +47,12 @@ package enum RendezvousAPI {
         SessionsAPI.addRoutes(to: v1, database: database, configuration: configuration, hub: hub, presence: presence)
         EventsAPI.addRoutes(to: v1, database: database, configuration: configuration, hub: hub, presence: presence)
 
+        // A plain GET on the WebSocket endpoint (upgrades are taken before routing).
+        v1.get("ws") { _, _ -> Response in
+            throw Problem(.upgradeRequired, detail: "GET /v1/ws is a WebSocket endpoint; send Upgrade: websocket",
+                          headers: [.upgrade: "websocket", .connection: "Upgrade"])
+        }
+
         v1.post("login") { request, context -> Response in
             var request = request
             struct LoginRequest: Decodable {

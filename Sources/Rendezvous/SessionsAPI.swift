@@ -80,7 +80,10 @@ enum SessionsAPI {
             var request = request
             let peer = try await RendezvousAPI.authenticate(request, database: database, presence: presence)
             guard let id = context.parameters.get("sid") else { throw Problem(.notFound, detail: "no such session") }
-            let ifMatch = try parseIfMatch(request.headers[.ifMatch])
+            // Not yours or gone comes first: 404 before any judgement of the body or If-Match.
+            guard try await database.session(id, for: peer.id) != nil else {
+                throw Problem(.notFound, detail: "no such session")
+            }
             let type = request.headers[.contentType]?.lowercased() ?? ""
             do {
                 if type.hasPrefix("application/sdp") {
@@ -88,6 +91,7 @@ enum SessionsAPI {
                     do { try SDPText.validateDescription(answer) } catch {
                         throw Problem(.badRequest, detail: "not an SDP answer: \(error)")
                     }
+                    let ifMatch = try parseIfMatch(request.headers[.ifMatch])
                     let data = try eventJSON(AnswerEvent(session: id, sdp: answer))
                     let (session, event) = try await database.answerSession(
                         id, by: peer.id, sdp: answer, ifMatch: ifMatch, eventTTL: configuration.eventTTL, eventData: data)
@@ -99,6 +103,7 @@ enum SessionsAPI {
                     do { try SDPText.validateFragment(fragment) } catch {
                         throw Problem(.badRequest, detail: "not an SDP fragment: \(error)")
                     }
+                    let ifMatch = try parseIfMatch(request.headers[.ifMatch])
                     let data = try eventJSON(CandidatesEvent(session: id, sdpfrag: fragment))
                     let (session, event) = try await database.trickle(
                         id, by: peer.id, ifMatch: ifMatch, eventTTL: configuration.eventTTL, eventData: data)
@@ -116,10 +121,9 @@ enum SessionsAPI {
             guard let id = context.parameters.get("sid") else { throw Problem(.notFound, detail: "no such session") }
             do {
                 let data = try eventJSON(SessionOnlyEvent(session: id))
-                if let event = try await database.closeSession(id, by: peer.id, eventTTL: configuration.eventTTL,
-                                                               eventData: data) {
-                    await hub.notify(event.peerID)
-                }
+                let event = try await database.closeSession(id, by: peer.id, eventTTL: configuration.eventTTL,
+                                                            eventData: data)
+                await hub.notify(event.peerID)
                 return Response(status: .noContent)
             } catch let error as SessionError {
                 throw problem(error)
@@ -206,13 +210,15 @@ enum SessionsAPI {
 
     static func etag(_ version: Int64) -> String { "\"\(version)\"" }
 
-    /// `If-Match: "N"` → N; `*` or absent → nil (any version).
+    /// `If-Match: "N"` → N; `*` or absent → nil (any version). Anything else — a weak tag,
+    /// a list, text that is no ETag this API hands out — is a 400.
     static func parseIfMatch(_ value: String?) throws -> Int64? {
-        guard let value, value != "*" else { return nil }
+        guard let value else { return nil }
         let trimmed = value.trimmingCharacters(in: .whitespaces)
+        if trimmed == "*" { return nil }
         guard trimmed.count >= 3, trimmed.hasPrefix("\""), trimmed.hasSuffix("\""),
-              let version = Int64(trimmed.dropFirst().dropLast()) else {
-            throw Problem(.preconditionFailed, detail: "If-Match does not name a version of this session")
+              let version = Int64(trimmed.dropFirst().dropLast()), version >= 0 else {
+            throw Problem(.badRequest, detail: #"If-Match must be * or an ETag of this session, such as "2""#)
         }
         return version
     }

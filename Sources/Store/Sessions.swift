@@ -57,14 +57,10 @@ extension SwitchboardDatabase {
         }
     }
 
-    /// A session, if `peer` is one of its two parties.
+    /// A session, if `peer` is one of its two parties and it has not been closed (DELETE
+    /// removes a session for its parties; the row stays for admins).
     package func session(_ id: String, for peer: String) async throws -> SessionRecord? {
-        try await pool.read { db in
-            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
-                return nil
-            }
-            return session
-        }
+        try await pool.read { db in try Self.fetchSession(db, id, for: peer) }
     }
 
     /// The callee's answer: the session becomes `answered`; the caller gets an `answer` event.
@@ -73,9 +69,7 @@ extension SwitchboardDatabase {
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
         return try await pool.write { db in
-            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
-                throw SessionError.notFound
-            }
+            guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             guard session.callee == peer else { throw SessionError.conflict("only the callee answers") }
             if let ifMatch, ifMatch != session.version { throw SessionError.versionMismatch }
             guard session.state == "offered" else { throw SessionError.conflict("the session is \(session.state)") }
@@ -94,9 +88,7 @@ extension SwitchboardDatabase {
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
         return try await pool.write { db in
-            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
-                throw SessionError.notFound
-            }
+            guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             if let ifMatch, ifMatch != session.version { throw SessionError.versionMismatch }
             guard session.state == "offered" || session.state == "answered" else {
                 throw SessionError.conflict("the session is \(session.state)")
@@ -109,14 +101,12 @@ extension SwitchboardDatabase {
         }
     }
 
-    /// Either party ends the session; the other gets a `closed` event (none if already ended).
-    package func closeSession(_ id: String, by peer: String, eventTTL: Int, eventData: String) async throws -> EventRecord? {
+    /// Either party ends the session; the other gets a `closed` event. After this the
+    /// session is not found for either party.
+    package func closeSession(_ id: String, by peer: String, eventTTL: Int, eventData: String) async throws -> EventRecord {
         let now = unixNow
         return try await pool.write { db in
-            guard let session = try Self.fetchSession(db, id), session.caller == peer || session.callee == peer else {
-                throw SessionError.notFound
-            }
-            guard session.state == "offered" || session.state == "answered" else { return nil }
+            guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             try db.execute(sql: "UPDATE sessions SET state = 'closed', version = version + 1, updated_at = ? WHERE id = ?",
                            arguments: [now, id])
             let other = session.caller == peer ? session.callee : session.caller
@@ -187,6 +177,13 @@ extension SwitchboardDatabase {
             INSERT INTO events (peer_id, type, session_id, data, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
             """, arguments: [peer, type, session, data, now, now + Int64(ttl)])
         return EventRecord(id: db.lastInsertedRowID, peerID: peer, type: type, sessionID: session, data: data)
+    }
+
+    /// A session `peer` is a party to and has not closed.
+    static func fetchSession(_ db: Database, _ id: String, for peer: String) throws -> SessionRecord? {
+        guard let session = try fetchSession(db, id), session.caller == peer || session.callee == peer,
+              session.state != "closed" else { return nil }
+        return session
     }
 
     static func fetchSession(_ db: Database, _ id: String) throws -> SessionRecord? {

@@ -40,9 +40,15 @@ import Testing
         #expect(fromCaller.peerID == "bob" && fromCallee.peerID == "alice")
 
         let closed = try await db.closeSession("s1", by: "bob", eventTTL: 300, eventData: "{}")
-        #expect(closed?.peerID == "alice" && closed?.type == "closed")
-        #expect(try await db.closeSession("s1", by: "alice", eventTTL: 300, eventData: "{}") == nil)
-        #expect(try await db.session("s1", for: "alice")?.state == "closed")
+        #expect(closed.peerID == "alice" && closed.type == "closed")
+        // Closed is gone for both parties.
+        await #expect(throws: SessionError.notFound) {
+            try await db.closeSession("s1", by: "alice", eventTTL: 300, eventData: "{}")
+        }
+        await #expect(throws: SessionError.notFound) {
+            try await db.trickle("s1", by: "alice", ifMatch: nil, eventTTL: 300, eventData: "{}")
+        }
+        #expect(try await db.session("s1", for: "alice") == nil)
 
         let aliceEvents = try await db.events(for: "alice", after: 0, acknowledged: false)
         #expect(aliceEvents.map(\.type) == ["answer", "candidates", "closed"])

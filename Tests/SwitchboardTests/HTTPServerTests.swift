@@ -20,6 +20,46 @@ import Testing
         try await app.test(.router) { client in try await body(client) }
     }
 
+    /// Every route in `Routes.table` is served with each of its methods (the router never says
+    /// "no such route"), and any other method gets 405 with the right Allow header.
+    @Test func theRouteTableMatchesTheRouterAndOtherMethodsGet405() async throws {
+        try await withApp { client in
+            let every: [HTTPRequest.Method] = [.get, .post, .put, .patch, .delete, .trace]
+            for route in Routes.table {
+                let path = route.path.replacingOccurrences(of: ":id", with: "a").replacingOccurrences(of: ":sid", with: "s")
+                for method in every {
+                    try await client.execute(uri: path, method: method) { response in
+                        let body = String(buffer: response.body)
+                        if route.methods.contains(method) {
+                            #expect(response.status != .methodNotAllowed, "\(method) \(path)")
+                            // The router's own 404 has no detail; handlers' 404s do.
+                            #expect(!(response.status == .notFound && !body.contains("detail")), "\(method) \(path)")
+                        } else {
+                            #expect(response.status == .methodNotAllowed, "\(method) \(path)")
+                            #expect(response.headers[.allow] == route.methods.map(\.rawValue).joined(separator: ", "))
+                            #expect(response.headers[.contentType] == "application/problem+json")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func theOpenAPIDocumentIsServed() async throws {
+        try await withApp { client in
+            try await client.execute(uri: "/openapi.yaml", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "application/yaml")
+                let text = String(buffer: response.body)
+                #expect(text.hasPrefix("openapi: 3.1.0"))
+                for route in Routes.table {
+                    let path = route.path.replacingOccurrences(of: ":id", with: "{id}").replacingOccurrences(of: ":sid", with: "{sid}")
+                    #expect(text.contains("\n  \(path):\n"), "\(path) is not in openapi.yaml")
+                }
+            }
+        }
+    }
+
     @Test func healthzAnswersOKWithJSON() async throws {
         try await withApp { client in
             try await client.execute(uri: "/healthz", method: .get) { response in

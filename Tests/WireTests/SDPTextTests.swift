@@ -45,6 +45,14 @@ import Testing
         #expect(throws: problem) { try SDPText.validateDescription(text) }
     }
 
+    @Test func valuesThatJoinTheEqualsSignIntoOneCharacterStillCount() throws {
+        // U+1F3FB (an emoji modifier) and U+0301 (a combining accent) extend the "=" before
+        // them into one grapheme; the line is still an m= line and the first still v=0.
+        try SDPText.validateDescription("v=0\r\nm=\u{1F3FB}x\r\n")
+        try SDPText.validateDescription("v=0\r\nm=\u{301}\r\n")
+        #expect(throws: SDPText.Problem.missingVersion) { try SDPText.validateDescription("v=0\u{301}\r\nm=a\r\n") }
+    }
+
     @Test func aTabInsideAValueIsAllowed() throws {
         try SDPText.validateDescription("v=0\r\ns=a\tb\r\nm=audio 9 RTP/AVP 0\r\n")
     }

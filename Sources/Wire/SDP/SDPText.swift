@@ -44,8 +44,10 @@ public enum SDPText {
     /// A full session description: starts with `v=0` and has at least one media section.
     public static func validateDescription(_ text: String) throws(Problem) {
         let lines = try lines(text)
-        guard lines.first == "v=0" else { throw .missingVersion }
-        guard lines.contains(where: { $0.hasPrefix("m=") }) else { throw .noMediaSection }
+        // Compared as UTF-8, not as Characters: "m=" followed by a combining mark or an
+        // emoji modifier is one Character "=…" and would not have the prefix "m=".
+        guard let first = lines.first, first.utf8.elementsEqual("v=0".utf8) else { throw .missingVersion }
+        guard lines.contains(where: { $0.utf8.starts(with: "m=".utf8) }) else { throw .noMediaSection }
     }
 
     /// A trickle-ICE fragment (RFC 8840 §4): lines such as a=ice-ufrag, a=mid, m=,
