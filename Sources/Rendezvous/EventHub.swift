@@ -4,8 +4,15 @@ import Foundation
 /// themselves live in SQLite; the hub only says "look again". A version per peer closes the
 /// gap between reading the events and starting to wait.
 package actor EventHub {
+    /// A parked stream: resumed by `notify`, by its timeout, by cancellation or by shutdown,
+    /// whichever comes first; the timeout task is cancelled when something else wins.
+    private struct Waiter {
+        var continuation: CheckedContinuation<Void, Never>
+        var timeout: Task<Void, Never>?
+    }
+
     private var versions: [String: Int] = [:]
-    private var waiters: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
+    private var waiters: [String: [UUID: Waiter]] = [:]
     private var openStreams: [String: Int] = [:]
     /// Set on graceful shutdown: waits return at once and streams end.
     package private(set) var isShuttingDown = false
@@ -17,7 +24,7 @@ package actor EventHub {
     package func notify(_ peer: String) {
         versions[peer, default: 0] += 1
         if let waiting = waiters.removeValue(forKey: peer) {
-            for continuation in waiting.values { continuation.resume() }
+            for waiter in waiting.values { Self.wake(waiter) }
         }
     }
 
@@ -25,9 +32,14 @@ package actor EventHub {
     package func shutDown() {
         isShuttingDown = true
         for waiting in waiters.values {
-            for continuation in waiting.values { continuation.resume() }
+            for waiter in waiting.values { Self.wake(waiter) }
         }
         waiters.removeAll()
+    }
+
+    private static func wake(_ waiter: Waiter) {
+        waiter.timeout?.cancel()
+        waiter.continuation.resume()
     }
 
     /// Returns when the peer's version moves past `seen`, or after `timeout`.
@@ -40,11 +52,11 @@ package actor EventHub {
                     continuation.resume()
                     return
                 }
-                waiters[peer, default: [:]][id] = continuation
-                Task { [weak self] in
+                let timeoutTask = Task { [weak self] in
                     try? await Task.sleep(for: timeout)
-                    await self?.timeOut(peer, id)
+                    if !Task.isCancelled { await self?.timeOut(peer, id) }
                 }
+                waiters[peer, default: [:]][id] = Waiter(continuation: continuation, timeout: timeoutTask)
             }
         } onCancel: {
             Task { await self.timeOut(peer, id) }
@@ -52,9 +64,12 @@ package actor EventHub {
     }
 
     private func timeOut(_ peer: String, _ id: UUID) {
-        waiters[peer]?.removeValue(forKey: id)?.resume()
+        if let waiter = waiters[peer]?.removeValue(forKey: id) { Self.wake(waiter) }
         if waiters[peer]?.isEmpty == true { waiters[peer] = nil }
     }
+
+    /// How many streams and polls are parked right now (for tests and metrics).
+    package var waiting: Int { waiters.values.reduce(0) { $0 + $1.count } }
 
     package func streamOpened(_ peer: String) { openStreams[peer, default: 0] += 1 }
 

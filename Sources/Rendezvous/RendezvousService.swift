@@ -31,6 +31,8 @@ package struct RendezvousService: Service {
                     }
                     for event in expired { await hub.notify(event.peerID) }
                     if ticks % 60 == 0 { try await database.purgeExpiredEvents() }
+                } catch is CancellationError {
+                    break
                 } catch {
                     logger.error("signaling housekeeping failed", metadata: ["error": "\(error)"])
                 }

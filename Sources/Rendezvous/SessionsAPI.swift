@@ -32,11 +32,13 @@ enum SessionsAPI {
             if let description, description.count > 256 {
                 throw Problem(.badRequest, detail: "Switchboard-Connect-Desc is longer than 256 characters")
             }
-            guard let text = context.parameters.get("id"), let calleeID = try? PeerID(text), calleeID != callerID,
-                  try await database.mayReach(from: callerID, to: calleeID, open: configuration.aclOpen) else {
+            guard let text = context.parameters.get("id"), let calleeID = try? PeerID(text), calleeID != callerID else {
                 throw Problem(.notFound, detail: "no such peer")
             }
-            if try await database.sessionsCreated(by: callerID, inLast: 60) >= configuration.sessionsPerMinute {
+            let preflight = try await database.offerPreflight(from: callerID, to: calleeID, open: configuration.aclOpen,
+                                                              window: 60)
+            guard preflight.reachable else { throw Problem(.notFound, detail: "no such peer") }
+            if preflight.recentSessions >= configuration.sessionsPerMinute {
                 throw Problem(.tooManyRequests, detail: "too many sessions this minute", headers: [.retryAfter: "60"])
             }
             let sessionID = randomID()
@@ -80,10 +82,6 @@ enum SessionsAPI {
             var request = request
             let peer = try await RendezvousAPI.authenticate(request, database: database, presence: presence)
             guard let id = context.parameters.get("sid") else { throw Problem(.notFound, detail: "no such session") }
-            // Not yours or gone comes first: 404 before any judgement of the body or If-Match.
-            guard try await database.session(id, for: peer.id) != nil else {
-                throw Problem(.notFound, detail: "no such session")
-            }
             let type = request.headers[.contentType]?.lowercased() ?? ""
             do {
                 if type.hasPrefix("application/sdp") {
@@ -91,7 +89,7 @@ enum SessionsAPI {
                     do { try SDPText.validateDescription(answer) } catch {
                         throw Problem(.badRequest, detail: "not an SDP answer: \(error)")
                     }
-                    let ifMatch = try parseIfMatch(request.headers[.ifMatch])
+                    let ifMatch = parseIfMatch(request.headers[.ifMatch])
                     let data = try eventJSON(AnswerEvent(session: id, sdp: answer))
                     let (session, event) = try await database.answerSession(
                         id, by: peer.id, sdp: answer, ifMatch: ifMatch, eventTTL: configuration.eventTTL, eventData: data)
@@ -103,7 +101,7 @@ enum SessionsAPI {
                     do { try SDPText.validateFragment(fragment) } catch {
                         throw Problem(.badRequest, detail: "not an SDP fragment: \(error)")
                     }
-                    let ifMatch = try parseIfMatch(request.headers[.ifMatch])
+                    let ifMatch = parseIfMatch(request.headers[.ifMatch])
                     let data = try eventJSON(CandidatesEvent(session: id, sdpfrag: fragment))
                     let (session, event) = try await database.trickle(
                         id, by: peer.id, ifMatch: ifMatch, eventTTL: configuration.eventTTL, eventData: data)
@@ -210,17 +208,16 @@ enum SessionsAPI {
 
     static func etag(_ version: Int64) -> String { "\"\(version)\"" }
 
-    /// `If-Match: "N"` → N; `*` or absent → nil (any version). Anything else — a weak tag,
-    /// a list, text that is no ETag this API hands out — is a 400.
-    static func parseIfMatch(_ value: String?) throws -> Int64? {
-        guard let value else { return nil }
+    /// `If-Match: "N"` → version N; `*` or absent → any. Anything else — a weak tag, a list,
+    /// text that is no ETag this API hands out — is malformed: a 400 once the session is
+    /// known to exist (a missing session is a 404 first).
+    static func parseIfMatch(_ value: String?) -> VersionPrecondition {
+        guard let value else { return .any }
         let trimmed = value.trimmingCharacters(in: .whitespaces)
-        if trimmed == "*" { return nil }
+        if trimmed == "*" { return .any }
         guard trimmed.count >= 3, trimmed.hasPrefix("\""), trimmed.hasSuffix("\""),
-              let version = Int64(trimmed.dropFirst().dropLast()), version >= 0 else {
-            throw Problem(.badRequest, detail: #"If-Match must be * or an ETag of this session, such as "2""#)
-        }
-        return version
+              let version = Int64(trimmed.dropFirst().dropLast()), version >= 0 else { return .malformed }
+        return .version(version)
     }
 
     static func problem(_ error: SessionError) -> Problem {
@@ -228,6 +225,8 @@ enum SessionsAPI {
         case .notFound: Problem(.notFound, detail: "no such session")
         case .conflict(let reason): Problem(.conflict, detail: reason)
         case .versionMismatch: Problem(.preconditionFailed, detail: "the session changed; fetch it again")
+        case .malformedPrecondition:
+            Problem(.badRequest, detail: #"If-Match must be * or an ETag of this session, such as "2""#)
         }
     }
 

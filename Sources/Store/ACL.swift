@@ -46,9 +46,9 @@ extension SwitchboardDatabase {
                 SELECT id FROM acl_rules WHERE action = ? AND from_kind = ? AND from_name = ? AND to_kind = ? AND to_name = ?
                 """, arguments: [action.rawValue, from.kind, from.name, to.kind, to.name])
             if let existing { return existing }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO acl_rules (action, from_kind, from_name, to_kind, to_name, created_at) VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [action.rawValue, from.kind, from.name, to.kind, to.name, now])
+                """).execute(arguments: [action.rawValue, from.kind, from.name, to.kind, to.name, now])
             let id = db.lastInsertedRowID
             try Self.audit(db, at: now, actor: actor, action: "acl.\(action.rawValue)", peer: nil,
                            detail: ["from": from.description, "to": to.description, "rule": "\(id)"])
@@ -59,7 +59,7 @@ extension SwitchboardDatabase {
     package func removeACLRule(id: Int64, actor: Actor = .cli) throws {
         let now = unixNow
         try write { db in
-            try db.execute(sql: "DELETE FROM acl_rules WHERE id = ?", arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM acl_rules WHERE id = ?").execute(arguments: [id])
             guard db.changesCount == 1 else { throw StoreError.aclRuleNotFound(id) }
             try Self.audit(db, at: now, actor: actor, action: "acl.remove", peer: nil, detail: ["rule": "\(id)"])
         }
@@ -67,7 +67,7 @@ extension SwitchboardDatabase {
 
     package func aclRules() throws -> [ACLRule] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM acl_rules ORDER BY id").map { row in
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM acl_rules ORDER BY id")).map { row in
                 ACLRule(id: row["id"], action: ACLRule.Action(rawValue: row["action"]) ?? .deny,
                         from: "\(row["from_kind"] as String):\(row["from_name"] as String)",
                         to: "\(row["to_kind"] as String):\(row["to_name"] as String)",
@@ -79,32 +79,34 @@ extension SwitchboardDatabase {
     /// Whether `from` may reach `to`: both exist and are enabled, no deny rule matches, and
     /// the ACL is open, they share a group, or an allow rule matches.
     package func mayReach(from: PeerID, to: PeerID, open: Bool) async throws -> Bool {
-        try await pool.read { db in
-            let matches = """
-                ((r.from_kind = 'peer' AND r.from_name = :from)
-                  OR (r.from_kind = 'group' AND r.from_name IN (SELECT group_name FROM peer_groups WHERE peer_id = :from)))
-                AND ((r.to_kind = 'peer' AND r.to_name = :to)
-                  OR (r.to_kind = 'group' AND r.to_name IN (SELECT group_name FROM peer_groups WHERE peer_id = :to)))
-                """
-            let sql = """
-                SELECT
-                  (SELECT count(*) FROM peers WHERE id IN (:from, :to) AND disabled = 0) = (CASE WHEN :from = :to THEN 1 ELSE 2 END)
-                  AND NOT EXISTS (SELECT 1 FROM acl_rules r WHERE r.action = 'deny' AND \(matches))
-                  AND (:open
-                       OR EXISTS (SELECT 1 FROM peer_groups a JOIN peer_groups b ON a.group_name = b.group_name
-                                   WHERE a.peer_id = :from AND b.peer_id = :to)
-                       OR EXISTS (SELECT 1 FROM acl_rules r WHERE r.action = 'allow' AND \(matches)))
-                """
-            return try Bool.fetchOne(db, sql: sql, arguments: ["from": from.rawValue, "to": to.rawValue, "open": open])
-                ?? false
-        }
+        try await pool.read { db in try Self.mayReach(db, from: from, to: to, open: open) }
+    }
+
+    static func mayReach(_ db: Database, from: PeerID, to: PeerID, open: Bool) throws -> Bool {
+        let matches = """
+            ((r.from_kind = 'peer' AND r.from_name = :from)
+              OR (r.from_kind = 'group' AND r.from_name IN (SELECT group_name FROM peer_groups WHERE peer_id = :from)))
+            AND ((r.to_kind = 'peer' AND r.to_name = :to)
+              OR (r.to_kind = 'group' AND r.to_name IN (SELECT group_name FROM peer_groups WHERE peer_id = :to)))
+            """
+        let sql = """
+            SELECT
+              (SELECT count(*) FROM peers WHERE id IN (:from, :to) AND disabled = 0) = (CASE WHEN :from = :to THEN 1 ELSE 2 END)
+              AND NOT EXISTS (SELECT 1 FROM acl_rules r WHERE r.action = 'deny' AND \(matches))
+              AND (:open
+                   OR EXISTS (SELECT 1 FROM peer_groups a JOIN peer_groups b ON a.group_name = b.group_name
+                               WHERE a.peer_id = :from AND b.peer_id = :to)
+                   OR EXISTS (SELECT 1 FROM acl_rules r WHERE r.action = 'allow' AND \(matches)))
+            """
+        return try Bool.fetchOne(db.cachedStatement(sql: sql), arguments: ["from": from.rawValue, "to": to.rawValue, "open": open])
+            ?? false
     }
 
     /// Marks a peer as seen now (presence).
     package func touch(_ id: PeerID) async throws {
         let now = unixNow
         try await pool.write { db in
-            try db.execute(sql: "UPDATE peers SET last_seen_at = ? WHERE id = ?", arguments: [now, id.rawValue])
+            try db.cachedStatement(sql: "UPDATE peers SET last_seen_at = ? WHERE id = ?").execute(arguments: [now, id.rawValue])
         }
     }
 }

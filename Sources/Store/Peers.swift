@@ -29,16 +29,12 @@ extension SwitchboardDatabase {
         let groupNames = Set(groups.map(\.rawValue)).sorted()
         try write { db in
             if try Self.exists(db, id) { throw StoreError.peerExists(id.rawValue) }
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     INSERT INTO peers (id, key_hash, disabled, created_at, key_changed_at)
                     VALUES (?, ?, 0, ?, ?)
-                    """,
-                arguments: [id.rawValue, hash, now, now])
+                    """).execute(arguments: [id.rawValue, hash, now, now])
             for group in groupNames {
-                try db.execute(
-                    sql: "INSERT INTO peer_groups (peer_id, group_name) VALUES (?, ?)",
-                    arguments: [id.rawValue, group])
+                try db.cachedStatement(sql: "INSERT INTO peer_groups (peer_id, group_name) VALUES (?, ?)").execute(arguments: [id.rawValue, group])
             }
             try Self.audit(db, at: now, actor: actor, action: "peer.add", peer: id,
                            detail: ["groups": groupNames.joined(separator: ",")])
@@ -53,9 +49,7 @@ extension SwitchboardDatabase {
         let hash = KeyHash.make(for: key)
         let now = unixNow
         try write { db in
-            try db.execute(
-                sql: "UPDATE peers SET key_hash = ?, key_changed_at = ? WHERE id = ?",
-                arguments: [hash, now, id.rawValue])
+            try db.cachedStatement(sql: "UPDATE peers SET key_hash = ?, key_changed_at = ? WHERE id = ?").execute(arguments: [hash, now, id.rawValue])
             guard db.changesCount == 1 else { throw StoreError.peerNotFound(id.rawValue) }
             try Self.audit(db, at: now, actor: actor, action: "peer.rotate-key", peer: id)
         }
@@ -68,12 +62,10 @@ extension SwitchboardDatabase {
     package func setDisabled(_ id: PeerID, _ disabled: Bool, actor: Actor = .cli) throws -> Bool {
         let now = unixNow
         return try write { db in
-            guard let current = try Bool.fetchOne(
-                db, sql: "SELECT disabled FROM peers WHERE id = ?", arguments: [id.rawValue])
+            guard let current = try Bool.fetchOne(db.cachedStatement(sql: "SELECT disabled FROM peers WHERE id = ?"), arguments: [id.rawValue])
             else { throw StoreError.peerNotFound(id.rawValue) }
             guard current != disabled else { return false }
-            try db.execute(
-                sql: "UPDATE peers SET disabled = ? WHERE id = ?", arguments: [disabled, id.rawValue])
+            try db.cachedStatement(sql: "UPDATE peers SET disabled = ? WHERE id = ?").execute(arguments: [disabled, id.rawValue])
             try Self.audit(db, at: now, actor: actor,
                            action: disabled ? "peer.disable" : "peer.enable", peer: id)
             return true
@@ -84,7 +76,7 @@ extension SwitchboardDatabase {
     package func removePeer(_ id: PeerID, actor: Actor = .cli) throws {
         let now = unixNow
         try write { db in
-            try db.execute(sql: "DELETE FROM peers WHERE id = ?", arguments: [id.rawValue])
+            try db.cachedStatement(sql: "DELETE FROM peers WHERE id = ?").execute(arguments: [id.rawValue])
             guard db.changesCount == 1 else { throw StoreError.peerNotFound(id.rawValue) }
             try Self.audit(db, at: now, actor: actor, action: "peer.remove", peer: id)
         }
@@ -106,8 +98,7 @@ extension SwitchboardDatabase {
     /// matches; nil otherwise, without saying which of those failed.
     package func verifyKey(_ id: PeerID, key: String) throws -> Peer? {
         let row = try pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT key_hash, disabled FROM peers WHERE id = ?",
-                             arguments: [id.rawValue])
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT key_hash, disabled FROM peers WHERE id = ?"), arguments: [id.rawValue])
         }
         guard let row else {
             // Spend the same work as a real check so timing does not tell IDs apart.
@@ -125,11 +116,7 @@ extension SwitchboardDatabase {
     /// The newest audit entries, newest first.
     package func auditLog(limit: Int = 100) throws -> [AuditEntry] {
         try pool.read { db in
-            try Row.fetchAll(
-                db,
-                sql: "SELECT id, at, actor, action, peer_id, source, detail FROM audit_log ORDER BY id DESC LIMIT ?",
-                arguments: [limit]
-            ).map { row in
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT id, at, actor, action, peer_id, source, detail FROM audit_log ORDER BY id DESC LIMIT ?"), arguments: [limit]).map { row in
                 AuditEntry(
                     id: row["id"], at: Date(timeIntervalSince1970: TimeInterval(row["at"] as Int64)),
                     actor: row["actor"], action: row["action"], peerID: row["peer_id"],
@@ -146,7 +133,7 @@ extension SwitchboardDatabase {
     }
 
     static func exists(_ db: Database, _ id: PeerID) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM peers WHERE id = ?)", arguments: [id.rawValue]) ?? false
+        try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM peers WHERE id = ?)"), arguments: [id.rawValue]) ?? false
     }
 
     static func audit(
@@ -158,23 +145,18 @@ extension SwitchboardDatabase {
                 String(decoding: try JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys]),
                        as: UTF8.self)
             }
-        try db.execute(
-            sql: "INSERT INTO audit_log (at, actor, action, peer_id, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [at, actor.rawValue, action, peer?.rawValue, source, detailJSON])
+        try db.cachedStatement(sql: "INSERT INTO audit_log (at, actor, action, peer_id, source, detail) VALUES (?, ?, ?, ?, ?, ?)").execute(arguments: [at, actor.rawValue, action, peer?.rawValue, source, detailJSON])
     }
 
     static func fetchPeers(_ db: Database, where clause: String, arguments: StatementArguments) throws -> [Peer] {
-        let rows = try Row.fetchAll(
-            db,
-            sql: """
+        let rows = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT p.id, p.disabled, p.created_at, p.key_changed_at, p.last_login_at, p.last_seen_at,
                        (SELECT group_concat(group_name, ',') FROM
                           (SELECT group_name FROM peer_groups g WHERE g.peer_id = p.id ORDER BY group_name)
                        ) AS groups
                   FROM peers p \(clause)
                  ORDER BY p.id
-                """,
-            arguments: arguments)
+                """), arguments: arguments)
         return rows.map { row in
             let groups: String? = row["groups"]
             return Peer(
@@ -213,8 +195,7 @@ package struct PeerCounts: Sendable, Equatable {
 extension SwitchboardDatabase {
     package func peerCounts() async throws -> PeerCounts {
         try await pool.read { db in
-            let row = try Row.fetchOne(
-                db, sql: "SELECT count(*) FILTER (WHERE disabled = 0), count(*) FILTER (WHERE disabled = 1) FROM peers")
+            let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT count(*) FILTER (WHERE disabled = 0), count(*) FILTER (WHERE disabled = 1) FROM peers"))
             return PeerCounts(enabled: row?[0] ?? 0, disabled: row?[1] ?? 0)
         }
     }

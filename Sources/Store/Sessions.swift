@@ -28,6 +28,23 @@ package enum SessionError: Error, Equatable {
     case notFound
     case conflict(String)
     case versionMismatch
+    case malformedPrecondition
+}
+
+/// What an If-Match asks for: any version, one version, or nothing this API understands
+/// (judged only once the session is known to exist, so that a missing session is a 404).
+package enum VersionPrecondition: Sendable, Equatable {
+    case any
+    case version(Int64)
+    case malformed
+
+    func check(_ version: Int64) throws(SessionError) {
+        switch self {
+        case .any: return
+        case .version(let wanted): if wanted != version { throw .versionMismatch }
+        case .malformed: throw .malformedPrecondition
+        }
+    }
 }
 
 extension SwitchboardDatabase {
@@ -38,13 +55,28 @@ extension SwitchboardDatabase {
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
         return try await pool.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO sessions (id, caller, callee, mode, description, state, offer, version, created_at, updated_at, offer_expires_at)
                 VALUES (?, ?, ?, ?, ?, 'offered', ?, 1, ?, ?, ?)
-                """, arguments: [id, caller.rawValue, callee.rawValue, mode, description, offer, now, now, now + Int64(offerTTL)])
+                """).execute(arguments: [id, caller.rawValue, callee.rawValue, mode, description, offer, now, now, now + Int64(offerTTL)])
             let event = try Self.insertEvent(db, peer: callee.rawValue, type: "offer", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
             return (try Self.fetchSession(db, id)!, event)
+        }
+    }
+
+    /// Before an offer, in one read: may `caller` reach `callee`, and how many sessions has
+    /// `caller` started in the last `seconds`.
+    package func offerPreflight(from caller: PeerID, to callee: PeerID, open: Bool, window seconds: Int) async throws
+        -> (reachable: Bool, recentSessions: Int)
+    {
+        let since = unixNow - Int64(seconds)
+        return try await pool.read { db in
+            let reachable = try Self.mayReach(db, from: caller, to: callee, open: open)
+            let recent = try Int.fetchOne(
+                db.cachedStatement(sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?"),
+                arguments: [caller.rawValue, since]) ?? 0
+            return (reachable, recent)
         }
     }
 
@@ -52,8 +84,7 @@ extension SwitchboardDatabase {
     package func sessionsCreated(by caller: PeerID, inLast seconds: Int) async throws -> Int {
         let since = unixNow - Int64(seconds)
         return try await pool.read { db in
-            try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?",
-                             arguments: [caller.rawValue, since]) ?? 0
+            try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?"), arguments: [caller.rawValue, since]) ?? 0
         }
     }
 
@@ -65,17 +96,17 @@ extension SwitchboardDatabase {
 
     /// The callee's answer: the session becomes `answered`; the caller gets an `answer` event.
     package func answerSession(
-        _ id: String, by peer: String, sdp: String, ifMatch: Int64?, eventTTL: Int, eventData: String
+        _ id: String, by peer: String, sdp: String, ifMatch: VersionPrecondition, eventTTL: Int, eventData: String
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
         return try await pool.write { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             guard session.callee == peer else { throw SessionError.conflict("only the callee answers") }
-            if let ifMatch, ifMatch != session.version { throw SessionError.versionMismatch }
+            try ifMatch.check(session.version)
             guard session.state == "offered" else { throw SessionError.conflict("the session is \(session.state)") }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE sessions SET state = 'answered', answer = ?, version = version + 1, updated_at = ? WHERE id = ?
-                """, arguments: [sdp, now, id])
+                """).execute(arguments: [sdp, now, id])
             let event = try Self.insertEvent(db, peer: session.caller, type: "answer", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
             return (try Self.fetchSession(db, id)!, event)
@@ -84,16 +115,16 @@ extension SwitchboardDatabase {
 
     /// Trickled candidates from one party go to the other as a `candidates` event.
     package func trickle(
-        _ id: String, by peer: String, ifMatch: Int64?, eventTTL: Int, eventData: String
+        _ id: String, by peer: String, ifMatch: VersionPrecondition, eventTTL: Int, eventData: String
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
         return try await pool.write { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
-            if let ifMatch, ifMatch != session.version { throw SessionError.versionMismatch }
+            try ifMatch.check(session.version)
             guard session.state == "offered" || session.state == "answered" else {
                 throw SessionError.conflict("the session is \(session.state)")
             }
-            try db.execute(sql: "UPDATE sessions SET version = version + 1, updated_at = ? WHERE id = ?", arguments: [now, id])
+            try db.cachedStatement(sql: "UPDATE sessions SET version = version + 1, updated_at = ? WHERE id = ?").execute(arguments: [now, id])
             let other = session.caller == peer ? session.callee : session.caller
             let event = try Self.insertEvent(db, peer: other, type: "candidates", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
@@ -107,8 +138,7 @@ extension SwitchboardDatabase {
         let now = unixNow
         return try await pool.write { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
-            try db.execute(sql: "UPDATE sessions SET state = 'closed', version = version + 1, updated_at = ? WHERE id = ?",
-                           arguments: [now, id])
+            try db.cachedStatement(sql: "UPDATE sessions SET state = 'closed', version = version + 1, updated_at = ? WHERE id = ?").execute(arguments: [now, id])
             let other = session.caller == peer ? session.callee : session.caller
             return try Self.insertEvent(db, peer: other, type: "closed", session: id, data: eventData, now: now, ttl: eventTTL)
         }
@@ -118,14 +148,13 @@ extension SwitchboardDatabase {
     package func expireOffers(eventTTL: Int, eventData: @escaping @Sendable (String) -> String) async throws -> [EventRecord] {
         let now = unixNow
         return try await pool.write { db in
-            let stale = try Row.fetchAll(db, sql: """
+            let stale = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT id, caller FROM sessions WHERE state = 'offered' AND offer_expires_at <= ?
-                """, arguments: [now])
+                """), arguments: [now])
             var events: [EventRecord] = []
             for row in stale {
                 let id: String = row["id"]
-                try db.execute(sql: "UPDATE sessions SET state = 'expired', version = version + 1, updated_at = ? WHERE id = ?",
-                               arguments: [now, id])
+                try db.cachedStatement(sql: "UPDATE sessions SET state = 'expired', version = version + 1, updated_at = ? WHERE id = ?").execute(arguments: [now, id])
                 events.append(try Self.insertEvent(db, peer: row["caller"], type: "expired", session: id,
                                                    data: eventData(id), now: now, ttl: eventTTL))
             }
@@ -141,21 +170,25 @@ extension SwitchboardDatabase {
         -> [EventRecord]
     {
         let now = unixNow
+        let query = """
+            SELECT id, peer_id, type, session_id, data FROM events
+             WHERE peer_id = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?
+            """
+        let arguments: StatementArguments = [peer, cursor, now, limit]
+        guard acknowledged && cursor > 0 else {
+            // Reading on: no write transaction, so streams do not queue behind writers.
+            return try await pool.read { db in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
+        }
         return try await pool.write { db in
-            if acknowledged && cursor > 0 {
-                try db.execute(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?", arguments: [peer, cursor])
-            }
-            return try Row.fetchAll(db, sql: """
-                SELECT id, peer_id, type, session_id, data FROM events
-                 WHERE peer_id = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?
-                """, arguments: [peer, cursor, now, limit]).map(Self.event)
+            try db.cachedStatement(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?").execute(arguments: [peer, cursor])
+            return try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event)
         }
     }
 
     /// The peer has seen everything up to `cursor`: those events are deleted.
     package func acknowledgeEvents(for peer: String, upTo cursor: Int64) async throws {
         try await pool.write { db in
-            try db.execute(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?", arguments: [peer, cursor])
+            try db.cachedStatement(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?").execute(arguments: [peer, cursor])
         }
     }
 
@@ -164,18 +197,18 @@ extension SwitchboardDatabase {
     package func purgeExpiredEvents() async throws -> Int {
         let now = unixNow
         return try await pool.write { db in
-            try db.execute(sql: "DELETE FROM events WHERE expires_at <= ?", arguments: [now])
+            try db.cachedStatement(sql: "DELETE FROM events WHERE expires_at <= ?").execute(arguments: [now])
             let count = db.changesCount
-            try db.execute(sql: "DELETE FROM login_tokens WHERE expires_at <= ?", arguments: [now])
+            try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE expires_at <= ?").execute(arguments: [now])
             return count
         }
     }
 
     static func insertEvent(_ db: Database, peer: String, type: String, session: String?, data: String,
                             now: Int64, ttl: Int) throws -> EventRecord {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO events (peer_id, type, session_id, data, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
-            """, arguments: [peer, type, session, data, now, now + Int64(ttl)])
+            """).execute(arguments: [peer, type, session, data, now, now + Int64(ttl)])
         return EventRecord(id: db.lastInsertedRowID, peerID: peer, type: type, sessionID: session, data: data)
     }
 
@@ -187,7 +220,7 @@ extension SwitchboardDatabase {
     }
 
     static func fetchSession(_ db: Database, _ id: String) throws -> SessionRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id]).map { row in
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM sessions WHERE id = ?"), arguments: [id]).map { row in
             SessionRecord(id: row["id"], caller: row["caller"], callee: row["callee"], mode: row["mode"],
                           description: row["description"], state: row["state"], offer: row["offer"],
                           answer: row["answer"], version: row["version"])

@@ -25,11 +25,8 @@ extension SwitchboardDatabase {
         let now = unixNow
         let expires = now + Int64(lifetime)
         try await pool.write { db in
-            try db.execute(
-                sql: "INSERT INTO login_tokens (token_hash, peer_id, created_at, expires_at, source) VALUES (?, ?, ?, ?, ?)",
-                arguments: [Self.tokenHash(token), id.rawValue, now, expires, source])
-            try db.execute(sql: "UPDATE peers SET last_login_at = ?, last_seen_at = ? WHERE id = ?",
-                           arguments: [now, now, id.rawValue])
+            try db.cachedStatement(sql: "INSERT INTO login_tokens (token_hash, peer_id, created_at, expires_at, source) VALUES (?, ?, ?, ?, ?)").execute(arguments: [Self.tokenHash(token), id.rawValue, now, expires, source])
+            try db.cachedStatement(sql: "UPDATE peers SET last_login_at = ?, last_seen_at = ? WHERE id = ?").execute(arguments: [now, now, id.rawValue])
             try Self.audit(db, at: now, actor: .http, action: "login.ok", peer: id, source: source)
         }
         return LoginToken(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(expires)))
@@ -61,9 +58,8 @@ extension SwitchboardDatabase {
         let hash = Self.tokenHash(token)
         let now = unixNow
         return try await pool.write { db in
-            guard let peerID = try String.fetchOne(
-                db, sql: "SELECT peer_id FROM login_tokens WHERE token_hash = ?", arguments: [hash]) else { return false }
-            try db.execute(sql: "DELETE FROM login_tokens WHERE token_hash = ?", arguments: [hash])
+            guard let peerID = try String.fetchOne(db.cachedStatement(sql: "SELECT peer_id FROM login_tokens WHERE token_hash = ?"), arguments: [hash]) else { return false }
+            try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE token_hash = ?").execute(arguments: [hash])
             try Self.audit(db, at: now, actor: .http, action: "logout", peer: try? PeerID(peerID))
             return true
         }
@@ -74,7 +70,7 @@ extension SwitchboardDatabase {
     package func purgeExpiredTokens() async throws -> Int {
         let now = unixNow
         return try await pool.write { db in
-            try db.execute(sql: "DELETE FROM login_tokens WHERE expires_at <= ?", arguments: [now])
+            try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE expires_at <= ?").execute(arguments: [now])
             return db.changesCount
         }
     }

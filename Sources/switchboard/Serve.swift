@@ -44,6 +44,7 @@ struct Serve: AsyncParsableCommand {
             """)
         var rendezvous = RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open")
         rendezvous.offerTTL = settings.offerTTL
+        rendezvous.sessionsPerMinute = settings.sessionsPerMinute
         let hub = EventHub()
         let http = HTTPServer.makeApplication(
             configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port),
@@ -161,6 +162,11 @@ struct ServerOptions: ParsableArguments {
         valueName: "seconds"))
     var offerTTL: Int?
 
+    @Option(name: .customLong("sessions-per-minute"), help: ArgumentHelp(
+        "New sessions one peer may start per minute, 429 beyond (default 60; also SWITCHBOARD_SESSIONS_PER_MINUTE).",
+        valueName: "n"))
+    var sessionsPerMinute: Int?
+
     /// The flags the user gave, as configuration values that outrank every other source.
     var flags: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
@@ -168,6 +174,9 @@ struct ServerOptions: ParsableArguments {
         if let logLevel { values[AbsoluteConfigKey(Settings.Key.logLevel)] = .init(.string(logLevel), isSecret: false) }
         if let acl { values[AbsoluteConfigKey(Settings.Key.acl)] = .init(.string(acl), isSecret: false) }
         if let offerTTL { values[AbsoluteConfigKey(Settings.Key.offerTTL)] = .init(.int(offerTTL), isSecret: false) }
+        if let sessionsPerMinute {
+            values[AbsoluteConfigKey(Settings.Key.sessionsPerMinute)] = .init(.int(sessionsPerMinute), isSecret: false)
+        }
         return values
     }
 }

@@ -21,6 +21,8 @@ struct Settings: Sendable, Equatable {
     var acl = "groups"
     /// Seconds an unanswered offer waits before the caller gets an `expired` event.
     var offerTTL = 30
+    /// New sessions one peer may start per minute (429 beyond).
+    var sessionsPerMinute = 60
 
     enum Key {
         static let dataDirectory: ConfigKey = "data-dir"
@@ -28,6 +30,7 @@ struct Settings: Sendable, Equatable {
         static let logLevel: ConfigKey = "log-level"
         static let acl: ConfigKey = "acl"
         static let offerTTL: ConfigKey = "offer-ttl"
+        static let sessionsPerMinute: ConfigKey = "sessions-per-minute"
     }
 
     init() {}
@@ -51,6 +54,10 @@ struct Settings: Sendable, Equatable {
         guard ["groups", "open"].contains(acl) else { throw SettingsError("acl: \"\(acl)\" is not groups or open") }
         offerTTL = reader.int(forKey: Key.offerTTL, default: defaults.offerTTL)
         guard (1...3600).contains(offerTTL) else { throw SettingsError("offer-ttl must be 1-3600 seconds") }
+        sessionsPerMinute = reader.int(forKey: Key.sessionsPerMinute, default: defaults.sessionsPerMinute)
+        guard (1...1_000_000).contains(sessionsPerMinute) else {
+            throw SettingsError("sessions-per-minute must be 1-1000000")
+        }
     }
 
     var databasePath: String {

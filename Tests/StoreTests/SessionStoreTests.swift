@@ -31,12 +31,12 @@ import Testing
         #expect(offerEvent.peerID == "bob" && offerEvent.type == "offer" && offerEvent.sessionID == "s1")
 
         let (answered, answerEvent) = try await db.answerSession("s1", by: "bob", sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
-                                                                 ifMatch: 1, eventTTL: 300, eventData: "{}")
+                                                                 ifMatch: .version(1), eventTTL: 300, eventData: "{}")
         #expect(answered.state == "answered" && answered.version == 2 && answered.answer != nil)
         #expect(answerEvent.peerID == "alice" && answerEvent.type == "answer")
 
-        let (_, fromCaller) = try await db.trickle("s1", by: "alice", ifMatch: nil, eventTTL: 300, eventData: "{}")
-        let (_, fromCallee) = try await db.trickle("s1", by: "bob", ifMatch: 3, eventTTL: 300, eventData: "{}")
+        let (_, fromCaller) = try await db.trickle("s1", by: "alice", ifMatch: .any, eventTTL: 300, eventData: "{}")
+        let (_, fromCallee) = try await db.trickle("s1", by: "bob", ifMatch: .version(3), eventTTL: 300, eventData: "{}")
         #expect(fromCaller.peerID == "bob" && fromCallee.peerID == "alice")
 
         let closed = try await db.closeSession("s1", by: "bob", eventTTL: 300, eventData: "{}")
@@ -46,7 +46,7 @@ import Testing
             try await db.closeSession("s1", by: "alice", eventTTL: 300, eventData: "{}")
         }
         await #expect(throws: SessionError.notFound) {
-            try await db.trickle("s1", by: "alice", ifMatch: nil, eventTTL: 300, eventData: "{}")
+            try await db.trickle("s1", by: "alice", ifMatch: .any, eventTTL: 300, eventData: "{}")
         }
         #expect(try await db.session("s1", for: "alice") == nil)
 
@@ -60,10 +60,10 @@ import Testing
         _ = try await offer()
         #expect(try await db.session("s1", for: "mallory") == nil)
         await #expect(throws: SessionError.notFound) {
-            try await db.answerSession("s1", by: "mallory", sdp: "x", ifMatch: nil, eventTTL: 1, eventData: "{}")
+            try await db.answerSession("s1", by: "mallory", sdp: "x", ifMatch: .any, eventTTL: 1, eventData: "{}")
         }
         await #expect(throws: SessionError.notFound) {
-            try await db.trickle("s1", by: "mallory", ifMatch: nil, eventTTL: 1, eventData: "{}")
+            try await db.trickle("s1", by: "mallory", ifMatch: .any, eventTTL: 1, eventData: "{}")
         }
         await #expect(throws: SessionError.notFound) {
             try await db.closeSession("s1", by: "mallory", eventTTL: 1, eventData: "{}")
@@ -77,10 +77,16 @@ import Testing
     @Test func theCallerCannotAnswerAndAStaleETagIsRefused() async throws {
         _ = try await offer()
         await #expect(throws: SessionError.conflict("only the callee answers")) {
-            try await db.answerSession("s1", by: "alice", sdp: "x", ifMatch: nil, eventTTL: 1, eventData: "{}")
+            try await db.answerSession("s1", by: "alice", sdp: "x", ifMatch: .any, eventTTL: 1, eventData: "{}")
         }
         await #expect(throws: SessionError.versionMismatch) {
-            try await db.answerSession("s1", by: "bob", sdp: "x", ifMatch: 7, eventTTL: 1, eventData: "{}")
+            try await db.answerSession("s1", by: "bob", sdp: "x", ifMatch: .version(7), eventTTL: 1, eventData: "{}")
+        }
+        await #expect(throws: SessionError.malformedPrecondition) {
+            try await db.answerSession("s1", by: "bob", sdp: "x", ifMatch: .malformed, eventTTL: 1, eventData: "{}")
+        }
+        await #expect(throws: SessionError.notFound) {
+            try await db.answerSession("nope", by: "bob", sdp: "x", ifMatch: .malformed, eventTTL: 1, eventData: "{}")
         }
         // Nothing changed: still version 1, no answer, no event for the caller.
         let session = try #require(try await db.session("s1", for: "bob"))
@@ -98,7 +104,7 @@ import Testing
         #expect(expired.first?.data == #"{"session":"s1"}"#)
         #expect(try await db.session("s1", for: "alice")?.state == "expired")
         await #expect(throws: SessionError.conflict("the session is expired")) {
-            try await db.answerSession("s1", by: "bob", sdp: "x", ifMatch: nil, eventTTL: 1, eventData: "{}")
+            try await db.answerSession("s1", by: "bob", sdp: "x", ifMatch: .any, eventTTL: 1, eventData: "{}")
         }
         #expect(try await db.expireOffers(eventTTL: 300, eventData: { _ in "{}" }).isEmpty)
     }
