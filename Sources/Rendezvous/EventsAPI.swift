@@ -78,6 +78,9 @@ enum EventsAPI {
 /// brought (Last-Event-ID, `after=`) acknowledges everything up to it; the pump's own progress
 /// does not, since the connection may be dead without the server knowing yet.
 enum EventPump {
+    /// Events read per query.
+    static let batch = 100
+
     static func run(
         peer: String, from start: Int64, database: SwitchboardDatabase, hub: EventHub, heartbeat: Duration,
         send: ([EventRecord]) async throws -> Void, keepalive: () async throws -> Void,
@@ -91,16 +94,19 @@ enum EventPump {
             do {
                 try await opened()
                 while !Task.isCancelled, await !hub.isShuttingDown {
+                    // The version before the read: whatever is stored after it wakes the wait below.
                     let seen = await hub.version(of: peer)
-                    let events = try await database.events(for: peer, after: cursor, acknowledged: acknowledged)
+                    let events = try await database.events(for: peer, after: cursor, acknowledged: acknowledged,
+                                                           limit: batch)
                     acknowledged = false
-                    if events.isEmpty {
-                        await hub.wait(peer, since: seen, timeout: heartbeat)
-                        if await hub.version(of: peer) == seen, await !hub.isShuttingDown { try await keepalive() }
-                        continue
+                    if !events.isEmpty {
+                        try await send(events)
+                        cursor = events[events.count - 1].id
+                        if events.count == batch { continue }  // more may be stored already
                     }
-                    try await send(events)
-                    cursor = events[events.count - 1].id
+                    // Caught up as of `seen`: wait for news (returns at once if some came meanwhile).
+                    await hub.wait(peer, since: seen, timeout: heartbeat)
+                    if await hub.version(of: peer) == seen, await !hub.isShuttingDown { try await keepalive() }
                 }
             } catch {
                 // The client went away (a write failed): end the stream.

@@ -25,12 +25,14 @@ package enum HTTPServer {
     package static func makeRouter(
         database: SwitchboardDatabase, registry: PrometheusCollectorRegistry,
         rendezvous: RendezvousConfiguration = RendezvousConfiguration(), hub: EventHub = EventHub(),
-        presence: PresenceTracker? = nil
+        presence: PresenceTracker? = nil, logRequests: Bool = true
     ) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.middlewares.add(ProblemMiddleware(allowedMethods: Routes.methods(for:)))
         router.middlewares.add(MetricsMiddleware())
-        router.middlewares.add(LogRequestsMiddleware(.debug))
+        // Every middleware is a layer of async frames each connection's task keeps for its
+        // lifetime (an SSE stream lives long): request logging only when it would print.
+        if logRequests { router.middlewares.add(LogRequestsMiddleware(.debug)) }
 
         router.get("healthz") { _, context -> Response in
             do {
@@ -82,7 +84,7 @@ package enum HTTPServer {
         let presence = PresenceTracker(database: database)
         return Application(
             router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,
-                               presence: presence),
+                               presence: presence, logRequests: logger.logLevel <= .debug),
             server: .http1WebSocketUpgrade(
                 configuration: .init(ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30))))
             ) { head, _, _ in

@@ -79,7 +79,7 @@ extension SwitchboardDatabase {
     /// Whether `from` may reach `to`: both exist and are enabled, no deny rule matches, and
     /// the ACL is open, they share a group, or an allow rule matches.
     package func mayReach(from: PeerID, to: PeerID, open: Bool) async throws -> Bool {
-        try await pool.read { db in try Self.mayReach(db, from: from, to: to, open: open) }
+        try readInPlace { db in try Self.mayReach(db, from: from, to: to, open: open) }
     }
 
     static func mayReach(_ db: Database, from: PeerID, to: PeerID, open: Bool) throws -> Bool {

@@ -82,6 +82,22 @@ package final class SwitchboardDatabase: Sendable {
         _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
     }
 
+    /// Runs a short read on the calling thread. GRDB's synchronous read takes a reader
+    /// connection and, when that connection's queue is idle, dispatch runs the block in place:
+    /// no hop to GRDB's queue and back, which on the request path costs more than the query.
+    /// WAL readers never wait for locks, so this does not block on other processes. For
+    /// indexed lookups only; long reads belong on `pool.read` with `await`.
+    func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
+        try pool.read(value)
+    }
+
+    /// Runs a short write on the calling thread, the same way. The caller waits while another
+    /// connection writes (in this process: microseconds; another process, such as the CLI:
+    /// as long as its transaction, at most the busy timeout). For the signaling hot path.
+    func writeInPlace<T>(_ updates: (Database) throws -> T) throws -> T {
+        try pool.write(updates)
+    }
+
     /// The current time as stored: whole Unix seconds.
     var unixNow: Int64 { Int64(now().timeIntervalSince1970.rounded(.down)) }
 }

@@ -54,7 +54,7 @@ extension SwitchboardDatabase {
         offerTTL: Int, eventTTL: Int, eventData: String
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
-        return try await pool.write { db in
+        return try writeInPlace { db in
             try db.cachedStatement(sql: """
                 INSERT INTO sessions (id, caller, callee, mode, description, state, offer, version, created_at, updated_at, offer_expires_at)
                 VALUES (?, ?, ?, ?, ?, 'offered', ?, 1, ?, ?, ?)
@@ -71,7 +71,7 @@ extension SwitchboardDatabase {
         -> (reachable: Bool, recentSessions: Int)
     {
         let since = unixNow - Int64(seconds)
-        return try await pool.read { db in
+        return try readInPlace { db in
             let reachable = try Self.mayReach(db, from: caller, to: callee, open: open)
             let recent = try Int.fetchOne(
                 db.cachedStatement(sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?"),
@@ -83,7 +83,7 @@ extension SwitchboardDatabase {
     /// How many sessions `caller` created in the last `seconds`.
     package func sessionsCreated(by caller: PeerID, inLast seconds: Int) async throws -> Int {
         let since = unixNow - Int64(seconds)
-        return try await pool.read { db in
+        return try readInPlace { db in
             try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?"), arguments: [caller.rawValue, since]) ?? 0
         }
     }
@@ -91,7 +91,7 @@ extension SwitchboardDatabase {
     /// A session, if `peer` is one of its two parties and it has not been closed (DELETE
     /// removes a session for its parties; the row stays for admins).
     package func session(_ id: String, for peer: String) async throws -> SessionRecord? {
-        try await pool.read { db in try Self.fetchSession(db, id, for: peer) }
+        try readInPlace { db in try Self.fetchSession(db, id, for: peer) }
     }
 
     /// The callee's answer: the session becomes `answered`; the caller gets an `answer` event.
@@ -99,7 +99,7 @@ extension SwitchboardDatabase {
         _ id: String, by peer: String, sdp: String, ifMatch: VersionPrecondition, eventTTL: Int, eventData: String
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
-        return try await pool.write { db in
+        return try writeInPlace { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             guard session.callee == peer else { throw SessionError.conflict("only the callee answers") }
             try ifMatch.check(session.version)
@@ -118,7 +118,7 @@ extension SwitchboardDatabase {
         _ id: String, by peer: String, ifMatch: VersionPrecondition, eventTTL: Int, eventData: String
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
-        return try await pool.write { db in
+        return try writeInPlace { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             try ifMatch.check(session.version)
             guard session.state == "offered" || session.state == "answered" else {
@@ -136,7 +136,7 @@ extension SwitchboardDatabase {
     /// session is not found for either party.
     package func closeSession(_ id: String, by peer: String, eventTTL: Int, eventData: String) async throws -> EventRecord {
         let now = unixNow
-        return try await pool.write { db in
+        return try writeInPlace { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             try db.cachedStatement(sql: "UPDATE sessions SET state = 'closed', version = version + 1, updated_at = ? WHERE id = ?").execute(arguments: [now, id])
             let other = session.caller == peer ? session.callee : session.caller
@@ -147,7 +147,7 @@ extension SwitchboardDatabase {
     /// Offers nobody answered in time: `expired`, with an `expired` event for the caller.
     package func expireOffers(eventTTL: Int, eventData: @escaping @Sendable (String) -> String) async throws -> [EventRecord] {
         let now = unixNow
-        return try await pool.write { db in
+        return try writeInPlace { db in
             let stale = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT id, caller FROM sessions WHERE state = 'offered' AND offer_expires_at <= ?
                 """), arguments: [now])
@@ -177,9 +177,9 @@ extension SwitchboardDatabase {
         let arguments: StatementArguments = [peer, cursor, now, limit]
         guard acknowledged && cursor > 0 else {
             // Reading on: no write transaction, so streams do not queue behind writers.
-            return try await pool.read { db in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
+            return try readInPlace { db in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
         }
-        return try await pool.write { db in
+        return try writeInPlace { db in
             try db.cachedStatement(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?").execute(arguments: [peer, cursor])
             return try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event)
         }
@@ -187,7 +187,7 @@ extension SwitchboardDatabase {
 
     /// The peer has seen everything up to `cursor`: those events are deleted.
     package func acknowledgeEvents(for peer: String, upTo cursor: Int64) async throws {
-        try await pool.write { db in
+        try writeInPlace { db in
             try db.cachedStatement(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?").execute(arguments: [peer, cursor])
         }
     }
@@ -196,7 +196,7 @@ extension SwitchboardDatabase {
     @discardableResult
     package func purgeExpiredEvents() async throws -> Int {
         let now = unixNow
-        return try await pool.write { db in
+        return try writeInPlace { db in
             try db.cachedStatement(sql: "DELETE FROM events WHERE expires_at <= ?").execute(arguments: [now])
             let count = db.changesCount
             try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE expires_at <= ?").execute(arguments: [now])

@@ -45,7 +45,7 @@ extension SwitchboardDatabase {
     package func peer(forToken token: String) async throws -> Peer? {
         let hash = Self.tokenHash(token)
         let now = unixNow
-        return try await pool.read { db in
+        return try readInPlace { db in
             try Self.fetchPeers(db, where: """
                 WHERE p.disabled = 0 AND p.id = (SELECT peer_id FROM login_tokens WHERE token_hash = ? AND expires_at > ?)
                 """, arguments: [hash, now]).first

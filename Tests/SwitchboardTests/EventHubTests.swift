@@ -1,0 +1,53 @@
+import Foundation
+import Rendezvous
+import Testing
+
+@Suite struct EventHubTests {
+    @Test func aNotifyWakesOnlyThatPeersWaiters() async throws {
+        let hub = EventHub(tick: .milliseconds(20))
+        let seen = await hub.version(of: "bob")
+        let started = ContinuousClock.now
+        async let bob: Void = hub.wait("bob", since: seen, timeout: .seconds(30))
+        async let alice: Void = hub.wait("alice", since: 0, timeout: .milliseconds(200))
+        while await hub.waiting < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        await hub.notify("bob")
+        await bob
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(await hub.waiting == 1)
+        await alice
+        #expect(await hub.waiting == 0)
+    }
+
+    @Test func aWaitTimesOutWithinATick() async {
+        let hub = EventHub(tick: .milliseconds(20))
+        let started = ContinuousClock.now
+        await hub.wait("bob", since: 0, timeout: .milliseconds(100))
+        let waited = ContinuousClock.now - started
+        #expect(waited >= .milliseconds(100) && waited < .seconds(2))
+    }
+
+    @Test func aStaleVersionOrShutdownReturnsAtOnce() async {
+        let hub = EventHub()
+        await hub.notify("bob")
+        let started = ContinuousClock.now
+        await hub.wait("bob", since: 0, timeout: .seconds(30))  // version is 1 already
+        async let parked: Void = hub.wait("carol", since: 0, timeout: .seconds(30))
+        while await hub.waiting < 1 { try? await Task.sleep(for: .milliseconds(5)) }
+        await hub.shutDown()
+        await parked
+        await hub.wait("dave", since: 0, timeout: .seconds(30))
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(await hub.isShuttingDown)
+    }
+
+    @Test func cancellingAWaiterResumesIt() async {
+        let hub = EventHub()
+        let task = Task { await hub.wait("bob", since: 0, timeout: .seconds(30)) }
+        while await hub.waiting < 1 { try? await Task.sleep(for: .milliseconds(5)) }
+        let started = ContinuousClock.now
+        task.cancel()
+        await task.value
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(await hub.waiting == 0)
+    }
+}
