@@ -17,47 +17,38 @@ import json
 import sys
 import threading
 import time
-import urllib.parse
 
 from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection,
                     RTCSessionDescription)
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from api_client import Client
+
 
 class Signaling:
     """Switchboard's HTTP API, with events from SSE, WebSocket or long-poll into a queue."""
 
     def __init__(self, base_url, kind):
-        parts = urllib.parse.urlsplit(base_url)
-        self.host, self.port = parts.hostname, parts.port
+        self.client = Client(base_url)
+        self.host, self.port = self.client.host, self.client.port
         self.kind = kind
-        self.token = None
         self.events = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self.stopping = False
 
-    def _request(self, method, path, body=None, headers=None):
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        headers = dict(headers or {})
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        data = response.read().decode()
-        connection.close()
-        return response.status, response.headers, data
+    @property
+    def token(self):
+        return self.client.token
 
     async def request(self, method, path, body=None, headers=None, expect=(200,)):
-        status, headers, data = await asyncio.to_thread(self._request, method, path, body, headers)
+        status, headers, _, data = await asyncio.to_thread(self.client.request, method, path, body, headers)
         if status not in expect:
             raise RuntimeError(f"{method} {path}: {status} {data}")
         return headers, data
 
     async def login(self, peer, key):
-        _, body = await self.request("POST", "/v1/login", json.dumps({"peer_id": peer, "key": key}),
-                                     {"Content-Type": "application/json"})
-        self.token = json.loads(body)["token"]
+        await asyncio.to_thread(self.client.login, peer, key)
 
     def start_events(self):
         if self.kind == "sse":

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, start_server
-from test_signaling import ANSWER, FRAG, OFFER, Client, SSE
+from api_client import Client
+from test_signaling import ANSWER, FRAG, OFFER, SSE
 
 SPEC = ROOT / "docs" / "openapi.yaml"
 ST = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "st"

@@ -4,40 +4,15 @@ import http.client
 import json
 import threading
 import time
-import urllib.parse
 
 import pytest
 
+from api_client import Client
 from conftest import start_server
 
 OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n"
 ANSWER = OFFER.replace("o=- 1 1", "o=- 2 1")
 FRAG = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\na=end-of-candidates\r\n"
-
-
-class Client:
-    def __init__(self, base_url, token=None):
-        parts = urllib.parse.urlsplit(base_url)
-        self.host, self.port = parts.hostname, parts.port
-        self.token = token
-
-    def request(self, method, path, body=None, headers=None):
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        headers = dict(headers or {})
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        data = response.read().decode()
-        connection.close()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.getheader("Link"), data
-
-    def login(self, peer_id, key):
-        status, _, _, body = self.request("POST", "/v1/login", json.dumps({"peer_id": peer_id, "key": key}),
-                                          {"Content-Type": "application/json"})
-        assert status == 200, body
-        self.token = json.loads(body)["token"]
-        return self
 
 
 class SSE:
