@@ -18,12 +18,16 @@ import sys
 import threading
 import time
 
+import aioice.ice
 from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection,
                     RTCSessionDescription)
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from api_client import Client
+
+# Keep every candidate on loopback: the machine's other interfaces are not for tests.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
 
 
 class Signaling:

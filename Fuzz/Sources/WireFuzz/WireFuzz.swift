@@ -1,8 +1,9 @@
 import NIOCore
 import Wire
 
-/// libFuzzer entry point. Whatever STUN or ChannelData parses must re-encode to a message
-/// that parses to the same value; nothing may crash, and typed readers must only throw.
+/// libFuzzer entry point. Whatever STUN, ChannelData or RTP parses must re-encode to a message
+/// that parses to the same value; RTCP, whose writer normalizes (padding, lists), must reach a
+/// fixed point after one round; nothing may crash, and typed readers must only throw.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = Array(UnsafeRawBufferPointer(start: start, count: count))
@@ -45,6 +46,30 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
               again == channelData else {
             fatalError("ChannelData did not survive re-encoding: \(bytes)")
         }
+    }
+
+    if let rtp = try? RTPPacket(datagram: buffer) {
+        guard let again = try? RTPPacket(datagram: rtp.bytes), again == rtp else {
+            fatalError("RTP packet did not survive re-encoding: \(bytes)")
+        }
+    }
+
+    if let rtcp = try? RTCPPacket.parseCompound(buffer) {
+        func reencode(_ packets: [RTCPPacket]) -> [RTCPPacket]? {
+            var out = ByteBuffer()
+            RTCPPacket.writeCompound(packets, to: &out)
+            return try? RTCPPacket.parseCompound(out)
+        }
+        guard let once = reencode(rtcp), let twice = reencode(once), once == twice else {
+            fatalError("RTCP compound did not reach a fixed point: \(bytes)")
+        }
+    }
+
+    // H.264 depacketizing: the input split into payloads at each 0xFF byte.
+    var depacketizer = H264.Depacketizer()
+    for (index, part) in bytes.split(separator: 0xFF, omittingEmptySubsequences: false).enumerated() {
+        _ = try? depacketizer.push(payload: ByteBuffer(bytes: part), sequenceNumber: UInt16(truncatingIfNeeded: index),
+                                   timestamp: 0)
     }
 
     // Stream framing over the same bytes.
