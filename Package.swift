@@ -75,8 +75,18 @@ let package = Package(
             ]
         ),
 
+        // System OpenSSL (DTLS 1.2) and libsrtp2 (SRTP) for the media edge.
+        .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSRTP", path: "Sources/CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
+
         // WHEP media edge (issue: MediaEdge).
-        .target(name: "MediaEdge", dependencies: ["Wire", "Store"]),
+        .target(
+            name: "MediaEdge",
+            dependencies: [
+                "Wire", "Store", "CSSL", "CSRTP",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
 
         .executableTarget(
             name: "switchboard",
@@ -123,6 +133,13 @@ let package = Package(
             name: "RelayTests",
             dependencies: [
                 "Relay", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "MediaEdgeTests",
+            dependencies: [
+                "MediaEdge", "Wire",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

@@ -5,8 +5,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# Build + run: system SQLite for GRDB. Tests add the real clients they drive.
-packages=(libsqlite3-dev pkg-config)
+# Build + run: system SQLite for GRDB, OpenSSL (DTLS) and libsrtp2 (SRTP) for the media edge.
+# Tests add the real clients they drive.
+packages=(libsqlite3-dev pkg-config libssl-dev libsrtp2-dev)
 if [[ "${1:-}" == "--test" ]]; then
     packages+=(sqlite3 curl procps python3 python3-venv coturn openssl)
 fi
