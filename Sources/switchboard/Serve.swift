@@ -52,7 +52,7 @@ struct Serve: AsyncParsableCommand {
             onRunning: { address in
                 let bound = address.flatMap { $0.port.map { ListenAddress(host: settings.httpListen.host, port: $0) } }
                     ?? settings.httpListen
-                Output.line("  http       http://\(bound)  (/healthz, /metrics)")
+                Output.line("  http       http://\(bound)  (/v1 peer API, /openapi.yaml, /healthz, /metrics)")
             })
         let relayService = RelayService(
             configuration: relayConfiguration, database: database, logger: Logger(label: "switchboard.relay"),
