@@ -65,6 +65,16 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         }
     }
 
+    // SDP: any text that passes the shape check parses without trapping, codecs too.
+    if let text = String(validating: bytes, as: UTF8.self), let description = try? SessionDescription(parsing: text) {
+        for media in description.media {
+            _ = try? media.codecs()
+            _ = description.iceCredentials(for: media)
+            _ = description.fingerprints(for: media)
+        }
+        _ = description.bundle
+    }
+
     // H.264 depacketizing: the input split into payloads at each 0xFF byte.
     var depacketizer = H264.Depacketizer()
     for (index, part) in bytes.split(separator: 0xFF, omittingEmptySubsequences: false).enumerated() {

@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+@testable import Wire
+
+@Suite struct SessionDescriptionTests {
+    /// A WHEP viewer's offer from aiortc 1.16 (docs/examples/aiortc-whep-offer.sdp).
+    static let aiortcOffer: String = {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/examples/aiortc-whep-offer.sdp")
+        return try! String(contentsOf: url, encoding: .utf8)
+    }()
+
+    @Test func anAiortcWHEPOfferParses() throws {
+        let offer = try SessionDescription(parsing: Self.aiortcOffer)
+        #expect(offer.bundle == ["0", "1"])
+        #expect(offer.media.map(\.kind) == ["video", "audio"])
+        let video = offer.media[0]
+        #expect(video.mid == "0" && video.direction == "recvonly" && video.rtcpMux)
+        #expect(video.proto == "UDP/TLS/RTP/SAVPF" && video.formats == ["97", "98", "99", "100", "101", "102"])
+        #expect(offer.iceCredentials(for: video)?.ufrag.isEmpty == false)
+        #expect(offer.fingerprints(for: video).map(\.hash) == ["sha-256", "sha-384", "sha-512"])
+        #expect(offer.fingerprints(for: video)[0].value.count == 95)
+        #expect(video.value("setup") == "actpass")
+        #expect(video.candidates.count == 1)
+
+        let codecs = try video.codecs()
+        #expect(codecs.map(\.name) == ["VP8", "rtx", "H264", "rtx", "H264", "rtx"])
+        let h264 = codecs.filter { $0.name == "H264" }
+        #expect(h264.map(\.payloadType) == [99, 101])
+        #expect(h264.map { $0.parameters["profile-level-id"] } == ["42001f", "42e01f"])
+        #expect(h264.allSatisfy { $0.parameters["packetization-mode"] == "1" && $0.clockRate == 90000 })
+        #expect(h264[0].feedback == ["nack", "nack pli", "goog-remb"])
+        #expect(codecs[3].associatedPayloadType == 99)
+
+        let audio = offer.media[1]
+        let opus = try audio.codecs().first
+        #expect(opus?.name == "opus" && opus?.payloadType == 96 && opus?.clockRate == 48000 && opus?.channels == 2)
+    }
+
+    @Test func sessionLevelICEAndFingerprintApplyToEveryMediaSection() throws {
+        let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\n"
+            + "a=fingerprint:sha-256 ab:cd\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:efgh\r\na=rtpmap:111 opus/48000/2\r\n"
+            + "a=rtcp-fb:* nack\r\n"
+        let offer = try SessionDescription(parsing: text)
+        let audio = offer.media[0]
+        #expect(offer.iceCredentials(for: audio)?.ufrag == "efgh")
+        #expect(offer.iceCredentials(for: audio)?.password == "secretsecretsecretsecret")
+        #expect(offer.fingerprints(for: audio).map(\.value) == ["AB:CD"])
+        #expect(try audio.codecs().first?.feedback == ["nack"])
+        #expect(audio.direction == "sendrecv" && offer.bundle.isEmpty)
+    }
+
+    @Test(arguments: [
+        ("v=0\r\nm=video\r\n", SessionDescription.ParseError.badMediaLine("video")),
+        ("v=0\r\nm=video x UDP/TLS/RTP/SAVPF 96\r\n", .badMediaLine("video x UDP/TLS/RTP/SAVPF 96")),
+        ("v=0\r\nm=video 70000 UDP/TLS/RTP/SAVPF 96\r\n", .badMediaLine("video 70000 UDP/TLS/RTP/SAVPF 96")),
+        ("v=0\r\ns=-\r\n", .shape(.noMediaSection)),
+    ])
+    func malformedDescriptionsAreRefused(text: String, error: SessionDescription.ParseError) {
+        #expect(throws: error) { try SessionDescription(parsing: text) }
+    }
+
+    @Test func oddFMTPParametersAreSkippedOrKept() throws {
+        let offer = try SessionDescription(parsing: "v=0\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+            + "a=fmtp:96 =;;= x ; packetization-mode=1;flag\r\n")
+        #expect(try offer.media[0].codecs().first?.parameters == ["packetization-mode": "1", "flag": ""])
+    }
+
+    @Test func aBadRTPMapIsRefusedWhenCodecsAreRead() throws {
+        for map in ["96", "300 VP8/90000", "96 VP8", "96 VP8/zero"] {
+            let offer = try SessionDescription(parsing: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:\(map)\r\n")
+            #expect(throws: SessionDescription.ParseError.badRTPMap(map)) { try offer.media[0].codecs() }
+        }
+    }
+}
