@@ -35,9 +35,7 @@ extension Problem {
     /// The problem document as JSON; `instance` is the path that failed.
     package func json(instance: String) throws -> Data {
         let body = ProblemBody(type: type, title: title, status: status.code, detail: detail, instance: instance)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return try encoder.encode(body)
+        return try RendezvousAPI.encoder.encode(body)
     }
 }
 

@@ -85,8 +85,8 @@ package enum RendezvousAPI {
         }
 
         v1.post("logout") { request, context -> Response in
-            let token = try bearerToken(request)
-            guard try await database.revokeToken(token) else { throw unauthorized() }
+            guard let token = bearerToken(header: request.headers[.authorization]),
+                  try await database.revokeToken(token) else { throw unauthorized() }
             return Response(status: .noContent)
         }
 
@@ -116,17 +116,27 @@ package enum RendezvousAPI {
 
     // MARK: - Authentication
 
-    static func bearerToken(_ request: Request) throws -> String {
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer "),
+    /// The token of an `Authorization: Bearer <token>` header, or nil.
+    static func bearerToken(header: String?) -> String? {
+        guard let header, header.lowercased().hasPrefix("bearer "),
               case let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces), !token.isEmpty,
-              token.count <= 256 else { throw unauthorized() }
+              token.count <= 256 else { return nil }
         return token
     }
 
     /// The logged-in peer of a request, or 401. Marks the peer as seen.
     package static func authenticate(_ request: Request, database: SwitchboardDatabase,
                                      presence: PresenceTracker) async throws -> Peer {
-        guard let peer = try await database.peer(forToken: try bearerToken(request)) else { throw unauthorized() }
+        try await authenticate(token: bearerToken(header: request.headers[.authorization]), database: database,
+                               presence: presence)
+    }
+
+    /// The peer holding `token`, or 401. Marks the peer as seen.
+    static func authenticate(token: String?, database: SwitchboardDatabase, presence: PresenceTracker) async throws
+        -> Peer
+    {
+        guard let token, !token.isEmpty, token.count <= 256,
+              let peer = try await database.peer(forToken: token) else { throw unauthorized() }
         await presence.seen(peer.id)
         return peer
     }
@@ -174,12 +184,17 @@ package enum RendezvousAPI {
         }
     }
 
-    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    /// The API's JSON: sorted keys, unescaped slashes, ISO 8601 dates.
+    static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        return Response(status: status, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+        return encoder
+    }()
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        Response(status: status, headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
     }
 }
 

@@ -64,7 +64,7 @@ enum SessionsAPI {
                     headers.append(HTTPField(name: .link, value: link))
                 }
             }
-            return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(
+            return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(data: try RendezvousAPI.encoder.encode(
                 SessionJSON(session, iceServers: callerServers)))))
         }
 
@@ -191,14 +191,8 @@ enum SessionsAPI {
         return RendezvousAPI.iceServers(for: peer, configuration: adjusted)
     }
 
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
-
     static func eventJSON(_ value: some Encodable) throws -> String {
-        String(decoding: try encoder.encode(value), as: UTF8.self)
+        String(decoding: try RendezvousAPI.encoder.encode(value), as: UTF8.self)
     }
 
     static func randomID() -> String {

@@ -34,15 +34,16 @@ package enum WebSocketAPI {
             }
             cursor = value
         }
-        var token = query["access_token"].map(String.init)
-        if let header = head.headerFields[.authorization], header.lowercased().hasPrefix("bearer ") {
-            token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        // A Bearer header wins over ?access_token=.
+        let header = head.headerFields[.authorization]
+        let token = header?.lowercased().hasPrefix("bearer ") == true
+            ? RendezvousAPI.bearerToken(header: header) : query["access_token"].map(String.init)
+        let peer: Peer
+        do {
+            peer = try await RendezvousAPI.authenticate(token: token, database: database, presence: presence)
+        } catch let problem as Problem {
+            return refuse(problem)
         }
-        guard let token, !token.isEmpty, token.count <= 256,
-              let peer = try await database.peer(forToken: token) else {
-            return refuse(RendezvousAPI.unauthorized())
-        }
-        await presence.seen(peer.id)
         let start = cursor
         let heartbeat = configuration.sseHeartbeat
         return .upgrade([:]) { inbound, outbound, context in

@@ -80,14 +80,6 @@ extension SwitchboardDatabase {
         }
     }
 
-    /// How many sessions `caller` created in the last `seconds`.
-    package func sessionsCreated(by caller: PeerID, inLast seconds: Int) async throws -> Int {
-        let since = unixNow - Int64(seconds)
-        return try readInPlace { db in
-            try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?"), arguments: [caller.rawValue, since]) ?? 0
-        }
-    }
-
     /// A session, if `peer` is one of its two parties and it has not been closed (DELETE
     /// removes a session for its parties; the row stays for admins).
     package func session(_ id: String, for peer: String) async throws -> SessionRecord? {
@@ -180,16 +172,14 @@ extension SwitchboardDatabase {
             return try readInPlace { db in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
         }
         return try writeInPlace { db in
-            try db.cachedStatement(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?").execute(arguments: [peer, cursor])
+            try Self.deleteEvents(db, of: peer, upTo: cursor)
             return try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event)
         }
     }
 
     /// The peer has seen everything up to `cursor`: those events are deleted.
     package func acknowledgeEvents(for peer: String, upTo cursor: Int64) async throws {
-        try writeInPlace { db in
-            try db.cachedStatement(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?").execute(arguments: [peer, cursor])
-        }
+        try writeInPlace { db in try Self.deleteEvents(db, of: peer, upTo: cursor) }
     }
 
     /// Drops expired events and tokens; returns how many events went.
@@ -202,6 +192,10 @@ extension SwitchboardDatabase {
             try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE expires_at <= ?").execute(arguments: [now])
             return count
         }
+    }
+
+    static func deleteEvents(_ db: Database, of peer: String, upTo cursor: Int64) throws {
+        try db.cachedStatement(sql: "DELETE FROM events WHERE peer_id = ? AND id <= ?").execute(arguments: [peer, cursor])
     }
 
     static func insertEvent(_ db: Database, peer: String, type: String, session: String?, data: String,

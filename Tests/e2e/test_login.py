@@ -2,40 +2,20 @@
 (aioice as the client), the way a peer agent will use them."""
 import asyncio
 import json
-import urllib.request
 
 from aioice.turn import create_turn_endpoint
 
+from api_client import Client
 from conftest import start_server
-
-
-def post(url, body, content_type="application/json", token=None):
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
-
-
-def get(url, token=None):
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
 
 
 def test_login_then_relay_with_the_ice_servers_it_returns(sb):
     key = sb.ok("peer", "add", "cam-1", "--group", "cams").stdout.strip()
     server = start_server(sb, "--allowed-peer", "127.0.0.0/8")
     try:
-        status, _, body = post(server.base_url + "/v1/login", json.dumps({"peer_id": "cam-1", "key": key}).encode())
+        client = Client(server.base_url)
+        status, _, _, body = client.request("POST", "/v1/login", json.dumps({"peer_id": "cam-1", "key": key}),
+                                            {"Content-Type": "application/json"})
         assert status == 200, body
         login = json.loads(body)
         turn_host, turn_port = server.turn[0].rsplit(":", 1)
@@ -45,7 +25,8 @@ def test_login_then_relay_with_the_ice_servers_it_returns(sb):
         turn = next(entry for entry in login["ice_servers"] if "username" in entry)
         assert turn["username"].endswith(":cam-1")
 
-        status, _, body = get(server.base_url + "/v1/ice-servers", token=login["token"])
+        client.token = login["token"]
+        status, _, _, body = client.request("GET", "/v1/ice-servers")
         assert status == 200 and json.loads(body)[-1]["username"].endswith(":cam-1")
 
         async def allocate():
@@ -63,9 +44,8 @@ def test_login_then_relay_with_the_ice_servers_it_returns(sb):
         assert sb.sql("select last_login is not null from peers_overview where id = 'cam-1';") == "1\n"
         assert key not in sb.dump() and login["token"] not in sb.dump()
 
-        status, _, _ = post(server.base_url + "/v1/logout", b"", token=login["token"])
-        assert status == 204
-        assert get(server.base_url + "/v1/ice-servers", token=login["token"])[0] == 401
+        assert client.request("POST", "/v1/logout", b"")[0] == 204
+        assert client.request("GET", "/v1/ice-servers")[0] == 401
     finally:
         assert server.stop() == 0
 
@@ -74,16 +54,18 @@ def test_failed_logins_are_refused_audited_and_limited(sb):
     sb.ok("peer", "add", "cam-2")
     server = start_server(sb)
     try:
+        client = Client(server.base_url)
         statuses = []
         for _ in range(12):
-            status, headers, body = post(server.base_url + "/v1/login",
-                                         json.dumps({"peer_id": "cam-2", "key": "guess"}).encode())
+            status, headers, _, body = client.request("POST", "/v1/login", json.dumps({"peer_id": "cam-2", "key": "guess"}),
+                                                      {"Content-Type": "application/json"})
             statuses.append(status)
             assert headers["Content-Type"] == "application/problem+json"
         assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
         assert sb.sql("select count(*) from login_failures_24h where peer_id = 'cam-2';") != "0\n"
         assert sb.sql("select failures from login_failures_24h;") == "10\n"
-        status, _, _ = post(server.base_url + "/v1/login", b"peer_id=cam-2", content_type="application/x-www-form-urlencoded")
+        status = client.request("POST", "/v1/login", "peer_id=cam-2",
+                                {"Content-Type": "application/x-www-form-urlencoded"})[0]
         assert status == 415
     finally:
         assert server.stop() == 0
