@@ -452,11 +452,23 @@ final class TURNCore {
             counters.bandwidthDrops += 1
             return nil
         }
-        allocation.packetsToPeer += 1
-        allocation.bytesToPeer += length
-        counters.packetsToPeer += 1
-        counters.bytesToPeer += length
+        countRelayed(length, toPeer: true, on: allocation)
         return (allocation, index, peer)
+    }
+
+    /// One relayed datagram, in the allocation's usage and the relay's counters.
+    private func countRelayed(_ length: Int, toPeer: Bool, on allocation: Allocation) {
+        if toPeer {
+            allocation.packetsToPeer += 1
+            allocation.bytesToPeer += length
+            counters.packetsToPeer += 1
+            counters.bytesToPeer += length
+        } else {
+            allocation.packetsToClient += 1
+            allocation.bytesToClient += length
+            counters.packetsToClient += 1
+            counters.bytesToClient += length
+        }
     }
 
     enum PeerDelivery {
@@ -476,10 +488,7 @@ final class TURNCore {
             counters.bandwidthDrops += 1
             return nil
         }
-        allocation.packetsToClient += 1
-        allocation.bytesToClient += length
-        counters.packetsToClient += 1
-        counters.bytesToClient += length
+        countRelayed(length, toPeer: false, on: allocation)
         if let number = allocation.channel(for: peer, nowMillis: nowMillis) { return .channel(number) }
         return .dataIndication
     }

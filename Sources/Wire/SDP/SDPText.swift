@@ -42,12 +42,15 @@ public enum SDPText {
     }
 
     /// A full session description: starts with `v=0` and has at least one media section.
-    public static func validateDescription(_ text: String) throws(Problem) {
+    /// Returns its lines.
+    @discardableResult
+    public static func validateDescription(_ text: String) throws(Problem) -> [Substring] {
         let lines = try lines(text)
         // Compared as UTF-8, not as Characters: "m=" followed by a combining mark or an
         // emoji modifier is one Character "=…" and would not have the prefix "m=".
         guard let first = lines.first, first.utf8.elementsEqual("v=0".utf8) else { throw .missingVersion }
         guard lines.contains(where: { $0.utf8.starts(with: "m=".utf8) }) else { throw .noMediaSection }
+        return lines
     }
 
     /// A trickle-ICE fragment (RFC 8840 §4): lines such as a=ice-ufrag, a=mid, m=,

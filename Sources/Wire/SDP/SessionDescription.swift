@@ -97,8 +97,7 @@ public struct SessionDescription: Sendable, Equatable {
     public init(parsing text: String) throws(ParseError) {
         let lines: [Substring]
         do {
-            try SDPText.validateDescription(text)
-            lines = try SDPText.lines(text)
+            lines = try SDPText.validateDescription(text)
         } catch {
             throw .shape(error)
         }

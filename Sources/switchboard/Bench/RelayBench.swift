@@ -88,8 +88,7 @@ struct BenchRelay: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(seconds))
         let after = try await loop.submit { flooders.map(\.handler.received).reduce(0, +) }.get()
         let elapsed = ContinuousClock.now - start
-        let perSecond = Double(after - before) / (Double(elapsed.components.seconds)
-            + Double(elapsed.components.attoseconds) / 1e18)
+        let perSecond = Double(after - before) / elapsed.seconds
         try await loop.submit { for client in flooders { client.handler.stop() } }.get()
         try await Task.sleep(for: .milliseconds(200))  // let the window drain
         for client in flooders { await client.release() }

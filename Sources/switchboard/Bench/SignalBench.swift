@@ -425,6 +425,7 @@ extension Sequence {
 }
 
 extension Duration {
+    /// The duration in (fractional) seconds, for rates and reports.
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
     var milliseconds: Double { seconds * 1000 }
 }
