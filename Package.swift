@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "Rendezvous",
             dependencies: [
-                "Wire", "Store",
+                "Wire", "Store", "MediaEdge",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -85,6 +85,10 @@ let package = Package(
             dependencies: [
                 "Wire", "Store", "CSSL", "CSRTP",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 

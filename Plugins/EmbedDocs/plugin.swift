@@ -6,7 +6,7 @@ import PackagePlugin
 struct EmbedDocs: BuildToolPlugin {
     /// What each target serves: Swift name → path in the package.
     static let served: [String: [(name: String, path: String)]] = [
-        "Rendezvous": [("openAPIYAML", "docs/openapi.yaml")],
+        "Rendezvous": [("openAPIYAML", "docs/openapi.yaml"), ("playHTML", "web/play.html")],
     ]
 
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {

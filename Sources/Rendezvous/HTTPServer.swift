@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import MediaEdge
 import NIOCore
 import Prometheus
 import Store
@@ -25,7 +26,7 @@ package enum HTTPServer {
     package static func makeRouter(
         database: SwitchboardDatabase, registry: PrometheusCollectorRegistry,
         rendezvous: RendezvousConfiguration = RendezvousConfiguration(), hub: EventHub = EventHub(),
-        presence: PresenceTracker? = nil, logRequests: Bool = true
+        presence: PresenceTracker? = nil, edge: MediaEdge? = nil, logRequests: Bool = true
     ) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.middlewares.add(ProblemMiddleware(allowedMethods: Routes.methods(for:)))
@@ -68,6 +69,7 @@ package enum HTTPServer {
         }
         RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous, hub: hub,
                                 presence: presence ?? PresenceTracker(database: database))
+        if let edge { WHEPAPI.addRoutes(to: router, edge: edge, maximumBodyBytes: rendezvous.maximumBodyBytes) }
         return router
     }
 
@@ -78,13 +80,14 @@ package enum HTTPServer {
         registry: PrometheusCollectorRegistry,
         rendezvous: RendezvousConfiguration = RendezvousConfiguration(),
         hub: EventHub = EventHub(),
+        edge: MediaEdge? = nil,
         logger: Logger,
         onRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
     ) -> some ApplicationProtocol & Sendable {
         let presence = PresenceTracker(database: database)
         return Application(
             router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,
-                               presence: presence, logRequests: logger.logLevel <= .debug),
+                               presence: presence, edge: edge, logRequests: logger.logLevel <= .debug),
             server: .http1WebSocketUpgrade(
                 configuration: .init(ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30))))
             ) { head, _, _ in
@@ -120,6 +123,9 @@ package enum Routes {
         ("/v1/sessions/:sid", [.get, .patch, .delete]),
         ("/v1/events", [.get]),
         ("/v1/ws", [.get]),
+        ("/whep/:name", [.post, .options]),
+        ("/whep/:name/:viewer", [.patch, .delete, .options]),
+        ("/play/:name", [.get]),
     ]
 
     /// The methods of the route `path` matches (`:name` matches one segment), or nil.

@@ -15,6 +15,12 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
     case turnUserNotFound(String)
     case invalidACLSubject(String)
     case aclRuleNotFound(Int64)
+    case invalidStreamName(String)
+    case streamNeedsPort
+    case invalidPort(Int)
+    case portInUse(Int)
+    case streamExists(String)
+    case streamNotFound(String)
 
     package var description: String {
         switch self {
@@ -46,6 +52,18 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
             "invalid ACL subject \(Self.quoted(text)): use peer:ID or group:NAME"
         case .aclRuleNotFound(let id):
             "no ACL rule \(id)"
+        case .invalidStreamName(let name):
+            "invalid stream name \(Self.quoted(name)): use 1-64 characters from A-Z a-z 0-9 . _ -"
+        case .streamNeedsPort:
+            "a stream needs a video port, an audio port or both"
+        case .invalidPort(let port):
+            "invalid port \(port): use 1-65535"
+        case .portInUse(let port):
+            "port \(port) is already used by a stream"
+        case .streamExists(let name):
+            "stream \(Self.quoted(name)) already exists"
+        case .streamNotFound(let name):
+            "no stream \(Self.quoted(name))"
         }
     }
 

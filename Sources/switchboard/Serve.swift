@@ -3,6 +3,7 @@ import Configuration
 import Foundation
 import Hummingbird
 import Logging
+import MediaEdge
 import Metrics
 import NIOCore
 import Prometheus
@@ -45,14 +46,24 @@ struct Serve: AsyncParsableCommand {
         var rendezvous = RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open")
         rendezvous.offerTTL = settings.offerTTL
         rendezvous.sessionsPerMinute = settings.sessionsPerMinute
+        var media = MediaEdgeConfiguration(
+            certificatePath: (settings.dataDirectory as NSString).appendingPathComponent("dtls-certificate.pem"))
+        media.listenHost = settings.mediaListen.host
+        media.listenPort = settings.mediaListen.port
+        media.announce = settings.mediaAnnounce
+        media.ingestHost = settings.ingestHost
+        let mediaService = try await MediaService.make(
+            configuration: media, database: database, logger: Logger(label: "switchboard.media"),
+            onListening: { line in Output.line("  " + line) })
         let hub = EventHub()
         let http = HTTPServer.makeApplication(
             configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port),
-            database: database, registry: registry, rendezvous: rendezvous, hub: hub, logger: logger,
+            database: database, registry: registry, rendezvous: rendezvous, hub: hub, edge: mediaService.edge,
+            logger: logger,
             onRunning: { address in
                 let bound = address.flatMap { $0.port.map { ListenAddress(host: settings.httpListen.host, port: $0) } }
                     ?? settings.httpListen
-                Output.line("  http       http://\(bound)  (/v1 peer API, /openapi.yaml, /healthz, /metrics)")
+                Output.line("  http       http://\(bound)  (/v1 peer API, /whep/NAME, /play/NAME, /openapi.yaml, /healthz, /metrics)")
             })
         let relayService = RelayService(
             configuration: relayConfiguration, database: database, logger: Logger(label: "switchboard.relay"),
@@ -65,7 +76,7 @@ struct Serve: AsyncParsableCommand {
 
         let group = ServiceGroup(configuration: .init(
             services: [
-                .init(service: http), .init(service: relayService),
+                .init(service: http), .init(service: relayService), .init(service: mediaService),
                 .init(service: RendezvousService(database: database, hub: hub, configuration: rendezvous,
                                                  logger: Logger(label: "switchboard.rendezvous"))),
             ],
@@ -167,6 +178,21 @@ struct ServerOptions: ParsableArguments {
         valueName: "n"))
     var sessionsPerMinute: Int?
 
+    @Option(name: .customLong("media-listen"), help: ArgumentHelp(
+        "The media edge's UDP port for all WHEP viewers (default 127.0.0.1:8189; also SWITCHBOARD_MEDIA_LISTEN).",
+        valueName: "host:port"))
+    var mediaListen: String?
+
+    @Option(name: .customLong("media-announce"), help: ArgumentHelp(
+        "IPs (comma-separated) put in WHEP answers as host candidates instead of the media-listen one "
+            + "(also SWITCHBOARD_MEDIA_ANNOUNCE).", valueName: "ip[,ip]"))
+    var mediaAnnounce: String?
+
+    @Option(name: .customLong("ingest-host"), help: ArgumentHelp(
+        "Address stream ingest sockets listen on for RTP (default 127.0.0.1; also SWITCHBOARD_INGEST_HOST).",
+        valueName: "ip"))
+    var ingestHost: String?
+
     /// The flags the user gave, as configuration values that outrank every other source.
     var flags: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
@@ -177,6 +203,11 @@ struct ServerOptions: ParsableArguments {
         if let sessionsPerMinute {
             values[AbsoluteConfigKey(Settings.Key.sessionsPerMinute)] = .init(.int(sessionsPerMinute), isSecret: false)
         }
+        if let mediaListen { values[AbsoluteConfigKey(Settings.Key.mediaListen)] = .init(.string(mediaListen), isSecret: false) }
+        if let mediaAnnounce {
+            values[AbsoluteConfigKey(Settings.Key.mediaAnnounce)] = .init(.string(mediaAnnounce), isSecret: false)
+        }
+        if let ingestHost { values[AbsoluteConfigKey(Settings.Key.ingestHost)] = .init(.string(ingestHost), isSecret: false) }
         return values
     }
 }

@@ -3,6 +3,7 @@ import Configuration
 import Foundation
 import Logging
 import SystemPackage
+import Wire
 
 /// Settings is the resolved configuration, read through swift-configuration from, in order
 /// of precedence: command-line flags, `SWITCHBOARD_*` environment variables, the JSON file
@@ -23,6 +24,12 @@ struct Settings: Sendable, Equatable {
     var offerTTL = 30
     /// New sessions one peer may start per minute (429 beyond).
     var sessionsPerMinute = 60
+    /// The media edge's one UDP port for every WHEP viewer (ICE-lite, DTLS, SRTP).
+    var mediaListen = ListenAddress(host: "127.0.0.1", port: 8189)
+    /// IPs announced as host candidates instead of the media-listen one (behind NAT, or 0.0.0.0).
+    var mediaAnnounce: [String] = []
+    /// Where stream ingest sockets listen for RTP.
+    var ingestHost = "127.0.0.1"
 
     enum Key {
         static let dataDirectory: ConfigKey = "data-dir"
@@ -31,6 +38,9 @@ struct Settings: Sendable, Equatable {
         static let acl: ConfigKey = "acl"
         static let offerTTL: ConfigKey = "offer-ttl"
         static let sessionsPerMinute: ConfigKey = "sessions-per-minute"
+        static let mediaListen: ConfigKey = "media-listen"
+        static let mediaAnnounce: ConfigKey = "media-announce"
+        static let ingestHost: ConfigKey = "ingest-host"
     }
 
     init() {}
@@ -57,6 +67,21 @@ struct Settings: Sendable, Equatable {
         sessionsPerMinute = reader.int(forKey: Key.sessionsPerMinute, default: defaults.sessionsPerMinute)
         guard (1...1_000_000).contains(sessionsPerMinute) else {
             throw SettingsError("sessions-per-minute must be 1-1000000")
+        }
+        do {
+            mediaListen = try ListenAddress(parsing: reader.string(forKey: Key.mediaListen, default: defaults.mediaListen.description))
+        } catch {
+            throw SettingsError("media-listen: \(error)")
+        }
+        mediaAnnounce = reader.string(forKey: Key.mediaAnnounce, default: "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for address in mediaAnnounce where IPAddress(address) == nil {
+            throw SettingsError("media-announce: \"\(address)\" is not an IP address")
+        }
+        ingestHost = reader.string(forKey: Key.ingestHost, default: defaults.ingestHost)
+        guard IPAddress(ingestHost) != nil else { throw SettingsError("ingest-host: \"\(ingestHost)\" is not an IP address") }
+        if mediaAnnounce.isEmpty, let ip = IPAddress(mediaListen.host), ip == .v4(0) || ip == .v6(0) {
+            throw SettingsError("media-listen \(mediaListen) is a wildcard: give --media-announce with the IP viewers reach")
         }
     }
 

@@ -96,7 +96,7 @@ package final class DTLSCertificate: @unchecked Sendable {
             return existing
         }
         let created = try generate()
-        FileManager.default.createFile(atPath: file, contents: Data(created.pem.utf8),
+        _ = FileManager.default.createFile(atPath: file, contents: Data(created.pem.utf8),
                                        attributes: [.posixPermissions: 0o600])
         return created
     }

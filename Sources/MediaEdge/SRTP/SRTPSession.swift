@@ -64,6 +64,22 @@ package final class SRTPSession {
         try run(packet, grow: Int(SRTP_MAX_TRAILER_LEN), call: "srtp_protect") { srtp_protect($0, $1, $2) }
     }
 
+    /// A header and payload in, the SRTP packet out: one buffer, no intermediate copies.
+    package func protect(rtpHeader header: [UInt8], payload: some Collection<UInt8>) throws(SRTPError) -> [UInt8] {
+        let length = header.count + payload.count
+        var buffer = [UInt8](unsafeUninitializedCapacity: length + Int(SRTP_MAX_TRAILER_LEN)) { raw, count in
+            _ = raw.initialize(fromContentsOf: header)
+            _ = UnsafeMutableBufferPointer(rebasing: raw[header.count...]).initialize(fromContentsOf: payload)
+            for index in length..<raw.count { raw[index] = 0 }
+            count = raw.count
+        }
+        var size = Int32(length)
+        let status = buffer.withUnsafeMutableBytes { srtp_protect(session, $0.baseAddress, &size) }
+        guard status == srtp_err_status_ok else { throw SRTPError(call: "srtp_protect", status: status.rawValue) }
+        buffer.removeLast(buffer.count - Int(size))
+        return buffer
+    }
+
     /// An SRTP packet in, the RTP packet out; altered, replayed and wrong-key packets throw.
     package func unprotect(srtp packet: [UInt8]) throws(SRTPError) -> [UInt8] {
         try run(packet, grow: 0, call: "srtp_unprotect") { srtp_unprotect($0, $1, $2) }

@@ -1,0 +1,544 @@
+import NIOCore
+import Store
+import Wire
+
+/// A point in time for the media state machines: monotonic nanoseconds for timers, Unix
+/// seconds for what goes on the wire (NTP times in Sender Reports) and in the Store.
+package struct MediaTime: Sendable {
+    package var nanos: UInt64
+    package var wall: Double
+
+    package init(nanos: UInt64, wall: Double) {
+        self.nanos = nanos
+        self.wall = wall
+    }
+}
+
+/// Why a WHEP request cannot be served; the HTTP layer maps each to a status.
+package enum WHEPError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unknownStream(String)
+    case unauthorized
+    /// Registered, but nothing (or no SPS yet) has arrived: try again shortly.
+    case noData(String)
+    case badOffer(String)
+    case noCommonCodec(String)
+    case unknownViewer
+    case internalError(String)
+
+    package var description: String {
+        switch self {
+        case .unknownStream(let name): "no stream \(name)"
+        case .unauthorized: "this stream needs a valid bearer token"
+        case .noData(let name): "stream \(name) has not received media yet"
+        case .badOffer(let text), .noCommonCodec(let text), .internalError(let text): text
+        case .unknownViewer: "no such viewer"
+        }
+    }
+}
+
+/// MediaCore is the media edge without sockets: streams (their ingest tracks) and viewers
+/// (ICE-lite, DTLS, SRTP, RTCP). Datagrams and clock ticks go in; datagrams to send collect
+/// in `outbox`. One caller at a time (the media event loop); tests drive it directly.
+package final class MediaCore {
+    package struct Configuration: Sendable {
+        /// The host candidates in answers: the media socket's announced addresses.
+        package var candidates: [TransportAddress]
+        /// A viewer with no valid STUN check for this long is removed (RFC 7675 consent).
+        package var consentTimeoutNanos: UInt64 = 30_000_000_000
+        /// A viewer that never completes ICE + DTLS in this long is removed.
+        package var setupTimeoutNanos: UInt64 = 30_000_000_000
+        package var reportIntervalNanos: UInt64 = 1_000_000_000
+        /// At most one keyframe resend per viewer in this time, whatever the PLI rate.
+        package var keyframeIntervalNanos: UInt64 = 300_000_000
+
+        package init(candidates: [TransportAddress]) {
+            self.candidates = candidates
+        }
+    }
+
+    /// Drops and other events worth a metric.
+    package struct Counters: Sendable, Equatable {
+        package var stunBadIntegrity = 0
+        package var stunUnknownUser = 0
+        package var stunMalformed = 0
+        package var unknownSource = 0
+        package var malformed = 0
+        package var srtcpFailures = 0
+        package var fingerprintMismatches = 0
+        package var dtlsFailures = 0
+        package var viewersStarted = 0
+        package var packetsSent = 0
+        package var bytesSent = 0
+        package var nacks = 0
+        package var retransmitted = 0
+        package var plis = 0
+        package var keyframesSent = 0
+    }
+
+    final class StreamState {
+        var config: MediaStream
+        var video: IngestTrack?
+        var audio: IngestTrack?
+        var viewers: [Viewer] = []
+
+        init(config: MediaStream) {
+            self.config = config
+            video = config.videoPort == nil ? nil : IngestTrack(kind: .video)
+            audio = config.audioPort == nil ? nil : IngestTrack(kind: .audio)
+        }
+    }
+
+    package let configuration: Configuration
+    let context: DTLSContext
+    package var counters = Counters()
+    /// Datagrams to send, in order; the owner drains it after each call.
+    package var outbox: [(bytes: [UInt8], to: TransportAddress)] = []
+
+    var streams: [String: StreamState] = [:]
+    var viewers: [String: Viewer] = [:]
+    private var byUfrag: [String: Viewer] = [:]
+    private var byAddress: [TransportAddress: Viewer] = [:]
+    private var ended: [(record: ViewerRecord, reason: String)] = []
+
+    package init(configuration: Configuration, context: DTLSContext) {
+        self.configuration = configuration
+        self.context = context
+    }
+
+    // MARK: - Streams
+
+    /// Makes the registry match `list`; returns the streams whose ingest sockets must open
+    /// and the names whose sockets must close (a changed port is both).
+    package func setStreams(_ list: [MediaStream]) -> (opened: [MediaStream], closed: [String]) {
+        var opened: [MediaStream] = [], closed: [String] = []
+        let wanted = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for (name, state) in streams {
+            guard let config = wanted[name] else {
+                removeStream(name)
+                closed.append(name)
+                continue
+            }
+            if config.videoPort != state.config.videoPort || config.audioPort != state.config.audioPort {
+                removeStream(name)
+                closed.append(name)
+            } else {
+                state.config = config  // the token may have changed
+            }
+        }
+        for (name, config) in wanted where streams[name] == nil {
+            streams[name] = StreamState(config: config)
+            opened.append(config)
+        }
+        return (opened, closed)
+    }
+
+    private func removeStream(_ name: String) {
+        guard let state = streams.removeValue(forKey: name) else { return }
+        for viewer in state.viewers { remove(viewer, reason: "stream-removed") }
+    }
+
+    package func streamNames() -> [String] { streams.keys.sorted() }
+
+    /// Takes one datagram from a stream's ingest socket and sends it on to every playing viewer.
+    package func ingest(stream name: String, kind: IngestTrack.Kind, datagram: ByteBuffer, now: MediaTime) {
+        guard let state = streams[name] else { return }
+        let packet: MediaPacket?
+        switch kind {
+        case .video: packet = state.video?.receive(datagram, nowNanos: now.nanos)
+        case .audio: packet = state.audio?.receive(datagram, nowNanos: now.nanos)
+        }
+        guard let packet else { return }
+        let keyframe = kind == .video ? state.video!.keyframe : []
+        for viewer in state.viewers where viewer.state == .playing {
+            guard let selected = viewer.selected else { continue }
+            switch kind {
+            case .video:
+                guard var track = viewer.video else { continue }
+                let sends = track.forward(packet, keyframe: keyframe, nowNanos: now.nanos)
+                if sends.count > 1 { counters.keyframesSent += 1 }
+                for send in sends { transmit(send, on: &track, viewer: viewer, to: selected, now: now) }
+                viewer.video = track
+            case .audio:
+                guard var track = viewer.audio else { continue }
+                for send in track.forward(packet, keyframe: [], nowNanos: now.nanos) {
+                    transmit(send, on: &track, viewer: viewer, to: selected, now: now)
+                }
+                viewer.audio = track
+            }
+        }
+    }
+
+    private func transmit(_ send: OutboundTrack.Send, on track: inout OutboundTrack, viewer: Viewer,
+                          to address: TransportAddress, now: MediaTime) {
+        guard let bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc) else { return }
+        track.sent(send, nowNanos: now.nanos)
+        viewer.packetsSent += 1
+        viewer.bytesSent += bytes.count
+        counters.packetsSent += 1
+        counters.bytesSent += bytes.count
+        outbox.append((bytes, address))
+    }
+
+    // MARK: - Viewers
+
+    /// What a stream can send right now, or why it cannot be played.
+    package func source(stream name: String, token: String?) throws(WHEPError) -> WHEPAnswer.Source {
+        guard let state = streams[name] else { throw .unknownStream(name) }
+        guard state.config.admits(token: token) else { throw .unauthorized }
+        if let video = state.video {
+            guard let profile = video.profile, !video.keyframe.isEmpty else { throw .noData(name) }
+            return WHEPAnswer.Source(name: name, video: profile, audio: state.audio != nil)
+        }
+        guard state.audio?.hasData == true else { throw .noData(name) }
+        return WHEPAnswer.Source(name: name, video: nil, audio: true)
+    }
+
+    /// Answers a WHEP offer: a new viewer, waiting for its ICE checks.
+    package func addViewer(stream name: String, offer text: String, token: String?, now: MediaTime)
+        throws(WHEPError) -> (id: String, answer: String)
+    {
+        let source = try source(stream: name, token: token)
+        let offer: SessionDescription
+        do {
+            offer = try SessionDescription(parsing: text)
+        } catch {
+            throw .badOffer(error.description)
+        }
+        var generator = SystemRandomNumberGenerator()
+        let id = Self.randomString(22, &generator)
+        var ufrag = Self.randomString(8, &generator)
+        while byUfrag[ufrag] != nil { ufrag = Self.randomString(8, &generator) }
+        let password = Self.randomString(24, &generator)
+        var ssrcs = Set<UInt32>()
+        while ssrcs.count < 3 { ssrcs.insert(.random(in: 1...UInt32.max, using: &generator)) }
+        let ssrcList = Array(ssrcs)
+        let local = WHEPAnswer.Local(
+            ufrag: ufrag, password: password, fingerprint: context.certificate.fingerprint,
+            candidates: configuration.candidates, sessionID: .random(in: 1...(UInt64.max >> 2), using: &generator),
+            videoSSRC: ssrcList[0], rtxSSRC: ssrcList[1], audioSSRC: ssrcList[2], cname: "switchboard-\(id.prefix(8))")
+        let answer: (sdp: String, negotiated: WHEPAnswer.Negotiated)
+        do {
+            answer = try WHEPAnswer.answer(offer: offer, source: source, local: local)
+        } catch {
+            switch error {
+            case .badOffer(let text): throw .badOffer(text)
+            case .noCommonCodec(let text): throw .noCommonCodec(text)
+            }
+        }
+        let dtls: DTLSEndpoint
+        do {
+            dtls = try DTLSEndpoint(context: context, role: answer.negotiated.dtlsClient ? .client : .server)
+        } catch {
+            throw .internalError("DTLS: \(error)")
+        }
+        let viewer = Viewer(id: id, stream: name, localUfrag: ufrag, localPassword: password,
+                            negotiated: answer.negotiated, local: local, dtls: dtls, nowNanos: now.nanos,
+                            wallSeconds: now.wall)
+        viewers[id] = viewer
+        byUfrag[ufrag] = viewer
+        streams[name]!.viewers.append(viewer)
+        return (id, answer.sdp)
+    }
+
+    /// The viewer's stream, or nil if there is no such viewer.
+    package func viewerStream(id: String) -> String? { viewers[id]?.stream }
+
+    /// The ICE ufrag the viewer's offer used (a trickle fragment must use it too).
+    package func viewerRemoteUfrag(id: String) -> String? { viewers[id]?.negotiated.remoteUfrag }
+
+    /// Ends a viewer (WHEP DELETE); false if it did not exist.
+    @discardableResult
+    package func removeViewer(id: String, reason: String = "deleted") -> Bool {
+        guard let viewer = viewers[id] else { return false }
+        if viewer.state == .playing, let selected = viewer.selected {
+            for datagram in viewer.dtls.close() { outbox.append((datagram, selected)) }
+        }
+        remove(viewer, reason: reason)
+        return true
+    }
+
+    private func remove(_ viewer: Viewer, reason: String) {
+        guard viewers.removeValue(forKey: viewer.id) != nil else { return }
+        byUfrag.removeValue(forKey: viewer.localUfrag)
+        for address in viewer.addresses where byAddress[address] === viewer { byAddress.removeValue(forKey: address) }
+        streams[viewer.stream]?.viewers.removeAll { $0 === viewer }
+        ended.append((viewer.record, reason))
+    }
+
+    /// Live viewers and those that ended since the last call, for the Store.
+    package func takeRecords() -> (live: [ViewerRecord], ended: [(record: ViewerRecord, reason: String)]) {
+        defer { ended = [] }
+        return (viewers.values.map(\.record), ended)
+    }
+
+    package var viewerCount: Int { viewers.count }
+
+    package func viewerCounts() -> [String: Int] {
+        streams.mapValues { $0.viewers.count }
+    }
+
+    // MARK: - The media socket
+
+    /// One datagram from the media port (RFC 7983: STUN, DTLS, SRTP/SRTCP share it).
+    package func receive(_ datagram: ByteBuffer, from address: TransportAddress, now: MediaTime) {
+        guard let first = datagram.getInteger(at: datagram.readerIndex, as: UInt8.self) else {
+            counters.malformed += 1
+            return
+        }
+        switch PacketKind(firstByte: first) {
+        case .stun: handleSTUN(datagram, from: address, now: now)
+        case .dtls: handleDTLS(datagram, from: address, now: now)
+        case .rtpOrRTCP: handleSRTCP(datagram, from: address, now: now)
+        default: counters.malformed += 1
+        }
+    }
+
+    private func handleSTUN(_ datagram: ByteBuffer, from address: TransportAddress, now: MediaTime) {
+        guard let message = try? STUNMessage(datagram: datagram) else {
+            counters.stunMalformed += 1
+            return
+        }
+        // Only Binding requests are for an ICE-lite agent; responses and indications are not.
+        guard message.type == STUNMessageType(method: .binding, class: .request) else {
+            counters.stunMalformed += 1
+            return
+        }
+        guard let username = message[.username].map({ String(decoding: $0, as: UTF8.self) }),
+              let colon = username.firstIndex(of: ":"),
+              let viewer = byUfrag[String(username[..<colon])],
+              username[username.index(after: colon)...] == viewer.negotiated.remoteUfrag[...] else {
+            counters.stunUnknownUser += 1
+            return
+        }
+        guard message.verifyIntegrity(key: viewer.localKey), message.fingerprintIsValid != false else {
+            counters.stunBadIntegrity += 1
+            return
+        }
+        let response = STUNMessage(
+            type: STUNMessageType(method: .binding, class: .successResponse), transactionID: message.transactionID,
+            attributes: [.xorAddress(.xorMappedAddress, address, transactionID: message.transactionID)])
+        outbox.append((response.encoded(integrityKey: viewer.localKey, fingerprint: true), address))
+        viewer.lastConsentNanos = now.nanos
+        if !viewer.addresses.contains(address) {
+            viewer.addresses.insert(address)
+            byAddress[address] = viewer
+        }
+        if message.contains(.useCandidate) || viewer.selected == nil { viewer.selected = address }
+        if viewer.state == .checking {
+            viewer.state = .handshaking
+            if viewer.negotiated.dtlsClient {
+                for datagram in viewer.dtls.start() { outbox.append((datagram, address)) }
+                scheduleDTLSTimer(viewer, now: now)
+            }
+        }
+    }
+
+    private func handleDTLS(_ datagram: ByteBuffer, from address: TransportAddress, now: MediaTime) {
+        guard let viewer = byAddress[address], viewer.state == .handshaking || viewer.state == .playing else {
+            counters.unknownSource += 1
+            return
+        }
+        for reply in viewer.dtls.receive(Array(datagram.readableBytesView)) { outbox.append((reply, address)) }
+        switch viewer.dtls.state {
+        case .connected where viewer.state == .handshaking:
+            connected(viewer, now: now)
+        case .failed(let reason):
+            counters.dtlsFailures += 1
+            viewer.state = .failed
+            viewer.failure = "dtls-failed"
+            _ = reason
+        case .closed:
+            remove(viewer, reason: "closed")
+        default:
+            scheduleDTLSTimer(viewer, now: now)
+        }
+    }
+
+    /// DTLS is up: check the certificate against the offer, key SRTP, start the tracks.
+    private func connected(_ viewer: Viewer, now: MediaTime) {
+        guard let fingerprint = viewer.dtls.remoteFingerprint, fingerprint == viewer.negotiated.remoteFingerprint else {
+            counters.fingerprintMismatches += 1
+            viewer.state = .failed
+            viewer.failure = "fingerprint-mismatch"
+            return
+        }
+        do {
+            let keys = try viewer.dtls.srtpKeyingMaterial()
+            let weAreClient = viewer.negotiated.dtlsClient
+            viewer.srtpOut = try SRTPSession(
+                profile: keys.profile, key: weAreClient ? keys.clientKey : keys.serverKey,
+                salt: weAreClient ? keys.clientSalt : keys.serverSalt, direction: .outbound)
+            viewer.srtpIn = try SRTPSession(
+                profile: keys.profile, key: weAreClient ? keys.serverKey : keys.clientKey,
+                salt: weAreClient ? keys.serverSalt : keys.clientSalt, direction: .inbound)
+        } catch {
+            counters.dtlsFailures += 1
+            viewer.state = .failed
+            viewer.failure = "srtp-failed"
+            return
+        }
+        viewer.state = .playing
+        viewer.nextDTLSTimerNanos = nil
+        viewer.nextReportNanos = now.nanos + configuration.reportIntervalNanos
+        counters.viewersStarted += 1
+        guard let selected = viewer.selected, let stream = streams[viewer.stream] else { return }
+        if var track = viewer.video, let video = stream.video {
+            let sends = track.join(track: video, nowNanos: now.nanos)
+            if !sends.isEmpty { counters.keyframesSent += 1 }
+            for send in sends { transmit(send, on: &track, viewer: viewer, to: selected, now: now) }
+            viewer.video = track
+        }
+        if var track = viewer.audio, let audio = stream.audio {
+            _ = track.join(track: audio, nowNanos: now.nanos)
+            viewer.audio = track
+        }
+    }
+
+    private func scheduleDTLSTimer(_ viewer: Viewer, now: MediaTime) {
+        guard viewer.state == .handshaking, let timeout = viewer.dtls.nextTimeout else {
+            viewer.nextDTLSTimerNanos = nil
+            return
+        }
+        let (seconds, attoseconds) = timeout.components
+        viewer.nextDTLSTimerNanos = now.nanos + UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+    }
+
+    private func handleSRTCP(_ datagram: ByteBuffer, from address: TransportAddress, now: MediaTime) {
+        guard let viewer = byAddress[address], viewer.state == .playing, let srtpIn = viewer.srtpIn else {
+            counters.unknownSource += 1
+            return
+        }
+        guard RTPPacket.isRTCP(datagram) else {
+            counters.malformed += 1  // a sendonly edge takes no RTP from viewers
+            return
+        }
+        let packets: [RTCPPacket]
+        do {
+            let plain = try srtpIn.unprotect(srtcp: Array(datagram.readableBytesView))
+            packets = try RTCPPacket.parseCompound(ByteBuffer(bytes: plain))
+        } catch {
+            counters.srtcpFailures += 1
+            return
+        }
+        for packet in packets { handleRTCP(packet, viewer: viewer, now: now) }
+    }
+
+    private func handleRTCP(_ packet: RTCPPacket, viewer: Viewer, now: MediaTime) {
+        switch packet {
+        case .receiverReport(_, let reports), .senderReport(_, _, _, _, _, let reports):
+            for report in reports where report.ssrc == viewer.video?.ssrc || report.ssrc == viewer.audio?.ssrc {
+                if report.ssrc == viewer.video?.ssrc || viewer.video == nil {
+                    viewer.packetsLost = Int(report.cumulativeLost)
+                    viewer.jitter = Int(report.jitter)
+                }
+            }
+        case .nack(_, let mediaSSRC, let lost):
+            viewer.nacks += 1
+            counters.nacks += 1
+            resend(lost.prefix(64), ssrc: mediaSSRC, viewer: viewer, now: now)
+        case .pictureLossIndication(_, let mediaSSRC):
+            guard mediaSSRC == viewer.video?.ssrc else { return }
+            askKeyframe(viewer, now: now)
+        case .fullIntraRequest(_, let requests):
+            guard requests.contains(where: { $0.ssrc == viewer.video?.ssrc }) else { return }
+            askKeyframe(viewer, now: now)
+        default:
+            break
+        }
+    }
+
+    private func askKeyframe(_ viewer: Viewer, now: MediaTime) {
+        viewer.plis += 1
+        counters.plis += 1
+        guard var track = viewer.video, now.nanos >= track.lastKeyframeNanos + configuration.keyframeIntervalNanos else { return }
+        track.keyframeWanted = true
+        viewer.video = track
+    }
+
+    private func resend(_ lost: ArraySlice<UInt16>, ssrc: UInt32, viewer: Viewer, now: MediaTime) {
+        guard let selected = viewer.selected, let stream = streams[viewer.stream] else { return }
+        let isVideo = ssrc == viewer.video?.ssrc
+        guard let track = isVideo ? viewer.video : (ssrc == viewer.audio?.ssrc ? viewer.audio : nil),
+              let ingest = isVideo ? stream.video : stream.audio else { return }
+        for sequence in lost {
+            guard let send = track.lookup(sequence, in: ingest) else { continue }
+            let bytes: [UInt8]?
+            if isVideo, let rtxType = viewer.rtxPayloadType {
+                // RFC 4588 §4: the original sequence number, then the original payload.
+                var payload = ByteBuffer()
+                payload.writeInteger(send.sequence)
+                var original = send.payload
+                payload.writeBuffer(&original)
+                let rtx = OutboundTrack.Send(sequence: viewer.rtxSequence, timestamp: send.timestamp, marker: send.marker,
+                                             payload: payload)
+                viewer.rtxSequence &+= 1
+                bytes = viewer.protect(rtx, payloadType: rtxType, ssrc: viewer.rtxSSRC)
+            } else {
+                bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc)
+            }
+            guard let bytes else { continue }
+            viewer.retransmitted += 1
+            viewer.bytesSent += bytes.count
+            counters.retransmitted += 1
+            counters.bytesSent += bytes.count
+            outbox.append((bytes, selected))
+        }
+    }
+
+    // MARK: - Time
+
+    /// Timers: DTLS retransmissions, Sender Reports, consent and setup timeouts.
+    package func tick(now: MediaTime) {
+        for viewer in Array(viewers.values) {
+            if viewer.state == .failed {
+                remove(viewer, reason: viewer.failure ?? "failed")
+                continue
+            }
+            if viewer.state != .playing, now.nanos >= viewer.createdNanos + configuration.setupTimeoutNanos {
+                remove(viewer, reason: viewer.state == .checking ? "ice-timeout" : "dtls-timeout")
+                continue
+            }
+            if now.nanos >= viewer.lastConsentNanos + configuration.consentTimeoutNanos {
+                remove(viewer, reason: "consent")
+                continue
+            }
+            if viewer.state == .handshaking, let due = viewer.nextDTLSTimerNanos, now.nanos >= due,
+               let selected = viewer.selected {
+                for datagram in viewer.dtls.handleTimeout() { outbox.append((datagram, selected)) }
+                if case .failed = viewer.dtls.state {
+                    viewer.state = .failed
+                    viewer.failure = "dtls-failed"
+                }
+                scheduleDTLSTimer(viewer, now: now)
+            }
+            if viewer.state == .playing, now.nanos >= viewer.nextReportNanos {
+                viewer.nextReportNanos = now.nanos + configuration.reportIntervalNanos
+                sendReports(viewer, now: now)
+            }
+        }
+    }
+
+    /// A Sender Report per started track plus SDES CNAME (RFC 3550 §6.4.1, §6.5.1).
+    private func sendReports(_ viewer: Viewer, now: MediaTime) {
+        guard let selected = viewer.selected, let srtpOut = viewer.srtpOut else { return }
+        let ntp = UInt64((now.wall + 2_208_988_800) * 4_294_967_296)
+        var packets: [RTCPPacket] = []
+        var sources: [(ssrc: UInt32, cname: String)] = []
+        for track in [viewer.video, viewer.audio].compactMap({ $0 }) where track.packetsSent > 0 {
+            packets.append(.senderReport(ssrc: track.ssrc, ntpTime: ntp, rtpTime: track.rtpTime(nowNanos: now.nanos),
+                                         packetCount: track.packetsSent, octetCount: track.octetsSent, reports: []))
+            sources.append((track.ssrc, viewer.cname))
+        }
+        guard !packets.isEmpty else { return }
+        packets.append(.sourceDescription(sources))
+        var buffer = ByteBuffer()
+        RTCPPacket.writeCompound(packets, to: &buffer)
+        guard let protected = try? srtpOut.protect(rtcp: Array(buffer.readableBytesView)) else { return }
+        outbox.append((protected, selected))
+    }
+
+    static func randomString(_ count: Int, _ generator: inout SystemRandomNumberGenerator) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+        return String((0..<count).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] })
+    }
+}

@@ -1,0 +1,139 @@
+import NIOCore
+import Wire
+
+/// OutboundTrack is one track as one viewer receives it: its own SSRC, sequence numbers and
+/// timestamps, mapped from the stream timeline. The mapping is kept in segments (live
+/// stretches and inserted keyframes) so that a NACK finds the packet a viewer sequence
+/// number stood for.
+struct OutboundTrack {
+    enum Segment {
+        /// From viewer sequence `start`: viewer = stream &+ delta.
+        case live(start: UInt16, delta: UInt16)
+        /// From viewer sequence `start`: these packets, sent with `timestamp`.
+        case keyframe(start: UInt16, timestamp: UInt32, packets: [MediaPacket])
+    }
+
+    let kind: IngestTrack.Kind
+    let ssrc: UInt32
+    let payloadType: UInt8
+    let clockRate: UInt32
+    /// Live packets flow (the viewer has been joined to the stream).
+    private(set) var started = false
+    private(set) var nextSequence: UInt16
+    private var delta: UInt16 = 0
+    private(set) var timestampDelta: UInt32 = 0
+    private var timestampBase: UInt32
+    private var segments: [Segment] = []
+    /// A PLI/FIR asked for a keyframe: insert the cached one at the next frame start.
+    var keyframeWanted = false
+    var lastKeyframeNanos: UInt64 = 0
+
+    private(set) var packetsSent: UInt32 = 0
+    private(set) var octetsSent: UInt32 = 0
+    private(set) var lastTimestamp: UInt32 = 0
+    private(set) var lastSendNanos: UInt64 = 0
+
+    init(kind: IngestTrack.Kind, ssrc: UInt32, payloadType: UInt8, firstSequence: UInt16, timestampBase: UInt32) {
+        self.kind = kind
+        self.ssrc = ssrc
+        self.payloadType = payloadType
+        clockRate = kind == .video ? 90000 : 48000
+        nextSequence = firstSequence
+        self.timestampBase = timestampBase
+    }
+
+    /// A packet to write: its viewer-side header fields and payload.
+    struct Send {
+        var sequence: UInt16
+        var timestamp: UInt32
+        var marker: Bool
+        var payload: ByteBuffer
+    }
+
+    /// Joins the stream when SRTP is ready. A video viewer gets the cached keyframe first
+    /// (stamped as the newest frame), then live packets from the next frame start.
+    mutating func join(track: IngestTrack, nowNanos: UInt64) -> [Send] {
+        timestampDelta = timestampBase &- track.lastTimestamp
+        var sends: [Send] = []
+        if kind == .video, !track.keyframe.isEmpty {
+            sends = insertKeyframe(track.keyframe, timestamp: timestampBase, nowNanos: nowNanos)
+        }
+        return sends
+    }
+
+    /// The sends for one live packet of the stream (none while waiting for a frame start;
+    /// the cached keyframe first when one was asked for).
+    mutating func forward(_ packet: MediaPacket, keyframe: [MediaPacket], nowNanos: UInt64) -> [Send] {
+        var sends: [Send] = []
+        if !started || keyframeWanted {
+            guard packet.startsFrame else { return [] }
+            if started, keyframeWanted, !keyframe.isEmpty {
+                sends = insertKeyframe(keyframe, timestamp: (packet.timestamp &+ timestampDelta) &- 1, nowNanos: nowNanos)
+            }
+            keyframeWanted = false
+            delta = nextSequence &- packet.sequence
+            segments.append(.live(start: nextSequence, delta: delta))
+            trimSegments()
+            started = true
+        }
+        let send = Send(sequence: packet.sequence &+ delta, timestamp: packet.timestamp &+ timestampDelta,
+                        marker: packet.marker, payload: packet.payload)
+        nextSequence = send.sequence &+ 1
+        sends.append(send)
+        return sends
+    }
+
+    private mutating func insertKeyframe(_ packets: [MediaPacket], timestamp: UInt32, nowNanos: UInt64) -> [Send] {
+        segments.append(.keyframe(start: nextSequence, timestamp: timestamp, packets: packets))
+        trimSegments()
+        lastKeyframeNanos = nowNanos
+        var sends: [Send] = []
+        for (index, packet) in packets.enumerated() {
+            sends.append(Send(sequence: nextSequence &+ UInt16(index), timestamp: timestamp,
+                              marker: index == packets.count - 1, payload: packet.payload))
+        }
+        nextSequence = nextSequence &+ UInt16(packets.count)
+        return sends
+    }
+
+    /// Segments older than the history are of no use to NACKs.
+    private mutating func trimSegments() {
+        if segments.count > 8 { segments.removeFirst(segments.count - 8) }
+    }
+
+    /// Accounting for a packet that went out (sizes as RFC 3550 counts them: payload octets).
+    mutating func sent(_ send: Send, nowNanos: UInt64) {
+        packetsSent &+= 1
+        octetsSent &+= UInt32(send.payload.readableBytes)
+        lastTimestamp = send.timestamp
+        lastSendNanos = nowNanos
+    }
+
+    /// What viewer sequence number `sequence` carried, for a retransmission.
+    func lookup(_ sequence: UInt16, in track: IngestTrack) -> Send? {
+        let sentSoFar = nextSequence
+        for segment in segments.reversed() {
+            switch segment {
+            case .live(let start, let delta):
+                guard sequence &- start < sentSoFar &- start else { continue }
+                guard let packet = track.packet(sequence: sequence &- delta) else { return nil }
+                return Send(sequence: sequence, timestamp: packet.timestamp &+ timestampDelta, marker: packet.marker,
+                            payload: packet.payload)
+            case .keyframe(let start, let timestamp, let packets):
+                let index = Int(sequence &- start)
+                guard index < packets.count else { continue }
+                return Send(sequence: sequence, timestamp: timestamp, marker: index == packets.count - 1,
+                            payload: packets[index].payload)
+            }
+        }
+        return nil
+    }
+
+    /// The RTP timestamp for "now" on this track (RFC 3550 §6.4.1: the SR's RTP time
+    /// corresponds to its NTP time).
+    func rtpTime(nowNanos: UInt64) -> UInt32 {
+        guard lastSendNanos > 0 else { return timestampBase }
+        let elapsed = (nowNanos &- lastSendNanos) * UInt64(clockRate) / 1_000_000_000
+        return lastTimestamp &+ UInt32(truncatingIfNeeded: elapsed)
+    }
+}

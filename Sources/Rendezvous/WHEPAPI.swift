@@ -1,0 +1,129 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import MediaEdge
+import NIOCore
+import Wire
+
+/// WHEPAPI is playback over WHEP (draft-ietf-wish-whep, shaped like WHIP, RFC 9725):
+/// `POST /whep/{name}` with an SDP offer creates a viewer and answers; the viewer resource
+/// takes trickled candidates (PATCH) and ends with DELETE. `GET /play/{name}` is a page that
+/// plays the stream in a browser.
+enum WHEPAPI {
+    /// CORS (browsers on other origins play too): what a WHEP client needs to see and send.
+    static let cors: HTTPFields = [
+        .accessControlAllowOrigin: "*",
+        .accessControlAllowMethods: "POST, PATCH, DELETE, OPTIONS",
+        .accessControlAllowHeaders: "Authorization, Content-Type, If-Match",
+        .accessControlExposeHeaders: "Location, ETag, Link, Retry-After",
+    ]
+
+    static func addRoutes(to router: Router<SwitchboardRequestContext>, edge: MediaEdge, maximumBodyBytes: Int) {
+        router.post("whep/:name") { request, context -> Response in
+            var request = request
+            let name = try context.parameters.require("name")
+            let offer = try await SessionsAPI.body(&request, contentType: "application/sdp", limit: maximumBodyBytes)
+            let token = RendezvousAPI.bearerToken(header: request.headers[.authorization])
+            let viewer: (id: String, answer: String)
+            do throws(WHEPError) {
+                viewer = try await edge.play(stream: name, offer: offer, token: token)
+            } catch {
+                throw problem(error)
+            }
+            var headers = cors
+            headers[.contentType] = "application/sdp"
+            headers[.location] = "/whep/\(name)/\(viewer.id)"
+            headers[.eTag] = etag(viewer.id)
+            return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(string: viewer.answer)))
+        }
+
+        router.on("whep/:name", method: .options) { _, _ -> Response in
+            var headers = cors
+            headers[.allow] = "POST, OPTIONS"
+            headers[HTTPField.Name("Accept-Post")!] = "application/sdp"
+            return Response(status: .noContent, headers: headers)
+        }
+
+        router.patch("whep/:name/:viewer") { request, context -> Response in
+            var request = request
+            let (name, id) = (try context.parameters.require("name"), try context.parameters.require("viewer"))
+            guard let viewer = await edge.viewer(id: id), viewer.stream == name else {
+                throw Problem(.notFound, detail: "no such viewer", headers: cors)
+            }
+            if let ifMatch = request.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), ifMatch != "*",
+               ifMatch != etag(id) {
+                throw Problem(.preconditionFailed, detail: "If-Match does not match this viewer's ETag", headers: cors)
+            }
+            let fragment = try await SessionsAPI.body(&request, contentType: "application/trickle-ice-sdpfrag",
+                                                      limit: maximumBodyBytes)
+            do { try SDPText.validateFragment(fragment) } catch {
+                throw Problem(.badRequest, detail: "not an SDP fragment: \(error)", headers: cors)
+            }
+            // ICE-lite learns the viewer's address from its checks; candidates need no action.
+            // A different ufrag is an ICE restart, which this edge does not do.
+            for line in fragment.split(whereSeparator: \.isNewline) where line.hasPrefix("a=ice-ufrag:") {
+                guard line.dropFirst("a=ice-ufrag:".count).trimmingCharacters(in: .whitespaces) == viewer.remoteUfrag else {
+                    throw Problem(.unprocessableContent, detail: "ICE restarts are not supported; start a new viewer",
+                                  headers: cors)
+                }
+            }
+            var headers = cors
+            headers[.eTag] = etag(id)
+            return Response(status: .noContent, headers: headers)
+        }
+
+        router.delete("whep/:name/:viewer") { _, context -> Response in
+            let (name, id) = (try context.parameters.require("name"), try context.parameters.require("viewer"))
+            guard let viewer = await edge.viewer(id: id), viewer.stream == name, await edge.stop(viewer: id) else {
+                throw Problem(.notFound, detail: "no such viewer", headers: cors)
+            }
+            return Response(status: .noContent, headers: cors)
+        }
+
+        router.on("whep/:name/:viewer", method: .options) { _, _ -> Response in
+            var headers = cors
+            headers[.allow] = "PATCH, DELETE, OPTIONS"
+            return Response(status: .noContent, headers: headers)
+        }
+
+        router.get("play/:name") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            guard Self.isStreamName(name) else { throw Problem(.notFound, detail: "no such stream") }
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
+                            body: .init(byteBuffer: ByteBuffer(string: EmbeddedFiles.playHTML)))
+        }
+    }
+
+    static func etag(_ id: String) -> String { "\"\(id)\"" }
+
+    /// Stream names are URL-safe by rule; anything else cannot be one.
+    static func isStreamName(_ name: String) -> Bool {
+        (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == 0x2E || byte == 0x5F || byte == 0x2D
+        }
+    }
+
+    static func problem(_ error: WHEPError) -> Problem {
+        switch error {
+        case .unknownStream: Problem(.notFound, detail: error.description, headers: cors)
+        case .unauthorized:
+            Problem(.unauthorized, detail: error.description,
+                    headers: cors.merging([.wwwAuthenticate: #"Bearer realm="switchboard""#]))
+        case .noData:
+            Problem(.conflict, detail: error.description + "; retry shortly", headers: cors.merging([.retryAfter: "1"]))
+        case .badOffer: Problem(.badRequest, detail: error.description, headers: cors)
+        case .noCommonCodec: Problem(.notAcceptable, detail: error.description, headers: cors)
+        case .unknownViewer: Problem(.notFound, detail: error.description, headers: cors)
+        case .internalError: Problem(.serviceUnavailable, detail: error.description, headers: cors)
+        }
+    }
+}
+
+extension HTTPFields {
+    func merging(_ other: HTTPFields) -> HTTPFields {
+        var merged = self
+        for field in other { merged[field.name] = field.value }
+        return merged
+    }
+}
