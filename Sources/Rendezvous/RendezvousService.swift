@@ -6,7 +6,10 @@ import Store
 /// RendezvousService runs the signaling housekeeping: once a second, offers nobody answered
 /// in time become `expired` (with an event for the caller); once a minute, expired events
 /// and login tokens are deleted.
-package struct RendezvousService: Service {
+package struct RendezvousService: Service, CustomStringConvertible {
+    /// ServiceLifecycle logs services by description: never the configuration (it holds the TURN secret).
+    package var description: String { "RendezvousService" }
+
     let database: SwitchboardDatabase
     let hub: EventHub
     let configuration: RendezvousConfiguration

@@ -93,6 +93,11 @@ def start_server(sb: Switchboard, *extra, env=None, cwd=None, turn_listen=None):
     """Starts `switchboard serve` on ephemeral ports and waits for its banner."""
     turn = turn_listen or [f"127.0.0.1:{free_port()}"]
     turn_args = [arg for address in turn for arg in ("--turn-listen", address)]
+    # The media edge's one UDP port, unless the test picks it.
+    media_port = None
+    if "--media-listen" not in extra:
+        media_port = free_port()
+        turn_args += ["--media-listen", f"127.0.0.1:{media_port}"]
     process = subprocess.Popen(
         [str(BIN), "serve", "--data-dir", str(sb.data_dir), "--http-listen", "127.0.0.1:0", *turn_args, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(env), cwd=cwd)
@@ -114,6 +119,7 @@ def start_server(sb: Switchboard, *extra, env=None, cwd=None, turn_listen=None):
             threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
             server = Server(process, base_url, lines)
             server.turn = turn
+            server.media_port = media_port
             return server
     process.kill()
     raise AssertionError("server did not print its banner:\n" + "".join(lines))

@@ -157,9 +157,12 @@ package final class MediaService: Service {
                 }
             }
             .bind(host: configuration.listenHost, port: configuration.listenPort).get()
-        try await loop.submit { engine.value.mediaChannel = channel }.get()
+        let fingerprint = try await loop.submit {
+            engine.value.mediaChannel = channel
+            return engine.value.core.context.certificate.fingerprint
+        }.get()
         onListening("media      udp://\(channel.localAddress.flatMap(TransportAddress.init)?.description ?? "?") "
-            + "(WHEP ICE-lite/DTLS/SRTP; certificate \(engine.value.core.context.certificate.fingerprint.prefix(23))…)")
+            + "(WHEP ICE-lite/DTLS/SRTP; certificate sha-256 \(fingerprint.prefix(23))…)")
 
         try await database.recordViewers(live: [], ended: [])
         let metrics = MediaMetrics()
