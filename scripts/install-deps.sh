@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # Tests add the real clients they drive.
 packages=(libsqlite3-dev pkg-config libssl-dev libsrtp2-dev)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(sqlite3 curl procps python3 python3-venv coturn openssl)
+    # ffmpeg pushes test streams, chromium plays them (in a namespace made with unshare + ip).
+    packages+=(sqlite3 curl procps python3 python3-venv coturn openssl ffmpeg chromium iproute2 util-linux)
 fi
 
 missing=()

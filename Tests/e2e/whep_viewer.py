@@ -57,7 +57,7 @@ async def play(args):
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     report = {"frames": 0, "audio_frames": 0, "first_frame_ms": None, "per_second": [], "status": None,
-              "width": None, "height": None, "connection": None}
+              "width": None, "height": None, "connection": None, "first_audio_ms": None}
     done = asyncio.Event()
     start = None
 
@@ -73,6 +73,7 @@ async def play(args):
             if report["first_frame_ms"] is None:
                 report["first_frame_ms"] = round((time.monotonic() - start) * 1000, 1)
             if args.duration is None and report["frames"] >= args.frames and report["audio_frames"] >= 10:
+                report.setdefault("done_ms", round((time.monotonic() - start) * 1000, 1))
                 done.set()
 
     async def read_audio(track):
@@ -82,6 +83,11 @@ async def play(args):
             except MediaStreamError:
                 return
             report["audio_frames"] += 1
+            if report["first_audio_ms"] is None:
+                report["first_audio_ms"] = round((time.monotonic() - start) * 1000, 1)
+            if args.duration is None and report["frames"] >= args.frames and report["audio_frames"] >= 10:
+                report.setdefault("done_ms", round((time.monotonic() - start) * 1000, 1))
+                done.set()
 
     tasks = []
 

@@ -34,6 +34,7 @@ final class MediaEngine {
     let logger: Logger
     var mediaChannel: (any Channel)?
     var ingestChannels: [String: [any Channel]] = [:]
+    var ticks = 0
 
     init(core: MediaCore, loop: any EventLoop, logger: Logger) {
         self.core = core
@@ -170,6 +171,8 @@ package final class MediaService: Service {
             let engine = engine.value
             engine.core.tick(now: MediaEngine.now())
             engine.flush()
+            engine.ticks += 1
+            if engine.ticks % 25 == 0 { metrics.update(from: engine.core) }  // twice a second
         }
         let configuration = self.configuration
         let database = self.database
