@@ -123,7 +123,7 @@ package enum WHEPAnswer {
                 guard credentials.ufrag.utf8.count >= 4, credentials.ufrag.utf8.count <= 256,
                       credentials.password.utf8.count >= 22, credentials.password.utf8.count <= 256,
                       !credentials.ufrag.contains(":") else {
-                    throw .badOffer("ICE ufrag/pwd out of range (RFC 8839 §5.4: 4-256 and 22-256 characters)")
+                    throw .badOffer("a=ice-ufrag / a=ice-pwd out of range (RFC 8839 §5.4: 4-256 and 22-256 characters)")
                 }
                 guard let fingerprint = offer.fingerprints(for: media).first(where: { $0.hash == "sha-256" })?.value else {
                     throw .badOffer("the offer has no a=fingerprint:sha-256")
