@@ -143,7 +143,7 @@ let package = Package(
         .testTarget(
             name: "MediaEdgeTests",
             dependencies: [
-                "MediaEdge", "Wire",
+                "MediaEdge", "Wire", "Store",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

@@ -11,7 +11,7 @@ package struct LoginToken: Sendable, Equatable {
 }
 
 extension SwitchboardDatabase {
-    static func tokenHash(_ token: String) -> String {
+    package static func tokenHash(_ token: String) -> String {
         SHA256.hash(data: Array(token.utf8)).map { byte in
             let digits = Array("0123456789abcdef")
             return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])

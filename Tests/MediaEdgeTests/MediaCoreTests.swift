@@ -1,0 +1,332 @@
+import Foundation
+import NIOCore
+import Store
+import Testing
+@testable import MediaEdge
+@testable import Wire
+
+/// The media edge's state machine with a test clock and an in-memory viewer: ICE-lite
+/// checks, DTLS with the fingerprint check, SRTP media (keyframe first, then live), NACK with
+/// RTX, PLI, Sender Reports, consent expiry, and what it drops.
+@Suite struct MediaCoreTests {
+    static let client = TransportAddress(ip: IPAddress("127.0.0.1")!, port: 40000)
+    static let offerText = try! String(contentsOf: WHEPAnswerTests.examples.appendingPathComponent("aiortc-whep-offer.sdp"),
+                                       encoding: .utf8)
+
+    /// A viewer as a browser would be: its own certificate, DTLS client, SRTP receiver.
+    final class FakeViewer {
+        let certificate: DTLSCertificate
+        let dtls: DTLSEndpoint
+        var srtpIn: SRTPSession?
+        /// One SRTCP sender for the session: a new one would restart the SRTCP index (a replay).
+        var srtcpOut: SRTPSession?
+        var ufrag = "", password = ""
+        var videoSSRC: UInt32 = 0, rtxSSRC: UInt32 = 0
+        var id = ""
+
+        init() throws {
+            certificate = try DTLSCertificate.generate(commonName: "viewer")
+            dtls = try DTLSEndpoint(context: try DTLSContext(certificate: certificate), role: .client)
+        }
+
+        /// The aiortc example offer, announcing this viewer's certificate (or `fingerprint`).
+        func offer(fingerprint: String? = nil) -> String {
+            let original = "AF:A5:8D:5D:3D:67:C3:B6:BA:74:AD:67:D1:35:58:62:B4:9E:AF:F7:75:00:22:71:7F:B4:C9:F1:F4:7C:45:9E"
+            precondition(MediaCoreTests.offerText.contains(original))
+            return MediaCoreTests.offerText.replacingOccurrences(of: original, with: fingerprint ?? certificate.fingerprint)
+        }
+
+        func take(answer text: String, id: String) throws {
+            let answer = try SessionDescription(parsing: text)
+            let video = answer.media[0]
+            (ufrag, password) = answer.iceCredentials(for: video)!
+            let ssrcs = video.values("ssrc-group")[0].split(separator: " ").dropFirst().compactMap { UInt32($0) }
+            (videoSSRC, rtxSSRC) = (ssrcs[0], ssrcs[1])
+            self.id = id
+        }
+
+        func check(key: String? = nil, useCandidate: Bool = true) -> ByteBuffer {
+            var message = STUNMessage(.binding, .request)
+            message.append(.username, Array("\(ufrag):d0N5".utf8))
+            if useCandidate { message.append(.useCandidate, []) }
+            return ByteBuffer(bytes: message.encoded(integrityKey: Array((key ?? password).utf8), fingerprint: true))
+        }
+    }
+
+    struct Rig {
+        var core: MediaCore
+        var nanos: UInt64 = 1_000_000_000
+        var sequence: UInt16 = 1000
+        var timestamp: UInt32 = 90000
+
+        init() throws {
+            let context = try DTLSContext(certificate: try DTLSCertificate.generate())
+            core = MediaCore(configuration: .init(candidates: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: 8189)]),
+                             context: context)
+            _ = core.setStreams([MediaStream(name: "cam", videoPort: 5004, audioPort: 5006)])
+        }
+
+        var now: MediaTime { MediaTime(nanos: nanos, wall: 1_800_000_000 + Double(nanos) / 1e9) }
+
+        mutating func advance(milliseconds: UInt64) { nanos += milliseconds * 1_000_000 }
+
+        /// One RTP packet into the video ingest.
+        mutating func ingest(_ payload: [UInt8], marker: Bool, ssrc: UInt32 = 0xCAFE) {
+            let packet = RTPPacket(marker: marker, payloadType: 96, sequenceNumber: sequence, timestamp: timestamp, ssrc: ssrc,
+                                   payload: ByteBuffer(bytes: payload))
+            sequence &+= 1
+            core.ingest(stream: "cam", kind: .video, datagram: packet.bytes, now: now)
+        }
+
+        /// SPS + PPS + an IDR in two FU-A fragments: one access unit.
+        mutating func keyframe() {
+            ingest([0x67, 0x42, 0xC0, 0x1E, 0xDA], marker: false)
+            ingest([0x68, 0xCE, 0x3C, 0x80], marker: false)
+            ingest([0x7C, 0x85] + [UInt8](repeating: 0xAA, count: 100), marker: false)
+            ingest([0x7C, 0x45] + [UInt8](repeating: 0xBB, count: 50), marker: true)
+            timestamp &+= 3000
+        }
+
+        mutating func frame() {
+            ingest([0x41, 0x9A, 0x01], marker: true)
+            timestamp &+= 3000
+        }
+
+        mutating func drain() -> [(bytes: [UInt8], to: TransportAddress)] {
+            defer { core.outbox.removeAll() }
+            return core.outbox
+        }
+
+        /// Offer, answer, ICE check, DTLS handshake: a playing viewer.
+        mutating func connect(_ viewer: FakeViewer, fingerprint: String? = nil) throws {
+            let (id, answer) = try core.addViewer(stream: "cam", offer: viewer.offer(fingerprint: fingerprint), token: nil, now: now)
+            try viewer.take(answer: answer, id: id)
+            core.receive(viewer.check(), from: MediaCoreTests.client, now: now)
+            let replies = drain()
+            #expect(replies.count == 1)
+            let response = try STUNMessage(bytes: replies[0].bytes)
+            #expect(response.type == STUNMessageType(method: .binding, class: .successResponse))
+            #expect(response.verifyIntegrity(key: Array(viewer.password.utf8)))
+            #expect(response.fingerprintIsValid == true)
+            #expect(try response.xorAddress(.xorMappedAddress) == MediaCoreTests.client)
+            var toServer = viewer.dtls.start()
+            for _ in 0..<10 where !toServer.isEmpty {
+                for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: MediaCoreTests.client, now: now) }
+                toServer = []
+                for (bytes, _) in core.outbox where PacketKind(firstByte: bytes[0]) == .dtls {
+                    toServer += viewer.dtls.receive(bytes)
+                }
+                core.outbox.removeAll { PacketKind(firstByte: $0.bytes[0]) == .dtls }
+            }
+            if viewer.dtls.state == .connected {
+                let keys = try viewer.dtls.srtpKeyingMaterial()
+                viewer.srtpIn = try SRTPSession(profile: keys.profile, key: keys.serverKey, salt: keys.serverSalt,
+                                                direction: .inbound)
+            }
+        }
+
+        /// The RTP packets the core sent, decrypted.
+        mutating func received(by viewer: FakeViewer) throws -> [RTPPacket] {
+            try drain().filter { RTPPacket.isRTCP(ByteBuffer(bytes: $0.bytes)) == false && $0.bytes[0] >= 128 }.map {
+                try RTPPacket(datagram: ByteBuffer(bytes: try viewer.srtpIn!.unprotect(srtp: $0.bytes)))
+            }
+        }
+    }
+
+    @Test func aViewerConnectsAndGetsTheCachedKeyframeThenLivePackets() throws {
+        var rig = try Rig()
+        #expect(throws: WHEPError.noData("cam")) { try rig.core.addViewer(stream: "cam", offer: Self.offerText, token: nil, now: rig.now) }
+        rig.keyframe()
+        rig.frame()
+        rig.frame()
+        let viewer = try FakeViewer()
+        try rig.connect(viewer)
+        #expect(viewer.dtls.state == .connected)
+        #expect(viewer.dtls.remoteFingerprint == rig.core.context.certificate.fingerprint)
+
+        // Joined mid-GOP: the cached access unit (SPS, PPS, IDR×2) comes first, one timestamp.
+        let first = try rig.received(by: viewer)
+        #expect(first.count == 4)
+        #expect(first.map { $0.payload.getInteger(at: 0, as: UInt8.self)! & 0x1F } == [7, 8, 28, 28])
+        #expect(first.allSatisfy { $0.ssrc == viewer.videoSSRC && $0.payloadType == 101 })
+        #expect(Set(first.map(\.timestamp)).count == 1)
+        #expect(first.map(\.marker) == [false, false, false, true])
+        #expect(zip(first, first.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 })
+
+        // Live frames follow: the next sequence number, a later timestamp.
+        rig.advance(milliseconds: 33)
+        rig.frame()
+        let live = try rig.received(by: viewer)
+        #expect(live.count == 1)
+        #expect(live[0].sequenceNumber == first.last!.sequenceNumber &+ 1)
+        #expect(live[0].timestamp &- first[0].timestamp > 0 && live[0].timestamp &- first[0].timestamp < 90000)
+        #expect(rig.core.counters.viewersStarted == 1 && rig.core.counters.keyframesSent == 1)
+    }
+
+    @Test func nackResendsAsRTXAndPLIResendsTheKeyframeAtTheNextFrame() throws {
+        var rig = try Rig()
+        rig.keyframe()
+        let viewer = try FakeViewer()
+        try rig.connect(viewer)
+        let keyframe = try rig.received(by: viewer)
+        rig.frame()
+        let live = try rig.received(by: viewer)
+        #expect(viewer.dtls.state == .connected)
+        #expect(keyframe.count == 4)
+        try #require(live.count == 1)
+
+        // NACK the PPS (keyframe segment) and the live packet: two RTX packets carrying them.
+        let nack = RTCPPacket.nack(senderSSRC: 1, mediaSSRC: viewer.videoSSRC,
+                                   lost: [keyframe[1].sequenceNumber, live[0].sequenceNumber])
+        rig.core.receive(try Self.srtcp(nack, viewer: viewer), from: Self.client, now: rig.now)
+        let resent = try rig.received(by: viewer)
+        #expect(resent.count == 2)
+        #expect(resent.allSatisfy { $0.ssrc == viewer.rtxSSRC && $0.payloadType == 102 })
+        #expect(resent[0].payload.getInteger(at: 0, as: UInt16.self) == keyframe[1].sequenceNumber)
+        #expect(resent[0].payload.getInteger(at: 2, as: UInt8.self) == 0x68)
+        #expect(resent[1].payload.getInteger(at: 0, as: UInt16.self) == live[0].sequenceNumber)
+        #expect(resent[1].timestamp == live[0].timestamp)
+        #expect(rig.core.counters.nacks == 1 && rig.core.counters.retransmitted == 2)
+
+        // PLI: the cached keyframe goes out before the next frame, then the frame itself.
+        rig.advance(milliseconds: 500)
+        rig.core.receive(try Self.srtcp(.pictureLossIndication(senderSSRC: 1, mediaSSRC: viewer.videoSSRC), viewer: viewer),
+                         from: Self.client, now: rig.now)
+        rig.frame()
+        let after = try rig.received(by: viewer)
+        #expect(after.map { $0.payload.getInteger(at: 0, as: UInt8.self)! & 0x1F } == [7, 8, 28, 28, 1])
+        #expect(after.first!.sequenceNumber == live[0].sequenceNumber &+ 1)
+        #expect(after[0].timestamp < after[4].timestamp)
+        #expect(rig.core.counters.plis == 1)
+
+        // A NACK for a packet sent after the keyframe insert maps to the right one.
+        rig.core.receive(try Self.srtcp(.nack(senderSSRC: 1, mediaSSRC: viewer.videoSSRC, lost: [after[4].sequenceNumber]),
+                                        viewer: viewer), from: Self.client, now: rig.now)
+        let again = try rig.received(by: viewer)
+        #expect(again.count == 1 && again[0].payload.getInteger(at: 2, as: UInt8.self) == 0x41)
+    }
+
+    @Test func senderReportsGoOutEverySecondAndConsentExpiresAfterThirty() throws {
+        var rig = try Rig()
+        rig.keyframe()
+        let viewer = try FakeViewer()
+        try rig.connect(viewer)
+        _ = try rig.received(by: viewer)
+        rig.advance(milliseconds: 1100)
+        rig.core.tick(now: rig.now)
+        let reports = rig.drain()
+        try #require(reports.count == 1)
+        // The viewer would unprotect SRTCP with the server's write key.
+        let keys = try viewer.dtls.srtpKeyingMaterial()
+        let srtcp = try SRTPSession(profile: keys.profile, key: keys.serverKey, salt: keys.serverSalt, direction: .inbound)
+        let compound = try RTCPPacket.parseCompound(ByteBuffer(bytes: try srtcp.unprotect(srtcp: reports[0].bytes)))
+        guard case .senderReport(let ssrc, _, _, let packets, let octets, _) = compound.first else {
+            Issue.record("no SR: \(compound)")
+            return
+        }
+        #expect(ssrc == viewer.videoSSRC && packets == 4 && octets == 5 + 4 + 102 + 52)
+        #expect(compound.contains { if case .sourceDescription = $0 { true } else { false } })
+
+        // A check at 20 s keeps it; 30 s of silence after that ends it.
+        rig.advance(milliseconds: 19_000)
+        rig.core.receive(viewer.check(useCandidate: false), from: Self.client, now: rig.now)
+        rig.advance(milliseconds: 29_000)
+        rig.core.tick(now: rig.now)
+        #expect(rig.core.viewerCount == 1)
+        rig.advance(milliseconds: 1_100)
+        rig.core.tick(now: rig.now)
+        #expect(rig.core.viewerCount == 0)
+        let records = rig.core.takeRecords()
+        #expect(records.ended.map(\.reason) == ["consent"])
+        #expect(records.ended[0].record.packetsSent == 4)
+    }
+
+    @Test func aCertificateThatDoesNotMatchTheOfferGetsNoMedia() throws {
+        var rig = try Rig()
+        rig.keyframe()
+        let viewer = try FakeViewer()
+        let other = try DTLSCertificate.generate(commonName: "someone else")
+        try rig.connect(viewer, fingerprint: other.fingerprint)
+        #expect(rig.core.counters.fingerprintMismatches == 1)
+        rig.frame()
+        #expect(rig.drain().allSatisfy { PacketKind(firstByte: $0.bytes[0]) != .rtpOrRTCP })
+        rig.core.tick(now: rig.now)
+        #expect(rig.core.takeRecords().ended.map(\.reason) == ["fingerprint-mismatch"])
+    }
+
+    @Test func badChecksAndStrayPacketsAreDroppedAndCounted() throws {
+        var rig = try Rig()
+        rig.keyframe()
+        let viewer = try FakeViewer()
+        let (id, answer) = try rig.core.addViewer(stream: "cam", offer: viewer.offer(), token: nil, now: rig.now)
+        try viewer.take(answer: answer, id: id)
+        rig.core.receive(viewer.check(key: "not the password at all"), from: Self.client, now: rig.now)
+        var stranger = STUNMessage(.binding, .request)
+        stranger.append(.username, Array("nobody:d0N5".utf8))
+        rig.core.receive(ByteBuffer(bytes: stranger.encoded(integrityKey: [1], fingerprint: true)), from: Self.client, now: rig.now)
+        rig.core.receive(ByteBuffer(bytes: [0x16, 0xFE, 0xFD, 0, 0]), from: Self.client, now: rig.now)  // DTLS before ICE
+        rig.core.receive(ByteBuffer(bytes: [0x80, 0xC8, 0, 1, 0, 0, 0, 0]), from: Self.client, now: rig.now)
+        rig.core.receive(ByteBuffer(bytes: [0xFF, 1, 2]), from: Self.client, now: rig.now)
+        rig.core.receive(ByteBuffer(), from: Self.client, now: rig.now)
+        #expect(rig.drain().isEmpty)
+        #expect(rig.core.counters.stunBadIntegrity == 1)
+        #expect(rig.core.counters.stunUnknownUser == 1)
+        #expect(rig.core.counters.unknownSource == 2)
+        #expect(rig.core.counters.malformed == 2)
+        // A viewer that never completes ICE is gone after the setup timeout.
+        rig.advance(milliseconds: 30_001)
+        rig.core.tick(now: rig.now)
+        #expect(rig.core.takeRecords().ended.map(\.reason) == ["ice-timeout"])
+    }
+
+    @Test func unknownStreamsTokensAndRemovedStreams() throws {
+        var rig = try Rig()
+        #expect(throws: WHEPError.unknownStream("nope")) { try rig.core.addViewer(stream: "nope", offer: Self.offerText, token: nil, now: rig.now) }
+        var locked = MediaStream(name: "cam", videoPort: 5004, audioPort: 5006)
+        let token = "secret-token"
+        locked.tokenSHA256 = SwitchboardDatabase.tokenHash(token)
+        #expect(rig.core.setStreams([locked]).opened.isEmpty)  // same ports: kept, token updated
+        rig.keyframe()
+        #expect(throws: WHEPError.unauthorized) { try rig.core.addViewer(stream: "cam", offer: Self.offerText, token: "wrong", now: rig.now) }
+        _ = try rig.core.addViewer(stream: "cam", offer: Self.offerText, token: token, now: rig.now)
+        #expect(rig.core.viewerCount == 1)
+        let change = rig.core.setStreams([])
+        #expect(change.closed == ["cam"] && rig.core.viewerCount == 0)
+        #expect(rig.core.takeRecords().ended.map(\.reason) == ["stream-removed"])
+    }
+
+    @Test func theIngestTimelineContinuesAcrossASourceRestart() throws {
+        var track = IngestTrack(kind: .video)
+        func packet(_ sequence: UInt16, _ timestamp: UInt32, ssrc: UInt32, payload: [UInt8] = [0x41, 1], marker: Bool = true) -> ByteBuffer {
+            RTPPacket(marker: marker, payloadType: 96, sequenceNumber: sequence, timestamp: timestamp, ssrc: ssrc,
+                      payload: ByteBuffer(bytes: payload)).bytes
+        }
+        _ = track.receive(packet(100, 5000, ssrc: 1), nowNanos: 0)
+        let before = track.receive(packet(101, 8000, ssrc: 1), nowNanos: 33_000_000)!
+        // ffmpeg restarted one second later: new SSRC, unrelated numbers.
+        let after = track.receive(packet(40000, 123_456, ssrc: 2), nowNanos: 1_033_000_000)!
+        #expect(after.sequence == before.sequence &+ 1)
+        #expect(after.timestamp &- before.timestamp == 90000)
+        #expect(track.sourceRestarts == 1)
+        let next = track.receive(packet(40001, 126_456, ssrc: 2), nowNanos: 1_066_000_000)!
+        #expect(next.sequence == after.sequence &+ 1 && next.timestamp == after.timestamp &+ 3000)
+        #expect(track.packet(sequence: before.sequence)?.timestamp == 8000)
+        #expect(track.receive(ByteBuffer(bytes: [0x80, 0x60]), nowNanos: 0) == nil && track.malformed == 1)
+        // SPS in a STAP-A: the profile is read from inside it.
+        _ = track.receive(packet(40002, 129_456, ssrc: 2, payload: [0x78, 0, 4, 0x67, 0x64, 0x00, 0x28, 0, 2, 0x68, 0x01],
+                                 marker: false), nowNanos: 1_100_000_000)
+        _ = track.receive(packet(40003, 129_456, ssrc: 2, payload: [0x65, 0x88]), nowNanos: 1_100_000_000)
+        #expect(track.profile?.description == "640028")
+        #expect(track.keyframe.count == 2)
+    }
+
+    static func srtcp(_ packet: RTCPPacket, viewer: FakeViewer) throws -> ByteBuffer {
+        let keys = try viewer.dtls.srtpKeyingMaterial()
+        let out = try viewer.srtcpOut
+            ?? SRTPSession(profile: keys.profile, key: keys.clientKey, salt: keys.clientSalt, direction: .outbound)
+        viewer.srtcpOut = out
+        var buffer = ByteBuffer()
+        RTCPPacket.writeCompound([.receiverReport(ssrc: 1, reports: []), packet], to: &buffer)
+        return ByteBuffer(bytes: try out.protect(rtcp: Array(buffer.readableBytesView)))
+    }
+}
