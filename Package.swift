@@ -157,7 +157,8 @@ let package = Package(
         .testTarget(
             name: "SwitchboardTests",
             dependencies: [
-                "switchboard", "Rendezvous", "Store",
+                "switchboard", "Rendezvous", "Store", "MediaEdge",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -37,7 +37,10 @@ enum WHEPAPI {
             return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(string: viewer.answer)))
         }
 
-        router.on("whep/:name", method: .options) { _, _ -> Response in
+        router.on("whep/:name", method: .options) { _, context -> Response in
+            guard isStreamName(try context.parameters.require("name")) else {
+                throw Problem(.notFound, detail: "no such stream", headers: cors)
+            }
             var headers = cors
             headers[.allow] = "POST, OPTIONS"
             headers[HTTPField.Name("Accept-Post")!] = "application/sdp"
@@ -80,7 +83,12 @@ enum WHEPAPI {
             return Response(status: .noContent, headers: cors)
         }
 
-        router.on("whep/:name/:viewer", method: .options) { _, _ -> Response in
+        router.on("whep/:name/:viewer", method: .options) { _, context -> Response in
+            let (name, id) = (try context.parameters.require("name"), try context.parameters.require("viewer"))
+            guard isStreamName(name), (1...64).contains(id.utf8.count),
+                  id.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)) }) else {
+                throw Problem(.notFound, detail: "no such viewer", headers: cors)
+            }
             var headers = cors
             headers[.allow] = "PATCH, DELETE, OPTIONS"
             return Response(status: .noContent, headers: headers)
@@ -96,9 +104,9 @@ enum WHEPAPI {
 
     static func etag(_ id: String) -> String { "\"\(id)\"" }
 
-    /// Stream names are URL-safe by rule; anything else cannot be one.
+    /// Stream names are URL-safe by rule (see `SwitchboardDatabase.isValidStreamName`).
     static func isStreamName(_ name: String) -> Bool {
-        (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+        (1...64).contains(name.utf8.count) && !name.hasPrefix(".") && name.utf8.allSatisfy { byte in
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                 || byte == 0x2E || byte == 0x5F || byte == 0x2D
         }

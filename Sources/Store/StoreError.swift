@@ -53,7 +53,7 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
         case .aclRuleNotFound(let id):
             "no ACL rule \(id)"
         case .invalidStreamName(let name):
-            "invalid stream name \(Self.quoted(name)): use 1-64 characters from A-Z a-z 0-9 . _ -"
+            "invalid stream name \(Self.quoted(name)): use 1-64 characters from A-Z a-z 0-9 . _ -, not starting with ."
         case .streamNeedsPort:
             "a stream needs a video port, an audio port or both"
         case .invalidPort(let port):

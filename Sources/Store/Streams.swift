@@ -64,9 +64,10 @@ package struct ViewerRecord: Sendable, Equatable {
 }
 
 extension SwitchboardDatabase {
-    /// Stream names: 1–64 characters from A-Z a-z 0-9 . _ - (they appear in URLs).
+    /// Stream names: 1–64 characters from A-Z a-z 0-9 . _ -, not starting with "." (they
+    /// are URL path segments, where "." and ".." mean something else).
     package static func isValidStreamName(_ name: String) -> Bool {
-        PeerID.isValidName(name)
+        PeerID.isValidName(name) && !name.hasPrefix(".")
     }
 
     /// Registers a stream. With `withToken`, a random bearer token is generated, its hash

@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import Logging
+import MediaEdge
 import HummingbirdTesting
 import Prometheus
 import Rendezvous
@@ -16,7 +18,10 @@ import Testing
         registry.makeCounter(name: "switchboard_test_marker").increment()
         for name in ["a", "b", "c"] { _ = try database.addPeer(try PeerID(name)) }
         try database.setDisabled(try PeerID("c"), true)
-        let app = Application(router: HTTPServer.makeRouter(database: database, registry: registry))
+        var media = MediaEdgeConfiguration(certificatePath: directory + "/dtls-certificate.pem")
+        media.listenPort = 0
+        let service = try await MediaService.make(configuration: media, database: database, logger: Logger(label: "test"))
+        let app = Application(router: HTTPServer.makeRouter(database: database, registry: registry, edge: service.edge))
         try await app.test(.router) { client in try await body(client) }
     }
 
@@ -27,6 +32,7 @@ import Testing
             let every: [HTTPRequest.Method] = [.get, .post, .put, .patch, .delete, .trace]
             for route in Routes.table {
                 let path = route.path.replacingOccurrences(of: ":id", with: "a").replacingOccurrences(of: ":sid", with: "s")
+                    .replacingOccurrences(of: ":name", with: "cam").replacingOccurrences(of: ":viewer", with: "v")
                 for method in every {
                     try await client.execute(uri: path, method: method) { response in
                         let body = String(buffer: response.body)
@@ -53,7 +59,8 @@ import Testing
                 let text = String(buffer: response.body)
                 #expect(text.hasPrefix("openapi: 3.1.0"))
                 for route in Routes.table {
-                    let path = route.path.replacingOccurrences(of: ":id", with: "{id}").replacingOccurrences(of: ":sid", with: "{sid}")
+                    let path = route.path.split(separator: "/", omittingEmptySubsequences: false)
+                        .map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
                     #expect(text.contains("\n  \(path):\n"), "\(path) is not in openapi.yaml")
                 }
             }
