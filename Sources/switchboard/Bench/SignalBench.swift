@@ -342,7 +342,13 @@ final class HTTPClientConnection: Sendable {
     struct Job: Sendable {
         var head: HTTPRequestHead
         var body: String
-        var done: CheckedContinuation<Int, any Error>
+        var done: CheckedContinuation<Reply, any Error>
+    }
+
+    struct Reply: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: String
     }
 
     private let jobs: AsyncStream<Job>.Continuation
@@ -372,16 +378,18 @@ final class HTTPClientConnection: Sendable {
                     do {
                         try await outbound.write(contentsOf: [
                             .head(job.head), .body(.byteBuffer(ByteBuffer(string: job.body))), .end(nil)])
-                        var status = 0
+                        var reply = Reply(status: 0, headers: [:], body: "")
                         var finished = false
                         while !finished, let part = try await responses.next() {
                             switch part {
-                            case .head(let response): status = Int(response.status.code)
-                            case .body: continue
+                            case .head(let response):
+                                reply.status = Int(response.status.code)
+                                reply.headers = response.headers
+                            case .body(let buffer): reply.body += String(buffer: buffer)
                             case .end: finished = true
                             }
                         }
-                        if finished { job.done.resume(returning: status) } else { throw BenchError("connection closed") }
+                        if finished { job.done.resume(returning: reply) } else { throw BenchError("connection closed") }
                     } catch {
                         job.done.resume(throwing: error)
                         throw error
@@ -397,6 +405,12 @@ final class HTTPClientConnection: Sendable {
     /// Sends a request and returns the response status.
     func request(_ method: HTTPMethod, _ uri: String, token: String, contentType: String, body: String,
                  extraHeaders: [(String, String)] = []) async throws -> Int {
+        try await send(method, uri, token: token, contentType: contentType, body: body, extraHeaders: extraHeaders).status
+    }
+
+    /// Sends a request and returns the whole response.
+    func send(_ method: HTTPMethod, _ uri: String, token: String, contentType: String, body: String,
+              extraHeaders: [(String, String)] = []) async throws -> Reply {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
         head.headers.add(name: "Host", value: host)
         head.headers.add(name: "Authorization", value: "Bearer \(token)")
