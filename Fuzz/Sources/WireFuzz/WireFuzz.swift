@@ -82,6 +82,12 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
                                    timestamp: 0)
     }
 
+    // The per-packet H.264 readers the media edge's ingest uses: any payload, no trap.
+    _ = H264.nalTypes(startingIn: bytes)
+    _ = H264.nalTypes(startingIn: bytes.dropFirst())
+    _ = H264.ProfileLevelID(sps: bytes)?.profile
+    if let text = String(validating: bytes.prefix(6), as: UTF8.self) { _ = H264.ProfileLevelID(hex: text)?.description }
+
     // Stream framing over the same bytes.
     var stream = buffer
     while let frame = try? StreamFrame.next(in: stream, rfc5766Channels: true) {
