@@ -94,7 +94,7 @@ import Testing
 
         mutating func drain() -> [(bytes: [UInt8], to: TransportAddress)] {
             defer { core.outbox.removeAll() }
-            return core.outbox
+            return core.outbox.map { (Array($0.bytes.readableBytesView), $0.to) }
         }
 
         /// Offer, answer, ICE check, DTLS handshake: a playing viewer.
@@ -113,10 +113,10 @@ import Testing
             for _ in 0..<10 where !toServer.isEmpty {
                 for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: MediaCoreTests.client, now: now) }
                 toServer = []
-                for (bytes, _) in core.outbox where PacketKind(firstByte: bytes[0]) == .dtls {
-                    toServer += viewer.dtls.receive(bytes)
+                for (bytes, _) in core.outbox where PacketKind(firstByte: bytes.readableBytesView.first!) == .dtls {
+                    toServer += viewer.dtls.receive(Array(bytes.readableBytesView))
                 }
-                core.outbox.removeAll { PacketKind(firstByte: $0.bytes[0]) == .dtls }
+                core.outbox.removeAll { PacketKind(firstByte: $0.bytes.readableBytesView.first!) == .dtls }
             }
             if viewer.dtls.state == .connected {
                 let keys = try viewer.dtls.srtpKeyingMaterial()

@@ -92,7 +92,9 @@ package final class MediaCore {
     let context: DTLSContext
     package var counters = Counters()
     /// Datagrams to send, in order; the owner drains it after each call.
-    package var outbox: [(bytes: [UInt8], to: TransportAddress)] = []
+    package var outbox: [(bytes: ByteBuffer, to: TransportAddress)] = []
+    /// Buffers for what goes out: media is written into them once, SRTP-protected in place.
+    let allocator = ByteBufferAllocator()
 
     var streams: [String: StreamState] = [:]
     var viewers: [String: Viewer] = [:]
@@ -170,12 +172,12 @@ package final class MediaCore {
 
     private func transmit(_ send: OutboundTrack.Send, on track: inout OutboundTrack, viewer: Viewer,
                           to address: TransportAddress, now: MediaTime) {
-        guard let bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc) else { return }
+        guard let bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc, allocator: allocator) else { return }
         track.sent(send, nowNanos: now.nanos)
         viewer.packetsSent += 1
-        viewer.bytesSent += bytes.count
+        viewer.bytesSent += bytes.readableBytes
         counters.packetsSent += 1
-        counters.bytesSent += bytes.count
+        counters.bytesSent += bytes.readableBytes
         outbox.append((bytes, address))
     }
 
@@ -251,7 +253,7 @@ package final class MediaCore {
     package func removeViewer(id: String, reason: String = "deleted") -> Bool {
         guard let viewer = viewers[id] else { return false }
         if viewer.state == .playing, let selected = viewer.selected {
-            for datagram in viewer.dtls.close() { outbox.append((datagram, selected)) }
+            for datagram in viewer.dtls.close() { outbox.append((ByteBuffer(bytes: datagram), selected)) }
         }
         remove(viewer, reason: reason)
         return true
@@ -317,7 +319,7 @@ package final class MediaCore {
         let response = STUNMessage(
             type: STUNMessageType(method: .binding, class: .successResponse), transactionID: message.transactionID,
             attributes: [.xorAddress(.xorMappedAddress, address, transactionID: message.transactionID)])
-        outbox.append((response.encoded(integrityKey: viewer.localKey, fingerprint: true), address))
+        outbox.append((ByteBuffer(bytes: response.encoded(integrityKey: viewer.localKey, fingerprint: true)), address))
         viewer.lastConsentNanos = now.nanos
         if !viewer.addresses.contains(address) {
             viewer.addresses.insert(address)
@@ -327,7 +329,7 @@ package final class MediaCore {
         if viewer.state == .checking {
             viewer.state = .handshaking
             if viewer.negotiated.dtlsClient {
-                for datagram in viewer.dtls.start() { outbox.append((datagram, address)) }
+                for datagram in viewer.dtls.start() { outbox.append((ByteBuffer(bytes: datagram), address)) }
                 scheduleDTLSTimer(viewer, now: now)
             }
         }
@@ -338,7 +340,7 @@ package final class MediaCore {
             counters.unknownSource += 1
             return
         }
-        for reply in viewer.dtls.receive(Array(datagram.readableBytesView)) { outbox.append((reply, address)) }
+        for reply in viewer.dtls.receive(Array(datagram.readableBytesView)) { outbox.append((ByteBuffer(bytes: reply), address)) }
         switch viewer.dtls.state {
         case .connected where viewer.state == .handshaking:
             connected(viewer, now: now)
@@ -462,7 +464,7 @@ package final class MediaCore {
               let ingest = isVideo ? stream.video : stream.audio else { return }
         for sequence in lost {
             guard let send = track.lookup(sequence, in: ingest) else { continue }
-            let bytes: [UInt8]?
+            let bytes: ByteBuffer?
             if isVideo, let rtxType = viewer.rtxPayloadType {
                 // RFC 4588 §4: the original sequence number, then the original payload.
                 var payload = ByteBuffer()
@@ -472,15 +474,15 @@ package final class MediaCore {
                 let rtx = OutboundTrack.Send(sequence: viewer.rtxSequence, timestamp: send.timestamp, marker: send.marker,
                                              payload: payload)
                 viewer.rtxSequence &+= 1
-                bytes = viewer.protect(rtx, payloadType: rtxType, ssrc: viewer.rtxSSRC)
+                bytes = viewer.protect(rtx, payloadType: rtxType, ssrc: viewer.rtxSSRC, allocator: allocator)
             } else {
-                bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc)
+                bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc, allocator: allocator)
             }
             guard let bytes else { continue }
             viewer.retransmitted += 1
-            viewer.bytesSent += bytes.count
+            viewer.bytesSent += bytes.readableBytes
             counters.retransmitted += 1
-            counters.bytesSent += bytes.count
+            counters.bytesSent += bytes.readableBytes
             outbox.append((bytes, selected))
         }
     }
@@ -504,7 +506,7 @@ package final class MediaCore {
             }
             if viewer.state == .handshaking, let due = viewer.nextDTLSTimerNanos, now.nanos >= due,
                let selected = viewer.selected {
-                for datagram in viewer.dtls.handleTimeout() { outbox.append((datagram, selected)) }
+                for datagram in viewer.dtls.handleTimeout() { outbox.append((ByteBuffer(bytes: datagram), selected)) }
                 if case .failed = viewer.dtls.state {
                     viewer.state = .failed
                     viewer.failure = "dtls-failed"
@@ -534,7 +536,7 @@ package final class MediaCore {
         var buffer = ByteBuffer()
         RTCPPacket.writeCompound(packets, to: &buffer)
         guard let protected = try? srtpOut.protect(rtcp: Array(buffer.readableBytesView)) else { return }
-        outbox.append((protected, selected))
+        outbox.append((ByteBuffer(bytes: protected), selected))
     }
 
     static func randomString(_ count: Int, _ generator: inout SystemRandomNumberGenerator) -> String {

@@ -86,7 +86,7 @@ final class Viewer {
     }
 
     /// An RTP packet for this viewer, SRTP-protected; nil if SRTP is not up (or fails).
-    func protect(_ send: OutboundTrack.Send, payloadType: UInt8, ssrc: UInt32) -> [UInt8]? {
+    func protect(_ send: OutboundTrack.Send, payloadType: UInt8, ssrc: UInt32, allocator: ByteBufferAllocator) -> ByteBuffer? {
         guard let srtpOut else { return nil }
         var header = [UInt8](repeating: 0, count: RTPPacket.fixedHeaderLength)
         header[0] = 0x80
@@ -97,6 +97,6 @@ final class Viewer {
             header[4 + index] = UInt8(truncatingIfNeeded: send.timestamp >> (24 - 8 * index))
             header[8 + index] = UInt8(truncatingIfNeeded: ssrc >> (24 - 8 * index))
         }
-        return try? srtpOut.protect(rtpHeader: header, payload: send.payload.readableBytesView)
+        return try? srtpOut.protect(rtpHeader: header, payload: send.payload, allocator: allocator)
     }
 }

@@ -1,4 +1,5 @@
 import CSRTP
+import NIOCore
 
 /// SRTPError is a libsrtp2 failure, with its status code (`srtp_err_status_t`).
 package struct SRTPError: Error, Equatable, CustomStringConvertible, Sendable {
@@ -77,6 +78,22 @@ package final class SRTPSession {
         let status = buffer.withUnsafeMutableBytes { srtp_protect(session, $0.baseAddress, &size) }
         guard status == srtp_err_status_ok else { throw SRTPError(call: "srtp_protect", status: status.rawValue) }
         buffer.removeLast(buffer.count - Int(size))
+        return buffer
+    }
+
+    /// The same into a ByteBuffer: header and payload written once, protected in place, the
+    /// buffer ready to send.
+    package func protect(rtpHeader header: [UInt8], payload: ByteBuffer, allocator: ByteBufferAllocator)
+        throws(SRTPError) -> ByteBuffer
+    {
+        var buffer = allocator.buffer(capacity: header.count + payload.readableBytes + Int(SRTP_MAX_TRAILER_LEN))
+        buffer.writeBytes(header)
+        buffer.writeImmutableBuffer(payload)
+        var size = Int32(buffer.readableBytes)
+        let session = self.session
+        let status = buffer.withVeryUnsafeMutableBytes { srtp_protect(session, $0.baseAddress, &size) }
+        guard status == srtp_err_status_ok else { throw SRTPError(call: "srtp_protect", status: status.rawValue) }
+        buffer.moveWriterIndex(to: Int(size))
         return buffer
     }
 

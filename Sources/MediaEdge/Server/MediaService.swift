@@ -52,7 +52,7 @@ final class MediaEngine {
         defer { core.outbox.removeAll(keepingCapacity: true) }
         guard let channel = mediaChannel else { return }
         for (bytes, address) in core.outbox {
-            let envelope = AddressedEnvelope(remoteAddress: address.socketAddress, data: channel.allocator.buffer(bytes: bytes))
+            let envelope = AddressedEnvelope(remoteAddress: address.socketAddress, data: bytes)
             channel.write(envelope, promise: nil)
         }
         channel.flush()

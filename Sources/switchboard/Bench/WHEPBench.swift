@@ -58,7 +58,6 @@ struct BenchWHEP: AsyncParsableCommand {
             }
             source.flush()
         }
-        defer { pacer.cancel() }
 
         let certificate = try DTLSCertificate.generate(commonName: "bench")
         let context = try DTLSContext(certificate: certificate)
