@@ -1,5 +1,4 @@
 import NIOCore
-import Wire
 
 #if canImport(Glibc)
 import Glibc

@@ -30,6 +30,37 @@ struct Settings: Sendable, Equatable {
     var mediaAnnounce: [String] = []
     /// Where stream ingest sockets listen for RTP.
     var ingestHost = "127.0.0.1"
+    /// Streams the configuration declares (`"streams": ["cam:5004:5006"]`), registered at start.
+    var streams: [StreamSpec] = []
+
+    /// `NAME:VIDEO_PORT[:AUDIO_PORT]`; either port may be empty (`radio::5006`).
+    struct StreamSpec: Sendable, Equatable {
+        var name: String
+        var videoPort: Int?
+        var audioPort: Int?
+
+        init(name: String, videoPort: Int?, audioPort: Int?) {
+            self.name = name
+            self.videoPort = videoPort
+            self.audioPort = audioPort
+        }
+
+        init(parsing text: String) throws {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            func port(_ index: Int) throws -> Int? {
+                guard index < parts.count, !parts[index].isEmpty else { return nil }
+                guard let value = Int(parts[index]), (1...65535).contains(value) else {
+                    throw SettingsError("streams: \"\(text)\": \"\(parts[index])\" is not a port")
+                }
+                return value
+            }
+            guard (2...3).contains(parts.count), !parts[0].isEmpty else {
+                throw SettingsError("streams: \"\(text)\" is not NAME:VIDEO_PORT[:AUDIO_PORT]")
+            }
+            self.init(name: parts[0], videoPort: try port(1), audioPort: try port(2))
+            guard videoPort != nil || audioPort != nil else { throw SettingsError("streams: \"\(text)\" has no port") }
+        }
+    }
 
     enum Key {
         static let dataDirectory: ConfigKey = "data-dir"
@@ -41,6 +72,7 @@ struct Settings: Sendable, Equatable {
         static let mediaListen: ConfigKey = "media-listen"
         static let mediaAnnounce: ConfigKey = "media-announce"
         static let ingestHost: ConfigKey = "ingest-host"
+        static let streams: ConfigKey = "streams"
     }
 
     init() {}
@@ -80,6 +112,7 @@ struct Settings: Sendable, Equatable {
         }
         ingestHost = reader.string(forKey: Key.ingestHost, default: defaults.ingestHost)
         guard IPAddress(ingestHost) != nil else { throw SettingsError("ingest-host: \"\(ingestHost)\" is not an IP address") }
+        streams = try reader.stringArray(forKey: Key.streams, default: []).map(StreamSpec.init(parsing:))
         if mediaAnnounce.isEmpty, let ip = IPAddress(mediaListen.host), ip == .v4(0) || ip == .v6(0) {
             throw SettingsError("media-listen \(mediaListen) is a wildcard: give --media-announce with the IP viewers reach")
         }

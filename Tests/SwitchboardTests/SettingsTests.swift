@@ -25,6 +25,21 @@ import Testing
         #expect(settings.databasePath == "./switchboard-data/switchboard.db")
     }
 
+    @Test func streamsComeFromTheConfigFileAndBadOnesAreRefused() async throws {
+        let file = try configFile(#"{"streams": ["cam:5004:5006", "radio::5008", "silent:5010"]}"#)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let parsed = try await settings(["--config", file])
+        #expect(parsed.streams == [
+            .init(name: "cam", videoPort: 5004, audioPort: 5006), .init(name: "radio", videoPort: nil, audioPort: 5008),
+            .init(name: "silent", videoPort: 5010, audioPort: nil),
+        ])
+        for bad in [#"["cam"]"#, #"["cam::"]"#, #"["cam:70000"]"#, #"[":5004"]"#, #"["cam:1:2:3"]"#, #"["cam:x"]"#] {
+            let badFile = try configFile(#"{"streams": "# + bad + "}")
+            defer { try? FileManager.default.removeItem(atPath: badFile) }
+            await #expect(throws: SettingsError.self, "\(bad)") { try await settings(["--config", badFile]) }
+        }
+    }
+
     @Test func flagsBeatEnvironmentWhichBeatsTheFile() async throws {
         let file = try configFile(#"{"data-dir": "/from/file", "http-listen": "127.0.0.3:3", "log-level": "error"}"#)
         defer { try? FileManager.default.removeItem(atPath: file) }

@@ -266,6 +266,21 @@ def test_a_stream_with_a_token_needs_it(sb):
         server.process.wait()
 
 
+def test_streams_from_the_config_file_are_registered_at_start(sb, tmp_path):
+    port = free_port()
+    config = tmp_path / "switchboard.json"
+    config.write_text(json.dumps({"streams": [f"lobby:{port}"]}))
+    server = start_server(sb, "--config", str(config))
+    try:
+        listed = json.loads(sb.ok("stream", "list", "--json").stdout)
+        assert [(s["name"], s["video_port"], s.get("audio_port")) for s in listed] == [("lobby", port, None)]
+        assert wait_for_status(server, "lobby", 409)[0] == 409  # known to the edge, waiting for media
+        assert "stream.add" in sb.sql("SELECT action FROM audit_log WHERE actor = 'system';")
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+
 def test_chromium_plays_the_play_page(tmp_path, capsys):
     """Headless Chromium opens /play/cam; getStats() reports decoded frames. Server, ffmpeg
     and browser share a network namespace with only loopback."""

@@ -539,7 +539,8 @@ package final class MediaCore {
         outbox.append((ByteBuffer(bytes: protected), selected))
     }
 
-    static func randomString(_ count: Int, _ generator: inout SystemRandomNumberGenerator) -> String {
+    /// Random text from A-Z a-z 0-9: ICE credentials (RFC 8839 ice-char) and viewer IDs.
+    package static func randomString(_ count: Int, _ generator: inout SystemRandomNumberGenerator) -> String {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
         return String((0..<count).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] })
     }

@@ -269,8 +269,8 @@ final class BenchViewer: @unchecked Sendable {
 
     init(context: DTLSContext, fingerprint: String, server: TransportAddress, loop: any EventLoop) throws {
         var generator = SystemRandomNumberGenerator()
-        ufrag = MediaCoreRandom.string(8, &generator)
-        password = MediaCoreRandom.string(24, &generator)
+        ufrag = MediaCore.randomString(8, &generator)
+        password = MediaCore.randomString(24, &generator)
         offerText = Self.offer(ufrag: ufrag, password: password, fingerprint: fingerprint)
         self.context = context
         self.server = server
@@ -379,14 +379,6 @@ final class BenchViewer: @unchecked Sendable {
         default:
             break
         }
-    }
-}
-
-/// The same alphabet the media edge uses for ICE credentials.
-enum MediaCoreRandom {
-    static func string(_ count: Int, _ generator: inout SystemRandomNumberGenerator) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-        return String((0..<count).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] })
     }
 }
 
