@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import MediaEdge
 import NIOCore
+import Store
 import Wire
 
 /// WHEPAPI is playback over WHEP (draft-ietf-wish-whep, shaped like WHIP, RFC 9725):
@@ -77,7 +78,7 @@ enum WHEPAPI {
 
         router.delete("whep/:name/:viewer") { _, context -> Response in
             let (name, id) = (try context.parameters.require("name"), try context.parameters.require("viewer"))
-            guard let viewer = await edge.viewer(id: id), viewer.stream == name, await edge.stop(viewer: id) else {
+            guard await edge.stop(viewer: id, of: name) else {
                 throw Problem(.notFound, detail: "no such viewer", headers: cors)
             }
             return Response(status: .noContent, headers: cors)
@@ -104,13 +105,7 @@ enum WHEPAPI {
 
     static func etag(_ id: String) -> String { "\"\(id)\"" }
 
-    /// Stream names are URL-safe by rule (see `SwitchboardDatabase.isValidStreamName`).
-    static func isStreamName(_ name: String) -> Bool {
-        (1...64).contains(name.utf8.count) && !name.hasPrefix(".") && name.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == 0x2E || byte == 0x5F || byte == 0x2D
-        }
-    }
+    static func isStreamName(_ name: String) -> Bool { SwitchboardDatabase.isValidStreamName(name) }
 
     static func problem(_ error: WHEPError) -> Problem {
         switch error {

@@ -119,19 +119,13 @@ extension SwitchboardDatabase {
         }
     }
 
-    package func streams() throws -> [MediaStream] {
-        try pool.read { db in try Self.fetchStreams(db) }
-    }
-
     package func streams() async throws -> [MediaStream] {
-        try await pool.read { db in try Self.fetchStreams(db) }
-    }
-
-    private static func fetchStreams(_ db: Database) throws -> [MediaStream] {
-        try Row.fetchAll(db, sql: "SELECT * FROM streams ORDER BY name").map { row in
-            MediaStream(name: row["name"], videoPort: row["video_port"], audioPort: row["audio_port"],
-                        tokenSHA256: row["token_sha256"],
-                        createdAt: Date(timeIntervalSince1970: TimeInterval(row["created_at"] as Int64)))
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM streams ORDER BY name").map { row in
+                MediaStream(name: row["name"], videoPort: row["video_port"], audioPort: row["audio_port"],
+                            tokenSHA256: row["token_sha256"],
+                            createdAt: Date(timeIntervalSince1970: TimeInterval(row["created_at"] as Int64)))
+            }
         }
     }
 

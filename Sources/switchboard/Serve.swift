@@ -38,7 +38,7 @@ struct Serve: AsyncParsableCommand {
 
         let database = try SwitchboardDatabase(dataDirectory: settings.dataDirectory)
         let migrations = try database.appliedMigrations()
-        try Self.registerConfiguredStreams(settings.streams, in: database)
+        try await Self.registerConfiguredStreams(settings.streams, in: database)
 
         Output.line("""
             switchboard \(Switchboard.configuration.version) serving
@@ -91,9 +91,9 @@ struct Serve: AsyncParsableCommand {
 extension Serve {
     /// Streams from the configuration that the Store does not have yet are added; one it has
     /// with other ports is left as the Store has it (the CLI's changes win), with a note.
-    static func registerConfiguredStreams(_ specs: [Settings.StreamSpec], in database: SwitchboardDatabase) throws {
+    static func registerConfiguredStreams(_ specs: [Settings.StreamSpec], in database: SwitchboardDatabase) async throws {
         guard !specs.isEmpty else { return }
-        let existing: [MediaStream] = try database.streams()
+        let existing = try await database.streams()
         for spec in specs {
             if let stream = existing.first(where: { $0.name == spec.name }) {
                 if stream.videoPort != spec.videoPort || stream.audioPort != spec.audioPort {

@@ -35,7 +35,7 @@ struct StreamCommand: AsyncParsableCommand {
         @Flag(help: "Print a JSON array.") var json = false
 
         func run() async throws {
-            let streams = try await common.openDatabase().streams() as [MediaStream]
+            let streams = try await common.openDatabase().streams()
             if json {
                 struct StreamJSON: Encodable {
                     var name: String

@@ -46,11 +46,7 @@ def wait_for_status(server, name, status, seconds=15):
 
 
 def metric(server, name):
-    _, _, text = server.get("/metrics")
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+    return metric_sum(server.get("/metrics")[2], name + " ")
 
 
 def viewer(url, *args, timeout=60):

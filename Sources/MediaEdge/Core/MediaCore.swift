@@ -151,22 +151,13 @@ package final class MediaCore {
         }
         guard let packet else { return }
         let keyframe = kind == .video ? state.video!.keyframe : []
+        let trackOf: ReferenceWritableKeyPath<Viewer, OutboundTrack?> = kind == .video ? \.video : \.audio
         for viewer in state.viewers where viewer.state == .playing {
-            guard let selected = viewer.selected else { continue }
-            switch kind {
-            case .video:
-                guard var track = viewer.video else { continue }
-                let sends = track.forward(packet, keyframe: keyframe, nowNanos: now.nanos)
-                if sends.count > 1 { counters.keyframesSent += 1 }
-                for send in sends { transmit(send, on: &track, viewer: viewer, to: selected, now: now) }
-                viewer.video = track
-            case .audio:
-                guard var track = viewer.audio else { continue }
-                for send in track.forward(packet, keyframe: [], nowNanos: now.nanos) {
-                    transmit(send, on: &track, viewer: viewer, to: selected, now: now)
-                }
-                viewer.audio = track
-            }
+            guard let selected = viewer.selected, var track = viewer[keyPath: trackOf] else { continue }
+            let sends = track.forward(packet, keyframe: keyframe, nowNanos: now.nanos)
+            if sends.count > 1 { counters.keyframesSent += 1 }  // a keyframe went in before the packet
+            for send in sends { transmit(send, on: &track, viewer: viewer, to: selected, now: now) }
+            viewer[keyPath: trackOf] = track
         }
     }
 
@@ -344,11 +335,9 @@ package final class MediaCore {
         switch viewer.dtls.state {
         case .connected where viewer.state == .handshaking:
             connected(viewer, now: now)
-        case .failed(let reason):
+        case .failed:
             counters.dtlsFailures += 1
-            viewer.state = .failed
-            viewer.failure = "dtls-failed"
-            _ = reason
+            fail(viewer, "dtls-failed")
         case .closed:
             remove(viewer, reason: "closed")
         default:
@@ -360,8 +349,7 @@ package final class MediaCore {
     private func connected(_ viewer: Viewer, now: MediaTime) {
         guard let fingerprint = viewer.dtls.remoteFingerprint, fingerprint == viewer.negotiated.remoteFingerprint else {
             counters.fingerprintMismatches += 1
-            viewer.state = .failed
-            viewer.failure = "fingerprint-mismatch"
+            fail(viewer, "fingerprint-mismatch")
             return
         }
         do {
@@ -375,8 +363,7 @@ package final class MediaCore {
                 salt: weAreClient ? keys.serverSalt : keys.clientSalt, direction: .inbound)
         } catch {
             counters.dtlsFailures += 1
-            viewer.state = .failed
-            viewer.failure = "srtp-failed"
+            fail(viewer, "srtp-failed")
             return
         }
         viewer.state = .playing
@@ -394,6 +381,12 @@ package final class MediaCore {
             _ = track.join(track: audio, nowNanos: now.nanos)
             viewer.audio = track
         }
+    }
+
+    /// No media for this viewer; the next tick removes it with `reason`.
+    private func fail(_ viewer: Viewer, _ reason: String) {
+        viewer.state = .failed
+        viewer.failure = reason
     }
 
     private func scheduleDTLSTimer(_ viewer: Viewer, now: MediaTime) {
@@ -428,11 +421,11 @@ package final class MediaCore {
     private func handleRTCP(_ packet: RTCPPacket, viewer: Viewer, now: MediaTime) {
         switch packet {
         case .receiverReport(_, let reports), .senderReport(_, _, _, _, _, let reports):
-            for report in reports where report.ssrc == viewer.video?.ssrc || report.ssrc == viewer.audio?.ssrc {
-                if report.ssrc == viewer.video?.ssrc || viewer.video == nil {
-                    viewer.packetsLost = Int(report.cumulativeLost)
-                    viewer.jitter = Int(report.jitter)
-                }
+            // The viewer's stats are its video's, or its audio's when it has no video.
+            let reported = viewer.video?.ssrc ?? viewer.audio?.ssrc
+            for report in reports where report.ssrc == reported {
+                viewer.packetsLost = Int(report.cumulativeLost)
+                viewer.jitter = Int(report.jitter)
             }
         case .nack(_, let mediaSSRC, let lost):
             viewer.nacks += 1
@@ -507,10 +500,7 @@ package final class MediaCore {
             if viewer.state == .handshaking, let due = viewer.nextDTLSTimerNanos, now.nanos >= due,
                let selected = viewer.selected {
                 for datagram in viewer.dtls.handleTimeout() { outbox.append((ByteBuffer(bytes: datagram), selected)) }
-                if case .failed = viewer.dtls.state {
-                    viewer.state = .failed
-                    viewer.failure = "dtls-failed"
-                }
+                if case .failed = viewer.dtls.state { fail(viewer, "dtls-failed") }
                 scheduleDTLSTimer(viewer, now: now)
             }
             if viewer.state == .playing, now.nanos >= viewer.nextReportNanos {

@@ -51,7 +51,6 @@ final class Viewer {
     var plis = 0
     var packetsLost = 0
     var jitter = 0
-    var roundTripMillis: Int?
 
     init(id: String, stream: String, localUfrag: String, localPassword: String, negotiated: WHEPAnswer.Negotiated,
          local: WHEPAnswer.Local, dtls: DTLSEndpoint, nowNanos: UInt64, wallSeconds: Double) {

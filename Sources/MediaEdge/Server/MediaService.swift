@@ -92,9 +92,10 @@ package final class MediaEdge: Sendable {
         }.get()
     }
 
-    /// Ends a viewer; false if there was none.
-    package func stop(viewer id: String) async -> Bool {
+    /// Ends a viewer of `stream`; false if there was none.
+    package func stop(viewer id: String, of stream: String) async -> Bool {
         (try? await loop.submit { [engine] in
+            guard engine.value.core.viewerStream(id: id) == stream else { return false }
             let removed = engine.value.core.removeViewer(id: id)
             engine.value.flush()
             return removed
@@ -165,7 +166,7 @@ package final class MediaService: Service {
         onListening("media      udp://\(channel.localAddress.flatMap(TransportAddress.init)?.description ?? "?") "
             + "(WHEP ICE-lite/DTLS/SRTP; certificate sha-256 \(fingerprint.prefix(23))…)")
 
-        try await database.recordViewers(live: [], ended: [])
+        try await database.recordViewers(live: [], ended: [])  // live rows a previous run left ended with it
         let metrics = MediaMetrics()
         let ticker = loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
             let engine = engine.value

@@ -43,7 +43,6 @@ package struct IngestTrack {
     package private(set) var sourceRestarts = 0
     package private(set) var malformed = 0
     package var hasData: Bool { packetsReceived > 0 }
-    package private(set) var lastArrival: UInt64?
 
     private var history: [MediaPacket?]
 
@@ -92,7 +91,6 @@ package struct IngestTrack {
         }
         lastSourceSequence = rtp.sequenceNumber
         lastArrivalNanos = nowNanos
-        lastArrival = nowNanos
         let packet = MediaPacket(sequence: rtp.sequenceNumber &+ sequenceOffset, timestamp: rtp.timestamp &+ timestampOffset,
                                  marker: rtp.marker, payload: rtp.payload, startsFrame: atFrameBoundary)
         packetsReceived += 1

@@ -36,7 +36,7 @@ struct BenchWHEP: AsyncParsableCommand {
         }
         let settings = try Settings(reader: try await common.reader())
         let database = try SwitchboardDatabase(dataDirectory: settings.dataDirectory)
-        let existing: [MediaStream] = try await database.streams()
+        let existing = try await database.streams()
         if !existing.contains(where: { $0.name == stream }) {
             try database.addStream(name: stream, videoPort: ingestPort, audioPort: nil)
         }
@@ -250,7 +250,8 @@ final class BenchViewer: @unchecked Sendable {
     var channel: (any Channel)?
     var dtls: DTLSEndpoint?
     var srtp: SRTPSession?
-    var serverKey: [UInt8] = []
+    /// The ICE check was answered (DTLS has started).
+    var checkAnswered = false
     var location: String?
     var posted: ContinuousClock.Instant?
     var firstFrame: Duration?
@@ -320,7 +321,7 @@ final class BenchViewer: @unchecked Sendable {
                 self.ticks += 1
                 let ticks = self.ticks
                 if dtls.state == .handshaking && self.srtp == nil {
-                    if self.serverKey.isEmpty && ticks % 5 == 0 { self.send(check) }
+                    if !self.checkAnswered && ticks % 5 == 0 { self.send(check) }
                     for datagram in dtls.handleTimeout() { self.send(datagram) }
                 } else if ticks % 50 == 0 {
                     self.send(check)
@@ -339,8 +340,8 @@ final class BenchViewer: @unchecked Sendable {
         switch PacketKind(firstByte: first) {
         case .stun:
             // The check's answer: start DTLS (once).
-            if serverKey.isEmpty, dtls.state == .handshaking {
-                serverKey = [1]
+            if !checkAnswered, dtls.state == .handshaking {
+                checkAnswered = true
                 for datagram in dtls.start() { send(datagram) }
             }
         case .dtls:
