@@ -78,12 +78,13 @@ let package = Package(
         // System OpenSSL (DTLS 1.2) and libsrtp2 (SRTP) for the media edge.
         .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSRTP", path: "Sources/CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
+        .systemLibrary(name: "CNSS", path: "Sources/CNSS", pkgConfig: "nss", providers: [.apt(["libnss3-dev"])]),
 
         // WHEP media edge (issue: MediaEdge).
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "CSSL", "CSRTP",
+                "Wire", "Store", "CSSL", "CSRTP", "CNSS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -96,6 +96,26 @@ import Testing
         #expect(try receiver.unprotect(srtcp: srtcp) == Array(report.readableBytesView))
     }
 
+    @Test(arguments: [SRTPProfile.aeadAes128Gcm, .aes128CmHmacSha1_80])
+    func inPlaceProtectMatchesTheCopyingOneWhereverThePacketSitsInItsBuffer(profile: SRTPProfile) throws {
+        let key = [UInt8](repeating: 0x11, count: profile.keyLength), salt = [UInt8](repeating: 0x22, count: profile.saltLength)
+        let copying = try SRTPSession(profile: profile, key: key, salt: salt, direction: .outbound)
+        let inPlace = try SRTPSession(profile: profile, key: key, salt: salt, direction: .outbound)
+        let receiver = try SRTPSession(profile: profile, key: key, salt: salt, direction: .inbound)
+        for (index, room) in [SRTPSession.trailerCapacity, 0].enumerated() {
+            let plain = Array(RTPPacket(payloadType: 96, sequenceNumber: UInt16(500 + index), timestamp: 3000, ssrc: 42,
+                                        payload: ByteBuffer(bytes: Array(0..<200))).bytes.readableBytesView)
+            // Something already read sits before the packet; the tag must land right after it.
+            var buffer = ByteBuffer(bytes: [9, 9, 9] + plain)
+            buffer.moveReaderIndex(forwardBy: 3)
+            if room > 0 { buffer.reserveCapacity(minimumWritableBytes: room) }
+            try inPlace.protect(rtp: &buffer)
+            let expected = try copying.protect(rtp: plain)
+            #expect(Array(buffer.readableBytesView) == expected)
+            #expect(try receiver.unprotect(srtp: Array(buffer.readableBytesView)) == plain)
+        }
+    }
+
     @Test func aTamperedHandshakeFailsInsteadOfConnecting() throws {
         let (client, server, _, _) = try Self.pair()
         // Flip a byte inside every record body the server gets after the first flight.

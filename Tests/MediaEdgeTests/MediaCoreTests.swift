@@ -113,8 +113,8 @@ import Testing
             for _ in 0..<10 where !toServer.isEmpty {
                 for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: MediaCoreTests.client, now: now) }
                 toServer = []
-                for (bytes, _) in core.outbox where PacketKind(firstByte: bytes.readableBytesView.first!) == .dtls {
-                    toServer += viewer.dtls.receive(Array(bytes.readableBytesView))
+                for datagram in core.outbox where PacketKind(firstByte: datagram.bytes.readableBytesView.first!) == .dtls {
+                    toServer += viewer.dtls.receive(Array(datagram.bytes.readableBytesView))
                 }
                 core.outbox.removeAll { PacketKind(firstByte: $0.bytes.readableBytesView.first!) == .dtls }
             }

@@ -91,8 +91,15 @@ package final class MediaCore {
     package let configuration: Configuration
     let context: DTLSContext
     package var counters = Counters()
+    /// A datagram to send; `socket` is `to` as NIO takes it (made once per viewer for media).
+    package struct Datagram {
+        package var bytes: ByteBuffer
+        package var to: TransportAddress
+        package var socket: SocketAddress
+    }
+
     /// Datagrams to send, in order; the owner drains it after each call.
-    package var outbox: [(bytes: ByteBuffer, to: TransportAddress)] = []
+    package var outbox: [Datagram] = []
     /// Buffers for what goes out: media is written into them once, SRTP-protected in place.
     let allocator = ByteBufferAllocator()
 
@@ -151,25 +158,41 @@ package final class MediaCore {
         }
         guard let packet else { return }
         let keyframe = kind == .video ? state.video!.keyframe : []
-        let trackOf: ReferenceWritableKeyPath<Viewer, OutboundTrack?> = kind == .video ? \.video : \.audio
-        for viewer in state.viewers where viewer.state == .playing {
-            guard let selected = viewer.selected, var track = viewer[keyPath: trackOf] else { continue }
-            let sends = track.forward(packet, keyframe: keyframe, nowNanos: now.nanos)
-            if sends.count > 1 { counters.keyframesSent += 1 }  // a keyframe went in before the packet
-            for send in sends { transmit(send, on: &track, viewer: viewer, to: selected, now: now) }
-            viewer[keyPath: trackOf] = track
+        for viewer in state.viewers where viewer.state == .playing && viewer.selected != nil {
+            // The track is changed where it lives (no copy out and back per packet).
+            switch kind {
+            case .video where viewer.video != nil: forward(packet, keyframe: keyframe, on: &viewer.video!, of: viewer, now: now)
+            case .audio where viewer.audio != nil: forward(packet, keyframe: keyframe, on: &viewer.audio!, of: viewer, now: now)
+            default: continue
+            }
         }
     }
 
-    private func transmit(_ send: OutboundTrack.Send, on track: inout OutboundTrack, viewer: Viewer,
-                          to address: TransportAddress, now: MediaTime) {
-        guard let bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc, allocator: allocator) else { return }
+    private func forward(_ packet: MediaPacket, keyframe: [MediaPacket], on track: inout OutboundTrack, of viewer: Viewer,
+                         now: MediaTime) {
+        guard let (inserted, live) = track.forward(packet, keyframe: keyframe, nowNanos: now.nanos) else { return }
+        if !inserted.isEmpty {
+            counters.keyframesSent += 1  // a keyframe went in before the packet
+            for send in inserted { transmit(send, on: &track, viewer: viewer, now: now) }
+        }
+        transmit(live, on: &track, viewer: viewer, now: now)
+    }
+
+    private func transmit(_ send: OutboundTrack.Send, on track: inout OutboundTrack, viewer: Viewer, now: MediaTime) {
+        guard let address = viewer.selected, let socket = viewer.selectedSocket,
+              let bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc, allocator: allocator)
+        else { return }
         track.sent(send, nowNanos: now.nanos)
         viewer.packetsSent += 1
         viewer.bytesSent += bytes.readableBytes
         counters.packetsSent += 1
         counters.bytesSent += bytes.readableBytes
-        outbox.append((bytes, address))
+        outbox.append(Datagram(bytes: bytes, to: address, socket: socket))
+    }
+
+    /// Queues a datagram that is not per-packet media (STUN, DTLS, RTCP).
+    private func send(_ bytes: ByteBuffer, to address: TransportAddress) {
+        outbox.append(Datagram(bytes: bytes, to: address, socket: address.socketAddress))
     }
 
     // MARK: - Viewers
@@ -244,7 +267,7 @@ package final class MediaCore {
     package func removeViewer(id: String, reason: String = "deleted") -> Bool {
         guard let viewer = viewers[id] else { return false }
         if viewer.state == .playing, let selected = viewer.selected {
-            for datagram in viewer.dtls.close() { outbox.append((ByteBuffer(bytes: datagram), selected)) }
+            for datagram in viewer.dtls.close() { send(ByteBuffer(bytes: datagram), to: selected) }
         }
         remove(viewer, reason: reason)
         return true
@@ -310,7 +333,7 @@ package final class MediaCore {
         let response = STUNMessage(
             type: STUNMessageType(method: .binding, class: .successResponse), transactionID: message.transactionID,
             attributes: [.xorAddress(.xorMappedAddress, address, transactionID: message.transactionID)])
-        outbox.append((ByteBuffer(bytes: response.encoded(integrityKey: viewer.localKey, fingerprint: true)), address))
+        send(ByteBuffer(bytes: response.encoded(integrityKey: viewer.localKey, fingerprint: true)), to: address)
         viewer.lastConsentNanos = now.nanos
         if !viewer.addresses.contains(address) {
             viewer.addresses.insert(address)
@@ -320,7 +343,7 @@ package final class MediaCore {
         if viewer.state == .checking {
             viewer.state = .handshaking
             if viewer.negotiated.dtlsClient {
-                for datagram in viewer.dtls.start() { outbox.append((ByteBuffer(bytes: datagram), address)) }
+                for datagram in viewer.dtls.start() { send(ByteBuffer(bytes: datagram), to: address) }
                 scheduleDTLSTimer(viewer, now: now)
             }
         }
@@ -331,7 +354,7 @@ package final class MediaCore {
             counters.unknownSource += 1
             return
         }
-        for reply in viewer.dtls.receive(Array(datagram.readableBytesView)) { outbox.append((ByteBuffer(bytes: reply), address)) }
+        for reply in viewer.dtls.receive(Array(datagram.readableBytesView)) { send(ByteBuffer(bytes: reply), to: address) }
         switch viewer.dtls.state {
         case .connected where viewer.state == .handshaking:
             connected(viewer, now: now)
@@ -370,11 +393,11 @@ package final class MediaCore {
         viewer.nextDTLSTimerNanos = nil
         viewer.nextReportNanos = now.nanos + configuration.reportIntervalNanos
         counters.viewersStarted += 1
-        guard let selected = viewer.selected, let stream = streams[viewer.stream] else { return }
+        guard viewer.selected != nil, let stream = streams[viewer.stream] else { return }
         if var track = viewer.video, let video = stream.video {
             let sends = track.join(track: video, nowNanos: now.nanos)
             if !sends.isEmpty { counters.keyframesSent += 1 }
-            for send in sends { transmit(send, on: &track, viewer: viewer, to: selected, now: now) }
+            for send in sends { transmit(send, on: &track, viewer: viewer, now: now) }
             viewer.video = track
         }
         if var track = viewer.audio, let audio = stream.audio {
@@ -476,7 +499,7 @@ package final class MediaCore {
             viewer.bytesSent += bytes.readableBytes
             counters.retransmitted += 1
             counters.bytesSent += bytes.readableBytes
-            outbox.append((bytes, selected))
+            self.send(bytes, to: selected)
         }
     }
 
@@ -499,7 +522,7 @@ package final class MediaCore {
             }
             if viewer.state == .handshaking, let due = viewer.nextDTLSTimerNanos, now.nanos >= due,
                let selected = viewer.selected {
-                for datagram in viewer.dtls.handleTimeout() { outbox.append((ByteBuffer(bytes: datagram), selected)) }
+                for datagram in viewer.dtls.handleTimeout() { send(ByteBuffer(bytes: datagram), to: selected) }
                 if case .failed = viewer.dtls.state { fail(viewer, "dtls-failed") }
                 scheduleDTLSTimer(viewer, now: now)
             }
@@ -526,7 +549,7 @@ package final class MediaCore {
         var buffer = ByteBuffer()
         RTCPPacket.writeCompound(packets, to: &buffer)
         guard let protected = try? srtpOut.protect(rtcp: Array(buffer.readableBytesView)) else { return }
-        outbox.append((ByteBuffer(bytes: protected), selected))
+        send(ByteBuffer(bytes: protected), to: selected)
     }
 
     /// Random text from A-Z a-z 0-9: ICE credentials (RFC 8839 ice-char) and viewer IDs.

@@ -61,14 +61,17 @@ struct OutboundTrack {
         return sends
     }
 
-    /// The sends for one live packet of the stream (none while waiting for a frame start;
-    /// the cached keyframe first when one was asked for).
-    mutating func forward(_ packet: MediaPacket, keyframe: [MediaPacket], nowNanos: UInt64) -> [Send] {
-        var sends: [Send] = []
+    /// The sends for one live packet of the stream: nil while waiting for a frame start;
+    /// `inserted` is the cached keyframe when one was asked for (empty, and not allocated,
+    /// for every other packet), then `live`.
+    mutating func forward(_ packet: MediaPacket, keyframe: [MediaPacket], nowNanos: UInt64)
+        -> (inserted: [Send], live: Send)?
+    {
+        var inserted: [Send] = []
         if !started || keyframeWanted {
-            guard packet.startsFrame else { return [] }
+            guard packet.startsFrame else { return nil }
             if started, keyframeWanted, !keyframe.isEmpty {
-                sends = insertKeyframe(keyframe, timestamp: (packet.timestamp &+ timestampDelta) &- 1, nowNanos: nowNanos)
+                inserted = insertKeyframe(keyframe, timestamp: (packet.timestamp &+ timestampDelta) &- 1, nowNanos: nowNanos)
             }
             keyframeWanted = false
             delta = nextSequence &- packet.sequence
@@ -79,8 +82,7 @@ struct OutboundTrack {
         let send = Send(sequence: packet.sequence &+ delta, timestamp: packet.timestamp &+ timestampDelta,
                         marker: packet.marker, payload: packet.payload)
         nextSequence = send.sequence &+ 1
-        sends.append(send)
-        return sends
+        return (inserted, send)
     }
 
     private mutating func insertKeyframe(_ packets: [MediaPacket], timestamp: UInt32, nowNanos: UInt64) -> [Send] {

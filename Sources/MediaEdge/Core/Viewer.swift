@@ -26,7 +26,11 @@ final class Viewer {
     var failure: String?
 
     /// The address media goes to: the last nominated (or, before one, the first valid) pair.
-    var selected: TransportAddress?
+    var selected: TransportAddress? {
+        didSet { if selected != oldValue { selectedSocket = selected?.socketAddress } }
+    }
+    /// `selected` as the socket layer wants it, made once rather than per packet.
+    private(set) var selectedSocket: SocketAddress?
     /// Every remote address that passed a check: DTLS and SRTCP from them belong here.
     var addresses: Set<TransportAddress> = []
     var lastConsentNanos: UInt64
@@ -84,18 +88,23 @@ final class Viewer {
                      nacks: nacks, retransmitted: retransmitted, plis: plis, packetsLost: packetsLost, jitter: jitter)
     }
 
-    /// An RTP packet for this viewer, SRTP-protected; nil if SRTP is not up (or fails).
+    /// An RTP packet for this viewer, SRTP-protected; nil if SRTP is not up (or fails). The
+    /// header and payload are written once into one buffer and protected in place.
     func protect(_ send: OutboundTrack.Send, payloadType: UInt8, ssrc: UInt32, allocator: ByteBufferAllocator) -> ByteBuffer? {
         guard let srtpOut else { return nil }
-        var header = [UInt8](repeating: 0, count: RTPPacket.fixedHeaderLength)
-        header[0] = 0x80
-        header[1] = (send.marker ? 0x80 : 0) | payloadType
-        header[2] = UInt8(send.sequence >> 8)
-        header[3] = UInt8(send.sequence & 0xFF)
-        for index in 0..<4 {
-            header[4 + index] = UInt8(truncatingIfNeeded: send.timestamp >> (24 - 8 * index))
-            header[8 + index] = UInt8(truncatingIfNeeded: ssrc >> (24 - 8 * index))
+        var buffer = allocator.buffer(
+            capacity: RTPPacket.fixedHeaderLength + send.payload.readableBytes + SRTPSession.trailerCapacity)
+        buffer.writeInteger(UInt8(0x80))  // version 2, no padding, no extension, no CSRCs
+        buffer.writeInteger((send.marker ? 0x80 : 0) | payloadType)
+        buffer.writeInteger(send.sequence)
+        buffer.writeInteger(send.timestamp)
+        buffer.writeInteger(ssrc)
+        buffer.writeImmutableBuffer(send.payload)
+        do {
+            try srtpOut.protect(rtp: &buffer)
+        } catch {
+            return nil
         }
-        return try? srtpOut.protect(rtpHeader: header, payload: send.payload, allocator: allocator)
+        return buffer
     }
 }

@@ -1,3 +1,4 @@
+import CNSS
 import CSRTP
 import NIOCore
 
@@ -23,7 +24,17 @@ package final class SRTPSession {
     package let direction: Direction
 
     /// libsrtp2 wants one `srtp_init` per process before anything else.
-    private static let initialized: UInt32 = srtp_init().rawValue
+    ///
+    /// Debian's libsrtp2 does its AES through NSS and starts NSS itself, for each cipher, with
+    /// `NSS_INIT_OPTIMIZESPACE`: a softoken whose session and key tables have 32 hash buckets.
+    /// Every packet looks its key up there, so with hundreds of viewers each protect walked
+    /// chains of dozens of entries (15% of the edge's CPU at 500 viewers). Starting NSS first,
+    /// without that flag, gives tables of 1024 buckets; libsrtp2's own starts then share it.
+    private static let initialized: UInt32 = {
+        let flags = UInt32(NSS_INIT_READONLY | NSS_INIT_NOCERTDB | NSS_INIT_NOMODDB | NSS_INIT_FORCEOPEN | NSS_INIT_NOROOTINIT)
+        _ = NSS_InitContext("", "", "", "", nil, flags)  // kept for the life of the process
+        return srtp_init().rawValue
+    }()
 
     /// `key` and `salt` are one side's from `SRTPKeyingMaterial`. `replayWindow` packets are
     /// remembered against replays (libsrtp2 allows 64–32768).
@@ -65,36 +76,20 @@ package final class SRTPSession {
         try run(packet, grow: Int(SRTP_MAX_TRAILER_LEN), call: "srtp_protect") { srtp_protect($0, $1, $2) }
     }
 
-    /// A header and payload in, the SRTP packet out: one buffer, no intermediate copies.
-    package func protect(rtpHeader header: [UInt8], payload: some Collection<UInt8>) throws(SRTPError) -> [UInt8] {
-        let length = header.count + payload.count
-        var buffer = [UInt8](unsafeUninitializedCapacity: length + Int(SRTP_MAX_TRAILER_LEN)) { raw, count in
-            _ = raw.initialize(fromContentsOf: header)
-            _ = UnsafeMutableBufferPointer(rebasing: raw[header.count...]).initialize(fromContentsOf: payload)
-            for index in length..<raw.count { raw[index] = 0 }
-            count = raw.count
-        }
-        var size = Int32(length)
-        let status = buffer.withUnsafeMutableBytes { srtp_protect(session, $0.baseAddress, &size) }
-        guard status == srtp_err_status_ok else { throw SRTPError(call: "srtp_protect", status: status.rawValue) }
-        buffer.removeLast(buffer.count - Int(size))
-        return buffer
-    }
+    /// Room `protect(rtp:)` needs after an RTP packet for the auth tag (and MKI).
+    package static let trailerCapacity = Int(SRTP_MAX_TRAILER_LEN)
 
-    /// The same into a ByteBuffer: header and payload written once, protected in place, the
-    /// buffer ready to send.
-    package func protect(rtpHeader header: [UInt8], payload: ByteBuffer, allocator: ByteBufferAllocator)
-        throws(SRTPError) -> ByteBuffer
-    {
-        var buffer = allocator.buffer(capacity: header.count + payload.readableBytes + Int(SRTP_MAX_TRAILER_LEN))
-        buffer.writeBytes(header)
-        buffer.writeImmutableBuffer(payload)
+    /// Protects the RTP packet that is `buffer`'s readable bytes in place: no copy, the tag
+    /// appended. Give the buffer `trailerCapacity` bytes of room, or it grows.
+    package func protect(rtp buffer: inout ByteBuffer) throws(SRTPError) {
+        buffer.reserveCapacity(minimumWritableBytes: Self.trailerCapacity)
         var size = Int32(buffer.readableBytes)
         let session = self.session
-        let status = buffer.withVeryUnsafeMutableBytes { srtp_protect(session, $0.baseAddress, &size) }
+        let start = buffer.readerIndex
+        // The whole storage: libsrtp2 writes the tag just past the packet, into the room reserved above.
+        let status = buffer.withVeryUnsafeMutableBytes { storage in srtp_protect(session, storage.baseAddress! + start, &size) }
         guard status == srtp_err_status_ok else { throw SRTPError(call: "srtp_protect", status: status.rawValue) }
-        buffer.moveWriterIndex(to: Int(size))
-        return buffer
+        buffer.moveWriterIndex(to: buffer.readerIndex + Int(size))
     }
 
     /// An SRTP packet in, the RTP packet out; altered, replayed and wrong-key packets throw.

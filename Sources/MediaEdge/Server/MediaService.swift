@@ -51,9 +51,8 @@ final class MediaEngine {
         guard !core.outbox.isEmpty else { return }
         defer { core.outbox.removeAll(keepingCapacity: true) }
         guard let channel = mediaChannel else { return }
-        for (bytes, address) in core.outbox {
-            let envelope = AddressedEnvelope(remoteAddress: address.socketAddress, data: bytes)
-            channel.write(envelope, promise: nil)
+        for datagram in core.outbox {
+            channel.write(AddressedEnvelope(remoteAddress: datagram.socket, data: datagram.bytes), promise: nil)
         }
         channel.flush()
     }

@@ -8,7 +8,7 @@ import Wire
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Load tools (benchmarks, not tests).", subcommands: [BenchRelay.self, BenchSignal.self, BenchWHEP.self])
+        commandName: "bench", abstract: "Load tools (benchmarks, not tests).", subcommands: [BenchRelay.self, BenchSignal.self, BenchWHEP.self, BenchSRTP.self])
 }
 
 /// `switchboard bench relay`: allocates on a TURN server, binds a channel to an echo peer it
