@@ -35,6 +35,9 @@ final class MediaEngine {
     var mediaChannel: (any Channel)?
     var ingestChannels: [String: [any Channel]] = [:]
     var ticks = 0
+    let batcher = SegmentBatcher()
+    /// UDP segmentation offload for runs of same-size packets to one viewer.
+    var segmentation = System.supportsUDPSegmentationOffload
 
     init(core: MediaCore, loop: any EventLoop, logger: Logger) {
         self.core = core
@@ -51,8 +54,11 @@ final class MediaEngine {
         guard !core.outbox.isEmpty else { return }
         defer { core.outbox.removeAll(keepingCapacity: true) }
         guard let channel = mediaChannel else { return }
-        for datagram in core.outbox {
-            channel.write(AddressedEnvelope(remoteAddress: datagram.socket, data: datagram.bytes), promise: nil)
+        for write in batcher.writes(for: core.outbox, maxSegments: segmentation ? SegmentBatcher.maxSegments : 1) {
+            let metadata = write.segmentSize.map {
+                AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0)
+            }
+            channel.write(AddressedEnvelope(remoteAddress: write.socket, data: write.bytes, metadata: metadata), promise: nil)
         }
         channel.flush()
     }
@@ -148,16 +154,8 @@ package final class MediaService: Service {
     package func run() async throws {
         let loop = edge.loop
         let engine = self.engine
-        let channel = try await DatagramBootstrap(group: loop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
-            .channelOption(.datagramVectorReadMessageCount, value: 32)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(MediaSocketHandler(engine: engine.value))
-                }
-            }
-            .bind(host: configuration.listenHost, port: configuration.listenPort).get()
+        let channel = try await Self.bindMedia(engine: engine, loop: loop, host: configuration.listenHost,
+                                               port: configuration.listenPort)
         let fingerprint = try await loop.submit {
             engine.value.mediaChannel = channel
             return engine.value.core.context.certificate.fingerprint
@@ -177,6 +175,10 @@ package final class MediaService: Service {
         let configuration = self.configuration
         let database = self.database
         let logger = self.logger
+        let keeper = Task {
+            await Self.keepListening(first: channel, engine: engine, loop: loop, host: configuration.listenHost,
+                                     port: channel.localAddress?.port ?? configuration.listenPort, logger: logger)
+        }
         let syncer = Task {
             while !Task.isCancelled {
                 await Self.sync(engine: engine, loop: loop, database: database, configuration: configuration,
@@ -192,6 +194,7 @@ package final class MediaService: Service {
             stopContinuation.yield()
         }
         syncer.cancel()
+        keeper.cancel()  // it wakes when the media channel closes, below
         _ = await syncer.result
         ticker.cancel()
         let records = try? await loop.submit {
@@ -204,8 +207,54 @@ package final class MediaService: Service {
         if let records { try? await database.recordViewers(live: records.live, ended: records.ended) }
         let channels = (try? await loop.submit { engine.value.ingestChannels.values.flatMap { $0 } }.get()) ?? []
         for ingest in channels { try? await ingest.close() }
-        try? await channel.close()
+        let media = try? await loop.submit { engine.value.mediaChannel }.get()
+        try? await media?.close()
+        _ = await keeper.result
         logger.info("media edge stopped")
+    }
+
+    private static func bindMedia(engine: NIOLoopBound<MediaEngine>, loop: any EventLoop, host: String, port: Int)
+        async throws -> any Channel
+    {
+        try await DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
+            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(MediaSocketHandler(engine: engine.value))
+                }
+            }
+            .bind(host: host, port: port).get()
+    }
+
+    /// NIO closes a datagram channel whose send fails with an error it does not expect
+    /// (EIO from a device that cannot offload UDP checksums under segmentation offload,
+    /// EPERM from a firewall rule). Viewers must not lose the edge over that: the port is
+    /// bound again, segmentation offload off (it may have been the cause), until shutdown.
+    private static func keepListening(first: any Channel, engine: NIOLoopBound<MediaEngine>, loop: any EventLoop,
+                                      host: String, port: Int, logger: Logger) async {
+        var channel = first
+        while !Task.isCancelled {
+            try? await channel.closeFuture.get()
+            guard !Task.isCancelled else { return }
+            let segmentation = (try? await loop.submit {
+                defer { engine.value.segmentation = false }
+                return engine.value.segmentation
+            }.get()) ?? false
+            logger.error("media socket closed after a send error; listening again", metadata: [
+                "port": "\(port)", "segmentation_offload_was": "\(segmentation)"])
+            while !Task.isCancelled {
+                do {
+                    channel = try await bindMedia(engine: engine, loop: loop, host: host, port: port)
+                    try await loop.submit { engine.value.mediaChannel = channel }.get()
+                    break
+                } catch {
+                    logger.error("cannot listen for media again", metadata: ["port": "\(port)", "error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
     }
 
     /// Streams from the Store into the core (opening and closing ingest sockets), viewer

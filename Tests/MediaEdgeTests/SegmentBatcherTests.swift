@@ -1,0 +1,75 @@
+import NIOCore
+import Testing
+@testable import MediaEdge
+@testable import Wire
+
+/// How the outbox becomes writes for UDP segmentation offload: per destination in order,
+/// runs of one size (the last may be shorter), at most 64 segments and 65 000 bytes.
+@Suite struct SegmentBatcherTests {
+    static let a = TransportAddress(ip: IPAddress("127.0.0.1")!, port: 40000)
+    static let b = TransportAddress(ip: IPAddress("127.0.0.2")!, port: 40001)
+
+    /// A datagram whose bytes say where it came from: `tag` repeated `size` times.
+    static func datagram(_ tag: UInt8, size: Int, to address: TransportAddress) -> MediaCore.Datagram {
+        MediaCore.Datagram(bytes: ByteBuffer(repeating: tag, count: size), to: address, socket: address.socketAddress)
+    }
+
+    /// What the kernel would send: each write cut at its segment size.
+    static func datagrams(of writes: [SegmentBatcher.Write]) -> [(TransportAddress, [UInt8])] {
+        writes.flatMap { write -> [(TransportAddress, [UInt8])] in
+            let bytes = Array(write.bytes.readableBytesView)
+            let size = write.segmentSize ?? max(bytes.count, 1)
+            return stride(from: 0, to: max(bytes.count, 1), by: size).map {
+                (TransportAddress(write.socket)!, Array(bytes[$0..<min($0 + size, bytes.count)]))
+            }
+        }
+    }
+
+    @Test func aFrameToEachOfTwoViewersGoesAsOneWriteEachInOrder() {
+        // As the core queues them: packet by packet, viewer by viewer.
+        var outbox: [MediaCore.Datagram] = []
+        for (index, size) in [1128, 1128, 1128, 300].enumerated() {
+            outbox.append(Self.datagram(UInt8(index), size: size, to: Self.a))
+            outbox.append(Self.datagram(UInt8(10 + index), size: size, to: Self.b))
+        }
+        let writes = SegmentBatcher().writes(for: outbox)
+        #expect(writes.count == 2)
+        #expect(writes.map(\.segmentSize) == [1128, 1128])
+        #expect(writes.map(\.bytes.readableBytes) == [3684, 3684])
+        let sent = Self.datagrams(of: writes)
+        #expect(sent.map(\.0) == [Self.a, Self.a, Self.a, Self.a, Self.b, Self.b, Self.b, Self.b])
+        #expect(sent.map { $0.1.first! } == [0, 1, 2, 3, 10, 11, 12, 13])
+        #expect(sent.map(\.1.count) == [1128, 1128, 1128, 300, 1128, 1128, 1128, 300])
+    }
+
+    @Test func aShorterPacketEndsARunAndALongerOneStartsANewOne() {
+        let sizes = [500, 500, 200, 500, 900, 900, 100]
+        let outbox = sizes.enumerated().map { Self.datagram(UInt8($0.offset), size: $0.element, to: Self.a) }
+        let writes = SegmentBatcher().writes(for: outbox)
+        #expect(writes.map(\.segmentSize) == [500, nil, 900])
+        #expect(writes.map(\.bytes.readableBytes) == [1200, 500, 1900])
+        let sent = Self.datagrams(of: writes)
+        #expect(sent.map(\.1.count) == sizes)
+        #expect(sent.map { $0.1.first! } == Array(0..<UInt8(sizes.count)))
+    }
+
+    @Test func runsStopAtTheKernelsLimits() {
+        let many = (0..<130).map { Self.datagram(UInt8($0), size: 100, to: Self.a) }
+        let writes = SegmentBatcher().writes(for: many)
+        #expect(writes.map(\.bytes.readableBytes) == [6400, 6400, 200])
+        let big = (0..<60).map { Self.datagram(UInt8($0), size: 1400, to: Self.b) }
+        let bigWrites = SegmentBatcher().writes(for: big)
+        #expect(bigWrites.allSatisfy { $0.bytes.readableBytes <= SegmentBatcher.maxBytes })
+        #expect(Self.datagrams(of: bigWrites).map { $0.1.first! } == Array(0..<60))
+    }
+
+    @Test func withoutOffloadEveryDatagramIsItsOwnWrite() {
+        let outbox = (0..<5).map { Self.datagram(UInt8($0), size: 1000, to: $0 % 2 == 0 ? Self.a : Self.b) }
+        let batcher = SegmentBatcher()
+        let writes = batcher.writes(for: outbox, maxSegments: 1)
+        #expect(writes.map(\.segmentSize) == [nil, nil, nil, nil, nil])
+        #expect(writes.map { $0.bytes.readableBytesView.first! } == [0, 1, 2, 3, 4])
+        // The same instance, reused for the next flush, still groups.
+        #expect(batcher.writes(for: outbox).count == 2)
+    }
+}
