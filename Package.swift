@@ -79,12 +79,14 @@ let package = Package(
         .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSRTP", path: "Sources/CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
         .systemLibrary(name: "CNSS", path: "Sources/CNSS", pkgConfig: "nss", providers: [.apt(["libnss3-dev"])]),
+        // sendmmsg with UDP segmentation offload for the media port (glibc GNU extensions and CMSG macros).
+        .target(name: "CDatagram", path: "Sources/CDatagram"),
 
         // WHEP media edge (issue: MediaEdge).
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "CSSL", "CSRTP", "CNSS",
+                "Wire", "Store", "CSSL", "CSRTP", "CNSS", "CDatagram",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -11,7 +11,7 @@ import Testing
 
     /// A datagram whose bytes say where it came from: `tag` repeated `size` times.
     static func datagram(_ tag: UInt8, size: Int, to address: TransportAddress) -> MediaCore.Datagram {
-        MediaCore.Datagram(bytes: ByteBuffer(repeating: tag, count: size), to: address, socket: address.socketAddress)
+        MediaCore.Datagram(bytes: ByteBuffer(repeating: tag, count: size), to: address, name: SocketName(address))
     }
 
     /// What the kernel would send: each write cut at its segment size.
@@ -20,7 +20,7 @@ import Testing
             let bytes = Array(write.bytes.readableBytesView)
             let size = write.segmentSize ?? max(bytes.count, 1)
             return stride(from: 0, to: max(bytes.count, 1), by: size).map {
-                (TransportAddress(write.socket)!, Array(bytes[$0..<min($0 + size, bytes.count)]))
+                (write.to, Array(bytes[$0..<min($0 + size, bytes.count)]))
             }
         }
     }
@@ -71,5 +71,16 @@ import Testing
         #expect(writes.map { $0.bytes.readableBytesView.first! } == [0, 1, 2, 3, 4])
         // The same instance, reused for the next flush, still groups.
         #expect(batcher.writes(for: outbox).count == 2)
+    }
+
+    @Test func aJoinedWriteSplitsBackIntoItsDatagrams() {
+        let outbox = [1000, 1000, 400].enumerated().map { Self.datagram(UInt8($0.offset), size: $0.element, to: Self.a) }
+        let joined = SegmentBatcher().writes(for: outbox)
+        #expect(joined.count == 1)
+        let parts = SegmentBatcher.split(joined[0], segmentSize: 1000)
+        #expect(parts.map(\.segmentSize) == [nil, nil, nil])
+        #expect(parts.map(\.bytes.readableBytes) == [1000, 1000, 400])
+        #expect(parts.map { $0.bytes.readableBytesView.first! } == [0, 1, 2])
+        #expect(parts.allSatisfy { $0.to == Self.a })
     }
 }

@@ -73,6 +73,8 @@ package final class MediaCore {
         package var retransmitted = 0
         package var plis = 0
         package var keyframesSent = 0
+        /// Writes the kernel refused (firewall, no route, send buffer full); counted, not fatal.
+        package var sendErrors = 0
     }
 
     final class StreamState {
@@ -91,11 +93,11 @@ package final class MediaCore {
     package let configuration: Configuration
     let context: DTLSContext
     package var counters = Counters()
-    /// A datagram to send; `socket` is `to` as NIO takes it (made once per viewer for media).
+    /// A datagram to send; `name` is `to` as the kernel takes it (made once per viewer for media).
     package struct Datagram {
         package var bytes: ByteBuffer
         package var to: TransportAddress
-        package var socket: SocketAddress
+        var name: SocketName
     }
 
     /// Datagrams to send, in order; the owner drains it after each call.
@@ -179,7 +181,7 @@ package final class MediaCore {
     }
 
     private func transmit(_ send: OutboundTrack.Send, on track: inout OutboundTrack, viewer: Viewer, now: MediaTime) {
-        guard let address = viewer.selected, let socket = viewer.selectedSocket,
+        guard let address = viewer.selected, let name = viewer.selectedName,
               let bytes = viewer.protect(send, payloadType: track.payloadType, ssrc: track.ssrc, allocator: allocator)
         else { return }
         track.sent(send, nowNanos: now.nanos)
@@ -187,12 +189,12 @@ package final class MediaCore {
         viewer.bytesSent += bytes.readableBytes
         counters.packetsSent += 1
         counters.bytesSent += bytes.readableBytes
-        outbox.append(Datagram(bytes: bytes, to: address, socket: socket))
+        outbox.append(Datagram(bytes: bytes, to: address, name: name))
     }
 
     /// Queues a datagram that is not per-packet media (STUN, DTLS, RTCP).
     private func send(_ bytes: ByteBuffer, to address: TransportAddress) {
-        outbox.append(Datagram(bytes: bytes, to: address, socket: address.socketAddress))
+        outbox.append(Datagram(bytes: bytes, to: address, name: SocketName(address)))
     }
 
     // MARK: - Viewers

@@ -27,10 +27,10 @@ final class Viewer {
 
     /// The address media goes to: the last nominated (or, before one, the first valid) pair.
     var selected: TransportAddress? {
-        didSet { if selected != oldValue { selectedSocket = selected?.socketAddress } }
+        didSet { if selected != oldValue { selectedName = selected.map(SocketName.init) } }
     }
-    /// `selected` as the socket layer wants it, made once rather than per packet.
-    private(set) var selectedSocket: SocketAddress?
+    /// `selected` as the kernel takes it, made once rather than per packet.
+    private(set) var selectedName: SocketName?
     /// Every remote address that passed a check: DTLS and SRTCP from them belong here.
     var addresses: Set<TransportAddress> = []
     var lastConsentNanos: UInt64

@@ -33,11 +33,11 @@ final class MediaEngine {
     let loop: any EventLoop
     let logger: Logger
     var mediaChannel: (any Channel)?
+    /// Where media goes out (the same port NIO reads).
+    var mediaSocket: MediaSocket?
     var ingestChannels: [String: [any Channel]] = [:]
     var ticks = 0
     let batcher = SegmentBatcher()
-    /// UDP segmentation offload for runs of same-size packets to one viewer.
-    var segmentation = System.supportsUDPSegmentationOffload
 
     init(core: MediaCore, loop: any EventLoop, logger: Logger) {
         self.core = core
@@ -53,14 +53,9 @@ final class MediaEngine {
     func flush() {
         guard !core.outbox.isEmpty else { return }
         defer { core.outbox.removeAll(keepingCapacity: true) }
-        guard let channel = mediaChannel else { return }
-        for write in batcher.writes(for: core.outbox, maxSegments: segmentation ? SegmentBatcher.maxSegments : 1) {
-            let metadata = write.segmentSize.map {
-                AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0)
-            }
-            channel.write(AddressedEnvelope(remoteAddress: write.socket, data: write.bytes, metadata: metadata), promise: nil)
-        }
-        channel.flush()
+        guard let socket = mediaSocket else { return }
+        let writes = batcher.writes(for: core.outbox, maxSegments: socket.segmentation ? SegmentBatcher.maxSegments : 1)
+        core.counters.sendErrors += socket.send(writes)
     }
 }
 
@@ -155,11 +150,11 @@ package final class MediaService: Service {
         let loop = edge.loop
         let engine = self.engine
         let channel = try await Self.bindMedia(engine: engine, loop: loop, host: configuration.listenHost,
-                                               port: configuration.listenPort)
-        let fingerprint = try await loop.submit {
-            engine.value.mediaChannel = channel
-            return engine.value.core.context.certificate.fingerprint
+                                               port: configuration.listenPort, segmentation: true)
+        let (fingerprint, segmentation) = try await loop.submit {
+            (engine.value.core.context.certificate.fingerprint, engine.value.mediaSocket?.segmentation ?? false)
         }.get()
+        logger.info("media socket", metadata: ["udp_segmentation_offload": "\(segmentation)"])
         onListening("media      udp://\(channel.localAddress.flatMap(TransportAddress.init)?.description ?? "?") "
             + "(WHEP ICE-lite/DTLS/SRTP; certificate sha-256 \(fingerprint.prefix(23))…)")
 
@@ -213,11 +208,12 @@ package final class MediaService: Service {
         logger.info("media edge stopped")
     }
 
-    private static func bindMedia(engine: NIOLoopBound<MediaEngine>, loop: any EventLoop, host: String, port: Int)
-        async throws -> any Channel
+    /// Binds the media port: the socket the edge writes, and NIO's channel that reads it.
+    private static func bindMedia(engine: NIOLoopBound<MediaEngine>, loop: any EventLoop, host: String, port: Int,
+                                  segmentation: Bool) async throws -> any Channel
     {
-        try await DatagramBootstrap(group: loop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+        let socket = try MediaSocket(host: host, port: port, segmentation: segmentation)
+        let channel = try await DatagramBootstrap(group: loop)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
             .channelOption(.datagramVectorReadMessageCount, value: 32)
             .channelInitializer { channel in
@@ -225,29 +221,35 @@ package final class MediaService: Service {
                     try channel.pipeline.syncOperations.addHandler(MediaSocketHandler(engine: engine.value))
                 }
             }
-            .bind(host: host, port: port).get()
+            .withBoundSocket(socket.readDescriptor).get()
+        try await loop.submit {
+            engine.value.mediaSocket = socket
+            engine.value.mediaChannel = channel
+        }.get()
+        return channel
     }
 
-    /// NIO closes a datagram channel whose send fails with an error it does not expect
-    /// (EIO from a device that cannot offload UDP checksums under segmentation offload,
-    /// EPERM from a firewall rule). Viewers must not lose the edge over that: the port is
-    /// bound again, segmentation offload off (it may have been the cause), until shutdown.
+    /// NIO closes the channel after a read error it does not expect. Viewers must not lose
+    /// the edge over that: the port is bound again (with the offload setting it had), until
+    /// shutdown.
     private static func keepListening(first: any Channel, engine: NIOLoopBound<MediaEngine>, loop: any EventLoop,
                                       host: String, port: Int, logger: Logger) async {
         var channel = first
         while !Task.isCancelled {
             try? await channel.closeFuture.get()
-            guard !Task.isCancelled else { return }
             let segmentation = (try? await loop.submit {
-                defer { engine.value.segmentation = false }
-                return engine.value.segmentation
+                defer {
+                    engine.value.mediaSocket?.stopWriting()
+                    engine.value.mediaSocket = nil
+                    engine.value.mediaChannel = nil
+                }
+                return engine.value.mediaSocket?.segmentation ?? false
             }.get()) ?? false
-            logger.error("media socket closed after a send error; listening again", metadata: [
-                "port": "\(port)", "segmentation_offload_was": "\(segmentation)"])
+            guard !Task.isCancelled else { return }
+            logger.error("media socket closed after an error; listening again", metadata: ["port": "\(port)"])
             while !Task.isCancelled {
                 do {
-                    channel = try await bindMedia(engine: engine, loop: loop, host: host, port: port)
-                    try await loop.submit { engine.value.mediaChannel = channel }.get()
+                    channel = try await bindMedia(engine: engine, loop: loop, host: host, port: port, segmentation: segmentation)
                     break
                 } catch {
                     logger.error("cannot listen for media again", metadata: ["port": "\(port)", "error": "\(error)"])
@@ -376,6 +378,7 @@ final class MediaMetrics: Sendable {
     private let unknownSource = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "unknown_source")])
     private let malformed = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "malformed")])
     private let srtcp = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "srtcp")])
+    private let sendErrors = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "send_error")])
     private let fingerprint = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "fingerprint")])
     private let dtls = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "handshake")])
     nonisolated(unsafe) private var last = MediaCore.Counters()  // touched only on the media loop
@@ -405,6 +408,7 @@ final class MediaMetrics: Sendable {
         unknownSource.increment(by: now.unknownSource - last.unknownSource)
         malformed.increment(by: now.malformed - last.malformed)
         srtcp.increment(by: now.srtcpFailures - last.srtcpFailures)
+        sendErrors.increment(by: now.sendErrors - last.sendErrors)
         fingerprint.increment(by: now.fingerprintMismatches - last.fingerprintMismatches)
         dtls.increment(by: now.dtlsFailures - last.dtlsFailures)
         last = now

@@ -11,7 +11,8 @@ final class SegmentBatcher {
     /// One write: `bytes` to `socket`, cut into `segmentSize` datagrams when set (the last
     /// one may be shorter).
     struct Write {
-        var socket: SocketAddress
+        var to: TransportAddress
+        var name: SocketName
         var bytes: ByteBuffer
         var segmentSize: Int?
     }
@@ -29,7 +30,7 @@ final class SegmentBatcher {
     /// The writes for `outbox`, grouped and joined; `maxSegments` 1 keeps every datagram apart.
     func writes(for outbox: [MediaCore.Datagram], maxSegments: Int = SegmentBatcher.maxSegments) -> [Write] {
         guard maxSegments > 1, outbox.count > 1 else {
-            return outbox.map { Write(socket: $0.socket, bytes: $0.bytes, segmentSize: nil) }
+            return outbox.map { Write(to: $0.to, name: $0.name, bytes: $0.bytes, segmentSize: nil) }
         }
         sortByDestination(outbox)
         var writes: [Write] = []
@@ -50,13 +51,23 @@ final class SegmentBatcher {
                 if length < size { break }
             }
             if end - index == 1 {
-                writes.append(Write(socket: first.socket, bytes: first.bytes, segmentSize: nil))
+                writes.append(Write(to: first.to, name: first.name, bytes: first.bytes, segmentSize: nil))
             } else {
                 var joined = allocator.buffer(capacity: total)
                 for position in index..<end { joined.writeImmutableBuffer(outbox[order[position]].bytes) }
-                writes.append(Write(socket: first.socket, bytes: joined, segmentSize: size))
+                writes.append(Write(to: first.to, name: first.name, bytes: joined, segmentSize: size))
             }
             index = end
+        }
+        return writes
+    }
+
+    /// A joined write cut back into its datagrams (for a kernel that refuses segmentation).
+    static func split(_ write: Write, segmentSize: Int) -> [Write] {
+        var writes: [Write] = []
+        var bytes = write.bytes
+        while bytes.readableBytes > 0, let part = bytes.readSlice(length: min(segmentSize, bytes.readableBytes)) {
+            writes.append(Write(to: write.to, name: write.name, bytes: part, segmentSize: nil))
         }
         return writes
     }

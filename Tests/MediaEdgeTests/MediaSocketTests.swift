@@ -1,0 +1,105 @@
+import Glibc
+import NIOCore
+import Testing
+@testable import MediaEdge
+@testable import Wire
+
+/// The media port's own send path against real sockets on loopback: batches, segmentation
+/// offload cut by the kernel into the datagrams a plain receiver sees, and a refused
+/// destination that costs one counted drop, not the socket.
+/// A plain UDP receiver on 127.0.0.1 with a receive timeout.
+final class UDPReceiver {
+    let descriptor: CInt
+    let address: TransportAddress
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var name = sockaddr_in()
+        name.sin_family = sa_family_t(AF_INET)
+        name.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &name) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
+        }
+        #expect(bound == 0)
+        _ = withUnsafeMutablePointer(to: &name) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        self.descriptor = descriptor
+        address = TransportAddress(ip: IPAddress("127.0.0.1")!, port: UInt16(bigEndian: name.sin_port))
+    }
+
+    deinit { close(descriptor) }
+
+    /// The next datagram, or nil after the timeout.
+    func receive() -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+        return count < 0 ? nil : Array(buffer.prefix(count))
+    }
+}
+
+@Suite struct MediaSocketTests {
+    static func write(_ tags: [(UInt8, Int)], to address: TransportAddress, segmentSize: Int? = nil) -> SegmentBatcher.Write {
+        var bytes = ByteBuffer()
+        for (tag, count) in tags { bytes.writeRepeatingByte(tag, count: count) }
+        return SegmentBatcher.Write(to: address, name: SocketName(address), bytes: bytes, segmentSize: segmentSize)
+    }
+
+    @Test func segmentedAndPlainWritesArriveAsTheDatagramsTheyStandFor() throws {
+        let receiver = try UDPReceiver()
+        let socket = try MediaSocket(host: "127.0.0.1", port: 0)
+        let writes = [
+            Self.write([(1, 1100), (2, 1100), (3, 300)], to: receiver.address, segmentSize: socket.segmentation ? 1100 : nil),
+            Self.write([(4, 50)], to: receiver.address),
+        ]
+        let sent = socket.segmentation ? writes : writes.flatMap { SegmentBatcher.split($0, segmentSize: 1100) }
+        #expect(socket.send(sent) == 0)
+        var received: [[UInt8]] = []
+        for _ in 0..<4 { if let datagram = receiver.receive() { received.append(datagram) } }
+        #expect(received.map(\.count) == [1100, 1100, 300, 50])
+        #expect(received.map { $0.first! } == [1, 2, 3, 4])
+        #expect(received.allSatisfy { Set($0).count == 1 })
+    }
+
+    @Test func aRefusedDestinationIsOneDropAndTheRestStillGoOut() throws {
+        let receiver = try UDPReceiver()
+        let socket = try MediaSocket(host: "0.0.0.0", port: 0)
+        // Broadcast without SO_BROADCAST: the kernel refuses it with EACCES.
+        let refused = TransportAddress(ip: IPAddress("255.255.255.255")!, port: 9)
+        let writes = (0..<100).map { index in
+            Self.write([(UInt8(index), 200)], to: index == 40 ? refused : receiver.address)
+        }
+        #expect(socket.send(writes) == 1)
+        #expect(socket.lastError == EACCES)
+        var tags: [UInt8] = []
+        while tags.count < 99, let datagram = receiver.receive() { tags.append(datagram[0]) }
+        #expect(tags == (0..<100).filter { $0 != 40 }.map { UInt8($0) })
+    }
+
+    @Test func aSegmentedWriteTheKernelRefusesGoesOutDatagramByDatagramAndOffloadStaysOff() throws {
+        let receiver = try UDPReceiver()
+        let socket = try MediaSocket(host: "127.0.0.1", port: 0)
+        guard socket.segmentation else { return }  // a kernel without UDP_SEGMENT has nothing to refuse
+        // 150 segments: more than any kernel's UDP_MAX_SEGMENTS (64, 128 since 6.x), so it answers EINVAL.
+        let write = Self.write((0..<150).map { (UInt8(truncatingIfNeeded: $0), 10) }, to: receiver.address, segmentSize: 10)
+        #expect(socket.send([write]) == 0)
+        #expect(socket.lastError == EINVAL)
+        #expect(!socket.segmentation)
+        var tags: [UInt8] = []
+        while tags.count < 150, let datagram = receiver.receive() {
+            #expect(datagram.count == 10)
+            tags.append(datagram[0])
+        }
+        #expect(tags == (0..<150).map { UInt8(truncatingIfNeeded: $0) })
+    }
+
+    @Test func aStoppedSocketDropsEverything() throws {
+        let receiver = try UDPReceiver()
+        let socket = try MediaSocket(host: "127.0.0.1", port: 0)
+        socket.stopWriting()
+        #expect(socket.send([Self.write([(7, 10)], to: receiver.address)]) == 1)
+    }
+}
