@@ -14,7 +14,6 @@
 
 int switchboard_send_datagrams(int fd, const switchboard_datagram *datagrams, unsigned int count, int *error) {
     struct mmsghdr messages[SWITCHBOARD_DATAGRAM_BATCH];
-    struct iovec vectors[SWITCHBOARD_DATAGRAM_BATCH];
     union {
         char bytes[CMSG_SPACE(sizeof(uint16_t))];
         struct cmsghdr align;
@@ -23,13 +22,11 @@ int switchboard_send_datagrams(int fd, const switchboard_datagram *datagrams, un
     if (count > SWITCHBOARD_DATAGRAM_BATCH) count = SWITCHBOARD_DATAGRAM_BATCH;
     memset(messages, 0, sizeof(struct mmsghdr) * count);
     for (unsigned int i = 0; i < count; i++) {
-        vectors[i].iov_base = (void *)datagrams[i].bytes;
-        vectors[i].iov_len = datagrams[i].length;
         struct msghdr *header = &messages[i].msg_hdr;
         header->msg_name = (void *)datagrams[i].address;
         header->msg_namelen = datagrams[i].address_length;
-        header->msg_iov = &vectors[i];
-        header->msg_iovlen = 1;
+        header->msg_iov = (struct iovec *)datagrams[i].parts;
+        header->msg_iovlen = datagrams[i].part_count;
         if (datagrams[i].segment_size > 0 && datagrams[i].length > datagrams[i].segment_size) {
             memset(controls[i].bytes, 0, sizeof(controls[i].bytes));
             header->msg_control = controls[i].bytes;

@@ -42,21 +42,22 @@ final class UDPReceiver {
 }
 
 @Suite struct MediaSocketTests {
-    static func write(_ tags: [(UInt8, Int)], to address: TransportAddress, segmentSize: Int? = nil) -> SegmentBatcher.Write {
-        var bytes = ByteBuffer()
-        for (tag, count) in tags { bytes.writeRepeatingByte(tag, count: count) }
-        return SegmentBatcher.Write(to: address, name: SocketName(address), bytes: bytes, segmentSize: segmentSize)
+    /// A plan for datagrams of `tags` (each `size` bytes of its tag) to `address`.
+    static func plan(_ tags: [(UInt8, Int)], to address: (Int) -> TransportAddress, maxSegments: Int) -> SegmentBatcher {
+        let batcher = SegmentBatcher()
+        batcher.plan(tags.enumerated().map { index, tag in
+            MediaCore.Datagram(bytes: ByteBuffer(repeating: tag.0, count: tag.1), to: address(index), name: SocketName(address(index)))
+        }, maxSegments: maxSegments)
+        return batcher
     }
 
     @Test func segmentedAndPlainWritesArriveAsTheDatagramsTheyStandFor() throws {
         let receiver = try UDPReceiver()
         let socket = try MediaSocket(host: "127.0.0.1", port: 0)
-        let writes = [
-            Self.write([(1, 1100), (2, 1100), (3, 300)], to: receiver.address, segmentSize: socket.segmentation ? 1100 : nil),
-            Self.write([(4, 50)], to: receiver.address),
-        ]
-        let sent = socket.segmentation ? writes : writes.flatMap { SegmentBatcher.split($0, segmentSize: 1100) }
-        #expect(socket.send(sent) == 0)
+        let batcher = Self.plan([(1, 1100), (2, 1100), (3, 300), (4, 50)], to: { _ in receiver.address },
+                                maxSegments: socket.segmentation ? SegmentBatcher.maxSegments : 1)
+        #expect(batcher.writes.count == (socket.segmentation ? 2 : 4))
+        #expect(socket.send(batcher) == 0)
         var received: [[UInt8]] = []
         for _ in 0..<4 { if let datagram = receiver.receive() { received.append(datagram) } }
         #expect(received.map(\.count) == [1100, 1100, 300, 50])
@@ -64,15 +65,15 @@ final class UDPReceiver {
         #expect(received.allSatisfy { Set($0).count == 1 })
     }
 
-    @Test func aRefusedDestinationIsOneDropAndTheRestStillGoOut() throws {
+    @Test(arguments: [1, SegmentBatcher.maxSegments])
+    func aRefusedDestinationIsOneDropAndTheRestStillGoOut(maxSegments: Int) throws {
         let receiver = try UDPReceiver()
         let socket = try MediaSocket(host: "0.0.0.0", port: 0)
         // Broadcast without SO_BROADCAST: the kernel refuses it with EACCES.
         let refused = TransportAddress(ip: IPAddress("255.255.255.255")!, port: 9)
-        let writes = (0..<100).map { index in
-            Self.write([(UInt8(index), 200)], to: index == 40 ? refused : receiver.address)
-        }
-        #expect(socket.send(writes) == 1)
+        let batcher = Self.plan((0..<100).map { (UInt8($0), 200) }, to: { $0 == 40 ? refused : receiver.address },
+                                maxSegments: maxSegments)
+        #expect(socket.send(batcher) == 1)
         #expect(socket.lastError == EACCES)
         var tags: [UInt8] = []
         while tags.count < 99, let datagram = receiver.receive() { tags.append(datagram[0]) }
@@ -83,9 +84,10 @@ final class UDPReceiver {
         let receiver = try UDPReceiver()
         let socket = try MediaSocket(host: "127.0.0.1", port: 0)
         guard socket.segmentation else { return }  // a kernel without UDP_SEGMENT has nothing to refuse
-        // 150 segments: more than any kernel's UDP_MAX_SEGMENTS (64, 128 since 6.x), so it answers EINVAL.
-        let write = Self.write((0..<150).map { (UInt8(truncatingIfNeeded: $0), 10) }, to: receiver.address, segmentSize: 10)
-        #expect(socket.send([write]) == 0)
+        // 150 segments in one write: more than any kernel's UDP_MAX_SEGMENTS (64, 128 since 6.x): EINVAL.
+        let batcher = Self.plan((0..<150).map { (UInt8($0), 10) }, to: { _ in receiver.address }, maxSegments: 150)
+        #expect(batcher.writes.count == 1)
+        #expect(socket.send(batcher) == 0)
         #expect(socket.lastError == EINVAL)
         #expect(!socket.segmentation)
         var tags: [UInt8] = []
@@ -93,13 +95,13 @@ final class UDPReceiver {
             #expect(datagram.count == 10)
             tags.append(datagram[0])
         }
-        #expect(tags == (0..<150).map { UInt8(truncatingIfNeeded: $0) })
+        #expect(tags == (0..<150).map { UInt8($0) })
     }
 
     @Test func aStoppedSocketDropsEverything() throws {
         let receiver = try UDPReceiver()
         let socket = try MediaSocket(host: "127.0.0.1", port: 0)
         socket.stopWriting()
-        #expect(socket.send([Self.write([(7, 10)], to: receiver.address)]) == 1)
+        #expect(socket.send(Self.plan([(7, 10), (8, 10)], to: { _ in receiver.address }, maxSegments: 1)) == 2)
     }
 }

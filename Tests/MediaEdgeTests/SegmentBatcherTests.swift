@@ -14,10 +14,15 @@ import Testing
         MediaCore.Datagram(bytes: ByteBuffer(repeating: tag, count: size), to: address, name: SocketName(address))
     }
 
-    /// What the kernel would send: each write cut at its segment size.
-    static func datagrams(of writes: [SegmentBatcher.Write]) -> [(TransportAddress, [UInt8])] {
-        writes.flatMap { write -> [(TransportAddress, [UInt8])] in
-            let bytes = Array(write.bytes.readableBytesView)
+    /// A plan's writes as (segment size, bytes per write).
+    static func writes(_ batcher: SegmentBatcher) -> [(segmentSize: Int?, bytes: Int)] {
+        batcher.writes.map { write in (write.segmentSize, write.parts.reduce(0) { $0 + batcher.packets[$1].readableBytes }) }
+    }
+
+    /// What the kernel would send: each write's packets gathered and cut at its segment size.
+    static func datagrams(of batcher: SegmentBatcher) -> [(TransportAddress, [UInt8])] {
+        batcher.writes.flatMap { write -> [(TransportAddress, [UInt8])] in
+            let bytes = write.parts.flatMap { Array(batcher.packets[$0].readableBytesView) }
             let size = write.segmentSize ?? max(bytes.count, 1)
             return stride(from: 0, to: max(bytes.count, 1), by: size).map {
                 (write.to, Array(bytes[$0..<min($0 + size, bytes.count)]))
@@ -32,11 +37,11 @@ import Testing
             outbox.append(Self.datagram(UInt8(index), size: size, to: Self.a))
             outbox.append(Self.datagram(UInt8(10 + index), size: size, to: Self.b))
         }
-        let writes = SegmentBatcher().writes(for: outbox)
-        #expect(writes.count == 2)
-        #expect(writes.map(\.segmentSize) == [1128, 1128])
-        #expect(writes.map(\.bytes.readableBytes) == [3684, 3684])
-        let sent = Self.datagrams(of: writes)
+        let batcher = SegmentBatcher()
+        batcher.plan(outbox)
+        #expect(Self.writes(batcher).map(\.segmentSize) == [1128, 1128])
+        #expect(Self.writes(batcher).map(\.bytes) == [3684, 3684])
+        let sent = Self.datagrams(of: batcher)
         #expect(sent.map(\.0) == [Self.a, Self.a, Self.a, Self.a, Self.b, Self.b, Self.b, Self.b])
         #expect(sent.map { $0.1.first! } == [0, 1, 2, 3, 10, 11, 12, 13])
         #expect(sent.map(\.1.count) == [1128, 1128, 1128, 300, 1128, 1128, 1128, 300])
@@ -45,42 +50,36 @@ import Testing
     @Test func aShorterPacketEndsARunAndALongerOneStartsANewOne() {
         let sizes = [500, 500, 200, 500, 900, 900, 100]
         let outbox = sizes.enumerated().map { Self.datagram(UInt8($0.offset), size: $0.element, to: Self.a) }
-        let writes = SegmentBatcher().writes(for: outbox)
-        #expect(writes.map(\.segmentSize) == [500, nil, 900])
-        #expect(writes.map(\.bytes.readableBytes) == [1200, 500, 1900])
-        let sent = Self.datagrams(of: writes)
+        let batcher = SegmentBatcher()
+        batcher.plan(outbox)
+        #expect(Self.writes(batcher).map(\.segmentSize) == [500, nil, 900])
+        #expect(Self.writes(batcher).map(\.bytes) == [1200, 500, 1900])
+        let sent = Self.datagrams(of: batcher)
         #expect(sent.map(\.1.count) == sizes)
         #expect(sent.map { $0.1.first! } == Array(0..<UInt8(sizes.count)))
     }
 
     @Test func runsStopAtTheKernelsLimits() {
         let many = (0..<130).map { Self.datagram(UInt8($0), size: 100, to: Self.a) }
-        let writes = SegmentBatcher().writes(for: many)
-        #expect(writes.map(\.bytes.readableBytes) == [6400, 6400, 200])
+        let batcher = SegmentBatcher()
+        batcher.plan(many)
+        #expect(Self.writes(batcher).map(\.bytes) == [6400, 6400, 200])
         let big = (0..<60).map { Self.datagram(UInt8($0), size: 1400, to: Self.b) }
-        let bigWrites = SegmentBatcher().writes(for: big)
-        #expect(bigWrites.allSatisfy { $0.bytes.readableBytes <= SegmentBatcher.maxBytes })
-        #expect(Self.datagrams(of: bigWrites).map { $0.1.first! } == Array(0..<60))
+        batcher.plan(big)
+        #expect(Self.writes(batcher).allSatisfy { $0.bytes <= SegmentBatcher.maxBytes })
+        #expect(Self.datagrams(of: batcher).map { $0.1.first! } == Array(0..<60))
     }
 
     @Test func withoutOffloadEveryDatagramIsItsOwnWrite() {
         let outbox = (0..<5).map { Self.datagram(UInt8($0), size: 1000, to: $0 % 2 == 0 ? Self.a : Self.b) }
         let batcher = SegmentBatcher()
-        let writes = batcher.writes(for: outbox, maxSegments: 1)
-        #expect(writes.map(\.segmentSize) == [nil, nil, nil, nil, nil])
-        #expect(writes.map { $0.bytes.readableBytesView.first! } == [0, 1, 2, 3, 4])
+        batcher.plan(outbox, maxSegments: 1)
+        #expect(Self.writes(batcher).map(\.segmentSize) == [nil, nil, nil, nil, nil])
+        #expect(Self.datagrams(of: batcher).map { $0.1.first! } == [0, 1, 2, 3, 4])
         // The same instance, reused for the next flush, still groups.
-        #expect(batcher.writes(for: outbox).count == 2)
-    }
-
-    @Test func aJoinedWriteSplitsBackIntoItsDatagrams() {
-        let outbox = [1000, 1000, 400].enumerated().map { Self.datagram(UInt8($0.offset), size: $0.element, to: Self.a) }
-        let joined = SegmentBatcher().writes(for: outbox)
-        #expect(joined.count == 1)
-        let parts = SegmentBatcher.split(joined[0], segmentSize: 1000)
-        #expect(parts.map(\.segmentSize) == [nil, nil, nil])
-        #expect(parts.map(\.bytes.readableBytes) == [1000, 1000, 400])
-        #expect(parts.map { $0.bytes.readableBytesView.first! } == [0, 1, 2])
-        #expect(parts.allSatisfy { $0.to == Self.a })
+        batcher.plan(outbox)
+        #expect(batcher.writes.count == 2)
+        batcher.clear()
+        #expect(batcher.packets.isEmpty && batcher.writes.isEmpty)
     }
 }

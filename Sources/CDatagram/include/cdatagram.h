@@ -7,11 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
-/// One datagram to send: `length` bytes at `bytes` to `address`, cut by the kernel into
-/// `segment_size` datagrams when that is non-zero (the last may be shorter).
+/// One message to send: the bytes of `parts` (gathered, not copied) to `address`, cut by the
+/// kernel into `segment_size` datagrams when that is non-zero (the last may be shorter).
 typedef struct {
-    const void *bytes;
+    const struct iovec *parts;
+    size_t part_count;
     size_t length;
     const struct sockaddr *address;
     socklen_t address_length;

@@ -54,8 +54,9 @@ final class MediaEngine {
         guard !core.outbox.isEmpty else { return }
         defer { core.outbox.removeAll(keepingCapacity: true) }
         guard let socket = mediaSocket else { return }
-        let writes = batcher.writes(for: core.outbox, maxSegments: socket.segmentation ? SegmentBatcher.maxSegments : 1)
-        core.counters.sendErrors += socket.send(writes)
+        batcher.plan(core.outbox, maxSegments: socket.segmentation ? SegmentBatcher.maxSegments : 1)
+        core.counters.sendErrors += socket.send(batcher)
+        batcher.clear()
     }
 }
 

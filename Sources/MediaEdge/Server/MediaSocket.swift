@@ -19,6 +19,8 @@ final class MediaSocket {
     private(set) var lastError: CInt = 0
     private var batch: [switchboard_datagram]
     private let names: UnsafeMutablePointer<sockaddr_storage>
+    private var vectors: UnsafeMutablePointer<iovec>
+    private var vectorCapacity = 1024
 
     /// A UDP socket bound to `host`:`port` (0: any free port).
     init(host: String, port: Int, segmentation wanted: Bool = true) throws {
@@ -50,11 +52,13 @@ final class MediaSocket {
         batch = []
         batch.reserveCapacity(Int(SWITCHBOARD_DATAGRAM_BATCH))
         names = .allocate(capacity: Int(SWITCHBOARD_DATAGRAM_BATCH))
+        vectors = .allocate(capacity: vectorCapacity)
     }
 
     deinit {
         stopWriting()
         names.deallocate()
+        vectors.deallocate()
     }
 
     static let segmentationSupported = switchboard_udp_segment_supported() != 0
@@ -66,25 +70,43 @@ final class MediaSocket {
         writeDescriptor = -1
     }
 
-    /// Sends `writes`, in order, in as few system calls as it takes; returns how many were
-    /// dropped because the kernel refused them.
+    /// Sends what `batcher` planned, in order, in as few system calls as it takes; returns
+    /// how many datagrams were dropped because the kernel refused them.
     @discardableResult
-    func send(_ writes: [SegmentBatcher.Write]) -> Int {
-        guard writeDescriptor >= 0 else { return writes.count }
+    func send(_ batcher: SegmentBatcher) -> Int {
+        send(batcher.writes[...], packets: batcher.packets)
+    }
+
+    private func send(_ writes: ArraySlice<SegmentBatcher.Write>, packets: [ByteBuffer]) -> Int {
+        guard writeDescriptor >= 0 else { return writes.reduce(0) { $0 + $1.parts.count } }
         var dropped = 0
-        var start = 0
-        while start < writes.count {
-            let end = min(start + Int(SWITCHBOARD_DATAGRAM_BATCH), writes.count)
+        var start = writes.startIndex
+        while start < writes.endIndex {
+            let end = min(start + Int(SWITCHBOARD_DATAGRAM_BATCH), writes.endIndex)
+            let partCount = writes[start..<end].reduce(0) { $0 + $1.parts.count }
+            if partCount > vectorCapacity {
+                vectors.deallocate()
+                vectorCapacity = max(partCount, vectorCapacity * 2)
+                vectors = .allocate(capacity: vectorCapacity)
+            }
             batch.removeAll(keepingCapacity: true)
+            var vector = 0
             for index in start..<end {
                 let write = writes[index]
+                let first = vector
+                var length = 0
+                for part in write.parts {
+                    // The packets stay alive in `packets` until this call returns.
+                    let bytes = packets[part].withUnsafeReadableBytesWithStorageManagement { pointer, _ in pointer }
+                    vectors[vector] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                    length += bytes.count
+                    vector += 1
+                }
                 names[index - start] = write.name.storage
-                // The bytes stay alive in `writes` until this call returns.
-                let bytes = write.bytes.withUnsafeReadableBytesWithStorageManagement { pointer, _ in pointer.baseAddress }
                 let name = UnsafeRawPointer(names + (index - start)).assumingMemoryBound(to: sockaddr.self)
                 batch.append(switchboard_datagram(
-                    bytes: bytes, length: write.bytes.readableBytes, address: name, address_length: write.name.length,
-                    segment_size: UInt16(clamping: write.segmentSize ?? 0)))
+                    parts: vectors + first, part_count: write.parts.count, length: length, address: name,
+                    address_length: write.name.length, segment_size: UInt16(clamping: write.segmentSize ?? 0)))
             }
             var error: CInt = 0
             let sent = batch.withUnsafeBufferPointer {
@@ -98,11 +120,14 @@ final class MediaSocket {
             lastError = error
             let failed = writes[start]
             start += 1
-            if let size = failed.segmentSize, segmentation, error == EIO || error == EINVAL {
+            if failed.segmentSize != nil, segmentation, error == EIO || error == EINVAL {
                 segmentation = false
-                dropped += send(SegmentBatcher.split(failed, segmentSize: size))
+                let apart = failed.parts.map {
+                    SegmentBatcher.Write(to: failed.to, name: failed.name, parts: $0..<$0 + 1, segmentSize: nil)
+                }
+                dropped += send(apart[...], packets: packets)
             } else {
-                dropped += 1
+                dropped += failed.parts.count
             }
         }
         return dropped

@@ -3,21 +3,26 @@ import Wire
 
 /// SegmentBatcher turns the core's outbox into writes for UDP segmentation offload (GSO,
 /// `UDP_SEGMENT`): a viewer's consecutive packets of one size — the FU-A fragments of a
-/// frame are — go to the kernel as one buffer that it cuts into datagrams, so routing, the
-/// IP layer and the device run once per run instead of once per packet. Per destination
-/// the order stays as queued; between destinations it does not matter. One instance per
-/// media loop; it keeps its storage between flushes.
+/// frame are — go to the kernel as one message that it cuts into datagrams, so routing, the
+/// IP layer and the device run once per run instead of once per packet. The packets are not
+/// copied: a write names its packets, which go to the kernel as an iovec each. Per
+/// destination the order stays as queued; between destinations it does not matter. One
+/// instance per media loop; it keeps its storage between flushes.
 final class SegmentBatcher {
-    /// One write: `bytes` to `socket`, cut into `segmentSize` datagrams when set (the last
-    /// one may be shorter).
+    /// One message: `packets[parts]` to `to`, cut into `segmentSize` datagrams when set (the
+    /// last may be shorter). Without a segment size it is one datagram of one packet.
     struct Write {
         var to: TransportAddress
         var name: SocketName
-        var bytes: ByteBuffer
+        var parts: Range<Int>
         var segmentSize: Int?
     }
 
-    /// The kernel takes at most 64 segments (UDP_MAX_SEGMENTS) and 64 KiB per send.
+    /// The packets in the order the writes send them.
+    private(set) var packets: [ByteBuffer] = []
+    private(set) var writes: [Write] = []
+
+    /// The kernel takes at most 64 segments (UDP_MAX_SEGMENTS; 128 since Linux 6.x) and 64 KiB per send.
     static let maxSegments = 64
     static let maxBytes = 65_000
 
@@ -25,51 +30,43 @@ final class SegmentBatcher {
     private var groups: [Int] = []
     private var counts: [Int] = []
     private var order: [Int] = []
-    private let allocator = ByteBufferAllocator()
 
-    /// The writes for `outbox`, grouped and joined; `maxSegments` 1 keeps every datagram apart.
-    func writes(for outbox: [MediaCore.Datagram], maxSegments: Int = SegmentBatcher.maxSegments) -> [Write] {
+    /// Plans `packets` and `writes` for `outbox`; `maxSegments` 1 keeps every datagram apart.
+    func plan(_ outbox: [MediaCore.Datagram], maxSegments: Int = SegmentBatcher.maxSegments) {
+        packets.removeAll(keepingCapacity: true)
+        writes.removeAll(keepingCapacity: true)
         guard maxSegments > 1, outbox.count > 1 else {
-            return outbox.map { Write(to: $0.to, name: $0.name, bytes: $0.bytes, segmentSize: nil) }
+            for (index, datagram) in outbox.enumerated() {
+                packets.append(datagram.bytes)
+                writes.append(Write(to: datagram.to, name: datagram.name, parts: index..<index + 1, segmentSize: nil))
+            }
+            return
         }
         sortByDestination(outbox)
-        var writes: [Write] = []
-        writes.reserveCapacity(outbox.count)
+        for index in order { packets.append(outbox[index].bytes) }
         var index = 0
         while index < order.count {
-            // A run: one destination, every datagram `size` long but the last, which may be shorter.
-            let first = outbox[order[index]]
-            let size = first.bytes.readableBytes
+            // A run: one destination, every packet `size` long but the last, which may be shorter.
+            let size = packets[index].readableBytes
             var end = index + 1
             var total = size
             while end < order.count, end - index < maxSegments {
-                let next = outbox[order[end]]
-                let length = next.bytes.readableBytes
+                let length = packets[end].readableBytes
                 guard groups[order[end]] == groups[order[index]], length <= size, total + length <= Self.maxBytes else { break }
                 end += 1
                 total += length
                 if length < size { break }
             }
-            if end - index == 1 {
-                writes.append(Write(to: first.to, name: first.name, bytes: first.bytes, segmentSize: nil))
-            } else {
-                var joined = allocator.buffer(capacity: total)
-                for position in index..<end { joined.writeImmutableBuffer(outbox[order[position]].bytes) }
-                writes.append(Write(to: first.to, name: first.name, bytes: joined, segmentSize: size))
-            }
+            let first = outbox[order[index]]
+            writes.append(Write(to: first.to, name: first.name, parts: index..<end, segmentSize: end - index > 1 ? size : nil))
             index = end
         }
-        return writes
     }
 
-    /// A joined write cut back into its datagrams (for a kernel that refuses segmentation).
-    static func split(_ write: Write, segmentSize: Int) -> [Write] {
-        var writes: [Write] = []
-        var bytes = write.bytes
-        while bytes.readableBytes > 0, let part = bytes.readSlice(length: min(segmentSize, bytes.readableBytes)) {
-            writes.append(Write(to: write.to, name: write.name, bytes: part, segmentSize: nil))
-        }
-        return writes
+    /// Lets go of the last plan's packets.
+    func clear() {
+        packets.removeAll(keepingCapacity: true)
+        writes.removeAll(keepingCapacity: true)
     }
 
     /// Fills `order` with the outbox's indices, stable-sorted by destination (counting sort
