@@ -18,7 +18,7 @@ final class MediaSocket {
     /// The errno of the last send that failed.
     private(set) var lastError: CInt = 0
     private var batch: [switchboard_datagram]
-    private let names: UnsafeMutablePointer<sockaddr_storage>
+    private let names: UnsafeMutablePointer<sockaddr_in6>
     private var vectors: UnsafeMutablePointer<iovec>
     private var vectorCapacity = 1024
 

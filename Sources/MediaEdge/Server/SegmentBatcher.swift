@@ -36,9 +36,9 @@ final class SegmentBatcher {
         packets.removeAll(keepingCapacity: true)
         writes.removeAll(keepingCapacity: true)
         guard maxSegments > 1, outbox.count > 1 else {
-            for (index, datagram) in outbox.enumerated() {
-                packets.append(datagram.bytes)
-                writes.append(Write(to: datagram.to, name: datagram.name, parts: index..<index + 1, segmentSize: nil))
+            for index in outbox.indices {
+                packets.append(outbox[index].bytes)
+                writes.append(Write(to: outbox[index].to, name: outbox[index].name, parts: index..<index + 1, segmentSize: nil))
             }
             return
         }
@@ -57,8 +57,9 @@ final class SegmentBatcher {
                 total += length
                 if length < size { break }
             }
-            let first = outbox[order[index]]
-            writes.append(Write(to: first.to, name: first.name, parts: index..<end, segmentSize: end - index > 1 ? size : nil))
+            let first = order[index]
+            writes.append(Write(to: outbox[first].to, name: outbox[first].name, parts: index..<end,
+                                segmentSize: end - index > 1 ? size : nil))
             index = end
         }
     }
@@ -74,10 +75,10 @@ final class SegmentBatcher {
     private func sortByDestination(_ outbox: [MediaCore.Datagram]) {
         groupOf.removeAll(keepingCapacity: true)
         groups.removeAll(keepingCapacity: true)
-        for datagram in outbox {
+        for index in outbox.indices {  // fields read in place: a Datagram is big to copy
             let next = groupOf.count
-            let group = groupOf[datagram.to, default: next]
-            if group == next { groupOf[datagram.to] = next }
+            let group = groupOf[outbox[index].to, default: next]
+            if group == next { groupOf[outbox[index].to] = next }
             groups.append(group)
         }
         counts.removeAll(keepingCapacity: true)
