@@ -1,20 +1,23 @@
 """An aiortc viewer for a Janus streaming-plugin mountpoint, over the Janus REST API.
 
     janus_viewer.py [--url http://127.0.0.1:8088/janus] [--mountpoint 1] [--frames 30]
-                    [--video-only] [--timeout 20] [--print-sdp] [--host $VIEWER_ADDR]
+                    [--video-only] [--srtp all|cm80|gcm128|cm80+gcm128] [--timeout 20]
+                    [--print-sdp] [--trace] [--ignore-stun-requests] [--host $VIEWER_ADDR]
 
-The exchange (what our load tool has to do against Janus):
-  POST /janus                 {"janus":"create"}                        -> data.id = session
-  POST /janus/<session>       {"janus":"attach","plugin":"janus.plugin.streaming"} -> data.id = handle
+Run it inside Benchmarks/janus/run-in-netns.sh. The exchange (what a load tool has to do):
+  POST /janus                    {"janus":"create"}  -> data.id = session
+  POST /janus/<session>          {"janus":"attach","plugin":"janus.plugin.streaming"} -> data.id = handle
   POST /janus/<session>/<handle> {"janus":"message","body":{"request":"watch","id":1}} -> "ack"
-  GET  /janus/<session>?maxev=1  (long-poll) until an "event" whose "jsep" is the offer
+  GET  /janus/<session>?maxev=10 (long-poll) until an "event" whose "jsep" is the offer
   POST /janus/<session>/<handle> {"janus":"message","body":{"request":"start"},"jsep":<answer>}
-Then Janus (ICE-lite) answers our STUN checks, does DTLS as server and sends SRTP.
+Then we send STUN checks (USE-CANDIDATE) to Janus's host candidate; Janus (ICE-lite, libnice)
+answers them, sends one STUN check of its own that MUST be answered, then does DTLS as server.
 
 It keeps the session alive by long-polling in the background (and sends a keepalive every
 --keepalive seconds, for Janus configs whose session_timeout is on), stops after --frames
 decoded video frames, destroys the session, and prints a JSON report as the last line:
-frames decoded and ms from the watch request to the first decoded frame.
+frames decoded, ms from the watch request to the offer / to connected / to the first decoded
+frame, and the negotiated SRTP profile.
 """
 import argparse
 import asyncio
@@ -23,10 +26,12 @@ import os
 import random
 import string
 import sys
+import threading
 import time
 import urllib.request
 
 import aioice.ice
+import aiortc.rtcdtlstransport
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -35,11 +40,19 @@ def transaction():
     return "".join(random.choices(string.ascii_letters, k=12))
 
 
+TRACE = False   # --trace: print every REST request and reply to stderr
+
+
 def http(url, body=None, timeout=10):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    if TRACE:
+        print(f">>> {'POST' if data else 'GET'} {url} {json.dumps(body) if data else ''}", file=sys.stderr)
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+        reply = json.loads(response.read())
+    if TRACE:
+        print(f"<<< {json.dumps(reply)}", file=sys.stderr)
+    return reply
 
 
 class Janus:
@@ -68,17 +81,23 @@ class Janus:
             request["jsep"] = jsep
         return await self.call(f"/{self.session}/{self.handle}", request)
 
-    async def poll_forever(self):
-        """Long-poll GET /janus/<session>: returns events, or a keepalive after ~30 s idle."""
-        while True:
-            try:
-                events = await asyncio.to_thread(http, f"{self.url}/{self.session}?maxev=10", None, 40)
-            except Exception as error:   # noqa: BLE001 - surface it to the waiter, then stop
-                await self.events.put({"janus": "poll-error", "error": str(error)})
-                return
-            for event in events if isinstance(events, list) else [events]:
-                if event.get("janus") != "keepalive":
-                    await self.events.put(event)
+    def start_polling(self):
+        """Long-poll GET /janus/<session> in a daemon thread (Janus answers with events, or a
+        keepalive after ~30 s idle); a daemon thread, so a pending poll never delays our exit."""
+        loop = asyncio.get_running_loop()
+
+        def poll():
+            while True:
+                try:
+                    events = http(f"{self.url}/{self.session}?maxev=10", None, 40)
+                except Exception as error:   # noqa: BLE001 - hand it to the waiter, then stop
+                    loop.call_soon_threadsafe(self.events.put_nowait, {"janus": "poll-error", "error": str(error)})
+                    return
+                for event in events if isinstance(events, list) else [events]:
+                    if event.get("janus") != "keepalive":
+                        loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+        threading.Thread(target=poll, daemon=True).start()
 
     async def keepalive_forever(self, every):
         while True:
@@ -130,7 +149,7 @@ async def play(args):
     try:
         await janus.create_and_attach()
         report["session"], report["handle"] = janus.session, janus.handle
-        tasks.append(asyncio.ensure_future(janus.poll_forever()))
+        janus.start_polling()
         tasks.append(asyncio.ensure_future(janus.keepalive_forever(args.keepalive)))
 
         start = time.monotonic()
@@ -161,7 +180,9 @@ async def play(args):
         tasks.append(asyncio.ensure_future(log_events()))
         await asyncio.wait_for(enough.wait(), args.timeout)
         report["done_ms"] = round((time.monotonic() - start) * 1000, 1)
-    except (asyncio.TimeoutError, RuntimeError) as error:
+        ssl = getattr(pc.getTransceivers()[0].receiver.transport, "_ssl", None)   # aiortc internals
+        report["srtp_profile"] = ssl.get_selected_srtp_profile().decode() if ssl else None
+    except (asyncio.TimeoutError, RuntimeError, OSError) as error:
         report["error"] = repr(error)
     finally:
         report["connection"] = pc.connectionState
@@ -185,12 +206,27 @@ def main():
     parser.add_argument("--keepalive", type=float, default=25, help="seconds between Janus keepalives")
     parser.add_argument("--video-only", action="store_true", help='watch with "media": ["v"] (no audio m-line)')
     parser.add_argument("--print-sdp", action="store_true", help="print Janus's offer and our answer to stderr")
+    parser.add_argument("--srtp", choices=["all", "cm80", "gcm128", "cm80+gcm128"], default="all",
+                        help="DTLS-SRTP profiles aiortc offers (all = AES-256-GCM, AES-128-GCM, CM-80)")
+    parser.add_argument("--ignore-stun-requests", action="store_true",
+                        help="never answer Janus's STUN checks, like a tool that only sends checks: "
+                             "Janus then never completes ICE (libnice's ICE-lite still checks back)")
+    parser.add_argument("--trace", action="store_true", help="print every REST request and reply to stderr")
     parser.add_argument("--host", default=os.environ.get("VIEWER_ADDR", "127.0.0.3"),
                         help="the only address aiortc gathers candidates on: one on Janus's ICE link "
                              "(run-in-netns.sh exports VIEWER_ADDR); 127.0.0.1 does not work")
     args = parser.parse_args()
+    global TRACE
+    TRACE = args.trace
     # Keep our candidates on the given address: never the machine's other interfaces.
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.host] if use_ipv4 else []
+    dtls = aiortc.rtcdtlstransport
+    profiles = {"cm80": [dtls.SRTP_AES128_CM_SHA1_80], "gcm128": [dtls.SRTP_AEAD_AES_128_GCM],
+                "cm80+gcm128": [dtls.SRTP_AES128_CM_SHA1_80, dtls.SRTP_AEAD_AES_128_GCM]}
+    if args.srtp in profiles:
+        dtls.SRTP_PROFILES[:] = profiles[args.srtp]
+    if args.ignore_stun_requests:
+        aioice.ice.Connection.request_received = lambda self, message, addr, protocol: None
     sys.exit(asyncio.run(play(args)))
 
 

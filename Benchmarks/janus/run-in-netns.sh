@@ -9,7 +9,7 @@
 # Janus needs a non-loopback link with an address. `dummy` links are not available on this
 # kernel; a veth pair (both ends here) works. libnice pins each ICE socket to its interface
 # (IP_UNICAST_IF), so Janus can only reach peers whose address is on that same link: a reply
-# to 127.0.0.1 fails with EINVAL (loopback source/destination on a non-loopback device). So
+# to 127.0.0.1 fails with EINVAL (a 127.x source routed out of a non-loopback device). So
 # bench0 carries two 127.0.0.x addresses, one for Janus and one for the viewers, and all
 # traffic stays in 127.0.0.0/8. Inside the namespace:
 #   REST API  http://127.0.0.1:8088/janus  (janus.transport.http.jcfg)
@@ -17,15 +17,16 @@
 #   viewers   must bind their ICE sockets to $VIEWER_ADDR (exported to CMD)
 #   ingest    127.0.0.1:25004 (H.264 PT 96), 127.0.0.1:25006 (Opus PT 111), mountpoint id 1
 #
-# Environment: JANUS_ADDR (default 127.0.0.2), VIEWER_ADDR (default 127.0.0.3),
+# Environment: JANUS_ADDR (default 127.0.0.2), VIEWER_ADDR (default 127.0.0.3), JANUS_CONF,
 # JANUS_LOG (default /tmp/janus-bench.log), JANUS_DEBUG (log level 0-7, default 4),
-# JANUS_EXTRA_ARGS (more janus flags, e.g. "-s 60" or "-l" for libnice debug output).
+# JANUS_EXTRA_ARGS (more janus flags, e.g. "-s 60" or "-l" for libnice debug output),
+# JANUS_CPUS (pin Janus to these cores with taskset, e.g. 0). CMD gets JANUS_PID.
 # The command runs as a child (not exec'd) so that Janus is stopped when it ends; the
 # script exits with the command's status.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-CONF="$HERE/conf"
+CONF=${JANUS_CONF:-$HERE/conf}   # JANUS_CONF: another config folder (e.g. ice_lite = false)
 JANUS_ADDR=${JANUS_ADDR:-127.0.0.2}
 VIEWER_ADDR=${VIEWER_ADDR:-127.0.0.3}
 export JANUS_ADDR VIEWER_ADDR
@@ -59,8 +60,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # one UDP socket per viewer
 # Janus reports (o=/c= lines); -o: no colours; -D: timestamps. Its log (stdout) and stderr
 # (libnice's debug output with `-l`) both go to JANUS_LOG.
 # shellcheck disable=SC2086  # JANUS_EXTRA_ARGS is a list of flags
-janus -F "$CONF" -E "$JANUS_ADDR" -i "$JANUS_ADDR" -d "$JANUS_DEBUG" -o -D ${JANUS_EXTRA_ARGS:-} >"$JANUS_LOG" 2>&1 &
+PIN=()
+if [ -n "${JANUS_CPUS:-}" ]; then PIN=(taskset -c "$JANUS_CPUS"); fi
+"${PIN[@]}" janus -F "$CONF" -E "$JANUS_ADDR" -i "$JANUS_ADDR" -d "$JANUS_DEBUG" -o -D ${JANUS_EXTRA_ARGS:-} >"$JANUS_LOG" 2>&1 &
 JANUS_PID=$!
+export JANUS_PID
 trap 'kill "$JANUS_PID" 2>/dev/null && wait "$JANUS_PID" 2>/dev/null || true' EXIT
 
 # Wait (up to 10 s) for the REST API; generating the DTLS certificate takes a moment.

@@ -28,19 +28,28 @@ struct BenchWHEP: AsyncParsableCommand {
     @Option(help: "Stream bitrate, kbit/s.") var bitrate = 1000
     @Option(help: "Keyframe interval, seconds.") var gop = 4.0
     @Option(help: "The server's process ID, for its CPU time from /proc.") var serverPid: Int32?
+    @Option(help: "Play from Janus instead (the anchor): its REST API address, e.g. 127.0.0.1:8088 (see Benchmarks/janus).")
+    var janus: String?
+    @Option(name: .customLong("janus-mountpoint"), help: "The Janus streaming mountpoint fed by --ingest-port.")
+    var janusMountpoint = 1
+    @Option(name: .customLong("viewer-address"), help: "The address viewers' sockets bind to.")
+    var viewerAddress = "127.0.0.1"
     @Flag(help: "Print one JSON line.") var json = false
 
     func run() async throws {
         guard viewers >= 1, ramp >= 1, seconds >= 1, bitrate >= 50, gop > 0 else {
             throw ValidationError("need --viewers, --ramp, --seconds ≥ 1, --bitrate ≥ 50, --gop > 0")
         }
-        let settings = try Settings(reader: try await common.reader())
-        let database = try SwitchboardDatabase(dataDirectory: settings.dataDirectory)
-        let existing = try await database.streams()
-        if !existing.contains(where: { $0.name == stream }) {
-            try database.addStream(name: stream, videoPort: ingestPort, audioPort: nil)
+        let janusClient = janus.map { _ in JanusStreaming(mountpoint: janusMountpoint) }
+        if janusClient == nil {
+            let settings = try Settings(reader: try await common.reader())
+            let database = try SwitchboardDatabase(dataDirectory: settings.dataDirectory)
+            let existing = try await database.streams()
+            if !existing.contains(where: { $0.name == stream }) {
+                try database.addStream(name: stream, videoPort: ingestPort, audioPort: nil)
+            }
         }
-        let httpAddress = try ListenAddress(parsing: server)
+        let httpAddress = try ListenAddress(parsing: janus ?? server)
         let mediaAddress = try ListenAddress(parsing: media)
         guard let mediaIP = IPAddress(mediaAddress.host) else { throw ValidationError("--media needs an IP") }
         let target = TransportAddress(ip: mediaIP, port: UInt16(mediaAddress.port))
@@ -64,9 +73,11 @@ struct BenchWHEP: AsyncParsableCommand {
         let http = try await (0..<8).asyncMap { _ in
             try await HTTPClientConnection.connect(host: httpAddress.host, port: httpAddress.port, group: group)
         }
-        // Wait until the stream has a keyframe (the server answers 409 until then).
+        // Wait until the stream has a keyframe (the server answers 409 until then; Janus
+        // has one from the first frame on).
         let probeStart = ContinuousClock.now
-        while true {
+        if janusClient != nil { try await Task.sleep(for: .milliseconds(500)) }
+        while janusClient == nil {
             let reply = try await http[0].send(.POST, "/whep/\(stream)", token: "", contentType: "application/sdp",
                                                body: BenchViewer.offer(ufrag: "probe", password: String(repeating: "p", count: 24),
                                                                        fingerprint: certificate.fingerprint))
@@ -88,13 +99,26 @@ struct BenchWHEP: AsyncParsableCommand {
         for index in 0..<viewers {
             let due = joinStart + .milliseconds(index * 1000 / ramp)
             if due > .now { try await Task.sleep(until: due) }
-            let viewer = try BenchViewer(context: context, fingerprint: certificate.fingerprint, server: target, loop: loop)
+            let viewer = try BenchViewer(context: context, fingerprint: certificate.fingerprint, server: target,
+                                         bindHost: viewerAddress, waitsForRemoteCheck: janusClient != nil, loop: loop)
             try await viewer.open()
             let posted = ContinuousClock.now
-            let reply = try await http[index % http.count].send(
-                .POST, "/whep/\(stream)", token: "", contentType: "application/sdp", body: viewer.offerText)
-            guard reply.status == 201 else { throw BenchError("viewer \(index): \(reply.status) \(reply.body)") }
-            try await viewer.answer(reply.body, posted: posted)
+            let connection = http[index % http.count]
+            if let janusClient {
+                // Janus offers: watch, answer, start; the clock runs from the watch request.
+                let (session, handle, offer) = try await janusClient.watch(on: connection)
+                let answer = try BenchViewer.answer(to: try SessionDescription(parsing: offer), ufrag: viewer.ufrag,
+                                                    password: viewer.password, fingerprint: certificate.fingerprint)
+                try await janusClient.start(session: session, handle: handle, answer: answer, on: connection)
+                try await viewer.answer(offer, posted: posted)
+                viewer.location = session
+            } else {
+                let reply = try await connection.send(
+                    .POST, "/whep/\(stream)", token: "", contentType: "application/sdp", body: viewer.offerText)
+                guard reply.status == 201 else { throw BenchError("viewer \(index): \(reply.status) \(reply.body)") }
+                try await viewer.answer(reply.body, posted: posted)
+                viewer.location = reply.headers["Location"].first
+            }
             all.append(viewer)
         }
         let joinSeconds = (ContinuousClock.now - joinStart).seconds
@@ -112,7 +136,10 @@ struct BenchWHEP: AsyncParsableCommand {
         let failures = try await loop.submit { all.filter { $0.failure != nil }.count }.get()
         pacer.cancel()
         for (index, viewer) in all.enumerated() {
-            if let location = viewer.location {
+            guard let location = viewer.location else { continue }
+            if let janusClient {
+                await janusClient.destroy(session: location, on: http[index % http.count])
+            } else {
                 _ = try? await http[index % http.count].send(.DELETE, location, token: "", contentType: "text/plain", body: "")
             }
         }
@@ -185,8 +212,10 @@ struct BenchWHEP: AsyncParsableCommand {
 final class SyntheticH264: Sendable {
     private struct State {
         var frame = 0
-        var sequence: UInt16 = 0
-        var timestamp: UInt32 = 0
+        // Random starts, as RFC 3550 §5.1 asks and encoders do (Janus's keyframe buffer
+        // takes a timestamp of 0 for "none": a stream starting there has no first keyframe).
+        var sequence = UInt16.random(in: 0...UInt16.max)
+        var timestamp = UInt32.random(in: 1...UInt32.max)
     }
 
     private let state = NIOLockedValueBox(State())
@@ -245,13 +274,21 @@ final class BenchViewer: @unchecked Sendable {
     let password: String
     let offerText: String
     let context: DTLSContext
-    let server: TransportAddress
+    /// Where ICE, DTLS and SRTP go: the answer's host candidate, else the --media address.
+    var server: TransportAddress
+    let bindHost: String
+    /// Janus (libnice) sends one check back and takes DTLS only once it is answered; our
+    /// ICE-lite edge sends none.
+    let waitsForRemoteCheck: Bool
     let loop: any EventLoop
     var channel: (any Channel)?
     var dtls: DTLSEndpoint?
     var srtp: SRTPSession?
-    /// The ICE check was answered (DTLS has started).
+    /// Our ICE check was answered.
     var checkAnswered = false
+    /// We answered the remote agent's check.
+    var remoteCheckAnswered = false
+    var dtlsStarted = false
     var location: String?
     var posted: ContinuousClock.Instant?
     var firstFrame: Duration?
@@ -268,14 +305,50 @@ final class BenchViewer: @unchecked Sendable {
         return (received, highest - lowest + 1)
     }
 
-    init(context: DTLSContext, fingerprint: String, server: TransportAddress, loop: any EventLoop) throws {
+    init(context: DTLSContext, fingerprint: String, server: TransportAddress, bindHost: String = "127.0.0.1",
+         waitsForRemoteCheck: Bool = false, loop: any EventLoop) throws {
         var generator = SystemRandomNumberGenerator()
         ufrag = MediaCore.randomString(8, &generator)
         password = MediaCore.randomString(24, &generator)
         offerText = Self.offer(ufrag: ufrag, password: password, fingerprint: fingerprint)
         self.context = context
         self.server = server
+        self.bindHost = bindHost
+        self.waitsForRemoteCheck = waitsForRemoteCheck
         self.loop = loop
+    }
+
+    /// The answer to a sendonly offer (Janus's): its first H.264 section received with the
+    /// offer's payload type and RTX, DTLS client, no candidates (ICE-lite peers learn the
+    /// address from our check); every other section rejected.
+    static func answer(to offer: SessionDescription, ufrag: String, password: String, fingerprint: String) throws -> String {
+        var lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0"]
+        var sections: [String] = []
+        var accepted: String?
+        for media in offer.media {
+            let codecs = try media.codecs()
+            guard accepted == nil, media.kind == "video", let mid = media.mid,
+                  let h264 = codecs.first(where: { $0.name.uppercased() == "H264" && $0.parameters["packetization-mode"] == "1" })
+            else {
+                sections += ["m=\(media.kind) 0 \(media.proto) \(media.formats.first ?? "0")", "c=IN IP4 0.0.0.0"]
+                    + (media.mid.map { ["a=mid:\($0)"] } ?? []) + ["a=inactive"]
+                continue
+            }
+            accepted = mid
+            let rtx = codecs.first { $0.name.lowercased() == "rtx" && $0.associatedPayloadType == h264.payloadType }
+            let pt = h264.payloadType
+            var types = ["\(pt)"]
+            if let rtx { types.append("\(rtx.payloadType)") }
+            let fmtp: [String] = h264.parameters.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+            sections += ["m=video 9 UDP/TLS/RTP/SAVPF \(types.joined(separator: " "))", "c=IN IP4 0.0.0.0", "a=mid:\(mid)"]
+            sections += ["a=recvonly", "a=rtcp-mux", "a=ice-ufrag:\(ufrag)", "a=ice-pwd:\(password)"]
+            sections += ["a=fingerprint:sha-256 \(fingerprint)", "a=setup:active", "a=rtpmap:\(pt) H264/90000"]
+            sections += ["a=rtcp-fb:\(pt) nack", "a=rtcp-fb:\(pt) nack pli", "a=fmtp:\(pt) \(fmtp.joined(separator: ";"))"]
+            if let rtx { sections += ["a=rtpmap:\(rtx.payloadType) rtx/90000", "a=fmtp:\(rtx.payloadType) apt=\(h264.payloadType)"] }
+        }
+        guard let accepted else { throw BenchError("the offer has no H.264 (packetization-mode=1) video") }
+        lines.append("a=group:BUNDLE \(accepted)")
+        return (lines + sections).joined(separator: "\r\n") + "\r\n"
     }
 
     static func offer(ufrag: String, password: String, fingerprint: String) -> String {
@@ -297,18 +370,22 @@ final class BenchViewer: @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(BenchViewerHandler(viewer: self))
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+            .bind(host: bindHost, port: 0).get()
         try await loop.submit { self.channel = channel }.get()
     }
 
-    /// Takes the answer and starts ICE: one check with USE-CANDIDATE, repeated until answered.
+    /// Takes the remote description (the edge's answer, or Janus's offer) and starts ICE:
+    /// one check with USE-CANDIDATE, repeated until answered.
     func answer(_ sdp: String, posted: ContinuousClock.Instant) async throws {
         let description = try SessionDescription(parsing: sdp)
-        guard let media = description.media.first, let credentials = description.iceCredentials(for: media) else {
+        guard let media = description.media.first(where: { $0.port != 0 }) ?? description.media.first,
+              let credentials = description.iceCredentials(for: media) else {
             throw BenchError("answer without ICE credentials")
         }
+        let server = media.candidates.lazy.compactMap(Self.hostCandidate).first
         let dtls = try DTLSEndpoint(context: context, role: .client)
         try await loop.submit {
+            if let server { self.server = server }
             self.posted = posted
             self.dtls = dtls
             var message = STUNMessage(.binding, .request)
@@ -321,7 +398,7 @@ final class BenchViewer: @unchecked Sendable {
                 self.ticks += 1
                 let ticks = self.ticks
                 if dtls.state == .handshaking && self.srtp == nil {
-                    if !self.checkAnswered && ticks % 5 == 0 { self.send(check) }
+                    if !self.dtlsStarted && ticks % 5 == 0 { self.send(check) }
                     for datagram in dtls.handleTimeout() { self.send(datagram) }
                 } else if ticks % 50 == 0 {
                     self.send(check)
@@ -330,18 +407,37 @@ final class BenchViewer: @unchecked Sendable {
         }.get()
     }
 
+    /// The address of a UDP host candidate ("foundation component udp priority IP port typ host").
+    static func hostCandidate(_ line: String) -> TransportAddress? {
+        let fields = line.split(separator: " ").map(String.init)
+        guard fields.count >= 8, fields[2].lowercased() == "udp", fields[7] == "host",
+              let ip = IPAddress(fields[4]), let port = UInt16(fields[5]) else { return nil }
+        return TransportAddress(ip: ip, port: port)
+    }
+
     func send(_ bytes: [UInt8]) {
         channel?.writeAndFlush(AddressedEnvelope(remoteAddress: server.socketAddress, data: ByteBuffer(bytes: bytes)),
                                promise: nil)
     }
 
-    func receive(_ datagram: ByteBuffer) {
+    func receive(_ datagram: ByteBuffer, from: TransportAddress? = nil) {
         guard let first = datagram.getInteger(at: datagram.readerIndex, as: UInt8.self), let dtls else { return }
         switch PacketKind(firstByte: first) {
         case .stun:
-            // The check's answer: start DTLS (once).
-            if !checkAnswered, dtls.state == .handshaking {
+            guard let message = try? STUNMessage(datagram: datagram) else { return }
+            if message.type == STUNMessageType(method: .binding, class: .request), let from {
+                // The remote agent's check (Janus sends one): answer it with our short-term key.
+                let response = STUNMessage(
+                    type: STUNMessageType(method: .binding, class: .successResponse), transactionID: message.transactionID,
+                    attributes: [.xorAddress(.xorMappedAddress, from, transactionID: message.transactionID)])
+                send(response.encoded(integrityKey: STUNCredentials.shortTermKey(password: password), fingerprint: true))
+                remoteCheckAnswered = true
+            } else if message.type == STUNMessageType(method: .binding, class: .successResponse) {
                 checkAnswered = true
+            }
+            // DTLS once our check is answered (and, for Janus, theirs too).
+            if !dtlsStarted, checkAnswered, remoteCheckAnswered || !waitsForRemoteCheck, dtls.state == .handshaking {
+                dtlsStarted = true
                 for datagram in dtls.start() { send(datagram) }
             }
         case .dtls:
@@ -390,7 +486,8 @@ final class BenchViewerHandler: ChannelInboundHandler, @unchecked Sendable {
     init(viewer: BenchViewer) { self.viewer = viewer }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        viewer.receive(unwrapInboundIn(data).data)
+        let envelope = unwrapInboundIn(data)
+        viewer.receive(envelope.data, from: TransportAddress(envelope.remoteAddress))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {}
