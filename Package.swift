@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "Relay",
             dependencies: [
-                "Wire", "Store",
+                "Wire", "Store", "Datagram",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -79,14 +79,19 @@ let package = Package(
         .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSRTP", path: "Sources/CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
         .systemLibrary(name: "CNSS", path: "Sources/CNSS", pkgConfig: "nss", providers: [.apt(["libnss3-dev"])]),
-        // sendmmsg with UDP segmentation offload for the media port (glibc GNU extensions and CMSG macros).
+        // sendmmsg with UDP segmentation offload (glibc GNU extensions and CMSG macros), and the
+        // Swift side the media edge and the relay send with.
         .target(name: "CDatagram", path: "Sources/CDatagram"),
+        .target(
+            name: "Datagram",
+            dependencies: ["Wire", "CDatagram", .product(name: "NIOCore", package: "swift-nio")]
+        ),
 
         // WHEP media edge (issue: MediaEdge).
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "CSSL", "CSRTP", "CNSS", "CDatagram",
+                "Wire", "Store", "CSSL", "CSRTP", "CNSS", "Datagram",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -142,6 +147,10 @@ let package = Package(
                 "Relay", "Wire",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "DatagramTests",
+            dependencies: ["Datagram", "Wire", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "MediaEdgeTests",

@@ -1,3 +1,4 @@
+import Datagram
 import NIOCore
 import Store
 import Wire
@@ -93,15 +94,9 @@ package final class MediaCore {
     package let configuration: Configuration
     let context: DTLSContext
     package var counters = Counters()
-    /// A datagram to send; `name` is `to` as the kernel takes it (made once per viewer for media).
-    package struct Datagram {
-        package var bytes: ByteBuffer
-        package var to: TransportAddress
-        var name: SocketName
-    }
-
-    /// Datagrams to send, in order; the owner drains it after each call.
-    package var outbox: [Datagram] = []
+    /// Datagrams to send, in order; the owner drains it after each call. For media, `name`
+    /// is made once per viewer.
+    package var outbox: [OutgoingDatagram] = []
     /// Buffers for what goes out: media is written into them once, SRTP-protected in place.
     let allocator = ByteBufferAllocator()
 
@@ -189,12 +184,12 @@ package final class MediaCore {
         viewer.bytesSent += bytes.readableBytes
         counters.packetsSent += 1
         counters.bytesSent += bytes.readableBytes
-        outbox.append(Datagram(bytes: bytes, to: address, name: name))
+        outbox.append(OutgoingDatagram(bytes: bytes, to: address, name: name))
     }
 
     /// Queues a datagram that is not per-packet media (STUN, DTLS, RTCP).
     private func send(_ bytes: ByteBuffer, to address: TransportAddress) {
-        outbox.append(Datagram(bytes: bytes, to: address, name: SocketName(address)))
+        outbox.append(OutgoingDatagram(bytes: bytes, to: address, name: SocketName(address)))
     }
 
     // MARK: - Viewers

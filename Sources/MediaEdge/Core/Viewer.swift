@@ -1,3 +1,4 @@
+import Datagram
 import NIOCore
 import Store
 import Wire

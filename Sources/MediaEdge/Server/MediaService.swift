@@ -1,3 +1,4 @@
+import Datagram
 import Foundation
 import Logging
 import Metrics
@@ -34,10 +35,11 @@ final class MediaEngine {
     let logger: Logger
     var mediaChannel: (any Channel)?
     /// Where media goes out (the same port NIO reads).
-    var mediaSocket: MediaSocket?
+    var mediaSocket: UDPSocket?
     var ingestChannels: [String: [any Channel]] = [:]
     var ticks = 0
-    let batcher = SegmentBatcher()
+    let batcher = DatagramBatcher()
+    let sender = DatagramSender()
 
     init(core: MediaCore, loop: any EventLoop, logger: Logger) {
         self.core = core
@@ -54,8 +56,8 @@ final class MediaEngine {
         guard !core.outbox.isEmpty else { return }
         defer { core.outbox.removeAll(keepingCapacity: true) }
         guard let socket = mediaSocket else { return }
-        batcher.plan(core.outbox, maxSegments: socket.segmentation ? SegmentBatcher.maxSegments : 1)
-        core.counters.sendErrors += socket.send(batcher)
+        batcher.plan(core.outbox, maxSegments: socket.segmentation ? DatagramBatcher.maxSegments : 1)
+        core.counters.sendErrors += sender.send(batcher, on: socket)
         batcher.clear()
     }
 }
@@ -213,7 +215,8 @@ package final class MediaService: Service {
     private static func bindMedia(engine: NIOLoopBound<MediaEngine>, loop: any EventLoop, host: String, port: Int,
                                   segmentation: Bool) async throws -> any Channel
     {
-        let socket = try MediaSocket(host: host, port: port, segmentation: segmentation)
+        // A large send buffer: a keyframe to many viewers is a burst.
+        let socket = try UDPSocket(host: host, port: port, sendBuffer: 4 << 20, segmentation: segmentation)
         let channel = try await DatagramBootstrap(group: loop)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
             .channelOption(.datagramVectorReadMessageCount, value: 32)

@@ -1,12 +1,9 @@
 import Glibc
 import NIOCore
 import Testing
-@testable import MediaEdge
+@testable import Datagram
 @testable import Wire
 
-/// The media port's own send path against real sockets on loopback: batches, segmentation
-/// offload cut by the kernel into the datagrams a plain receiver sees, and a refused
-/// destination that costs one counted drop, not the socket.
 /// A plain UDP receiver on 127.0.0.1 with a receive timeout.
 final class UDPReceiver {
     let descriptor: CInt
@@ -41,23 +38,26 @@ final class UDPReceiver {
     }
 }
 
-@Suite struct MediaSocketTests {
+/// The send path of the media port and the relay against real sockets on loopback: batches,
+/// segmentation offload cut by the kernel into the datagrams a plain receiver sees, and a
+/// refused destination that costs one counted drop, not the socket.
+@Suite struct UDPSocketTests {
     /// A plan for datagrams of `tags` (each `size` bytes of its tag) to `address`.
-    static func plan(_ tags: [(UInt8, Int)], to address: (Int) -> TransportAddress, maxSegments: Int) -> SegmentBatcher {
-        let batcher = SegmentBatcher()
+    static func plan(_ tags: [(UInt8, Int)], to address: (Int) -> TransportAddress, maxSegments: Int) -> DatagramBatcher {
+        let batcher = DatagramBatcher()
         batcher.plan(tags.enumerated().map { index, tag in
-            MediaCore.Datagram(bytes: ByteBuffer(repeating: tag.0, count: tag.1), to: address(index), name: SocketName(address(index)))
+            OutgoingDatagram(bytes: ByteBuffer(repeating: tag.0, count: tag.1), to: address(index), name: SocketName(address(index)))
         }, maxSegments: maxSegments)
         return batcher
     }
 
     @Test func segmentedAndPlainWritesArriveAsTheDatagramsTheyStandFor() throws {
         let receiver = try UDPReceiver()
-        let socket = try MediaSocket(host: "127.0.0.1", port: 0)
+        let socket = try UDPSocket(host: "127.0.0.1", port: 0)
         let batcher = Self.plan([(1, 1100), (2, 1100), (3, 300), (4, 50)], to: { _ in receiver.address },
-                                maxSegments: socket.segmentation ? SegmentBatcher.maxSegments : 1)
+                                maxSegments: socket.segmentation ? DatagramBatcher.maxSegments : 1)
         #expect(batcher.writes.count == (socket.segmentation ? 2 : 4))
-        #expect(socket.send(batcher) == 0)
+        #expect(DatagramSender().send(batcher, on: socket) == 0)
         var received: [[UInt8]] = []
         for _ in 0..<4 { if let datagram = receiver.receive() { received.append(datagram) } }
         #expect(received.map(\.count) == [1100, 1100, 300, 50])
@@ -65,15 +65,15 @@ final class UDPReceiver {
         #expect(received.allSatisfy { Set($0).count == 1 })
     }
 
-    @Test(arguments: [1, SegmentBatcher.maxSegments])
+    @Test(arguments: [1, DatagramBatcher.maxSegments])
     func aRefusedDestinationIsOneDropAndTheRestStillGoOut(maxSegments: Int) throws {
         let receiver = try UDPReceiver()
-        let socket = try MediaSocket(host: "0.0.0.0", port: 0)
+        let socket = try UDPSocket(host: "0.0.0.0", port: 0)
         // Broadcast without SO_BROADCAST: the kernel refuses it with EACCES.
         let refused = TransportAddress(ip: IPAddress("255.255.255.255")!, port: 9)
         let batcher = Self.plan((0..<100).map { (UInt8($0), 200) }, to: { $0 == 40 ? refused : receiver.address },
                                 maxSegments: maxSegments)
-        #expect(socket.send(batcher) == 1)
+        #expect(DatagramSender().send(batcher, on: socket) == 1)
         #expect(socket.lastError == EACCES)
         var tags: [UInt8] = []
         while tags.count < 99, let datagram = receiver.receive() { tags.append(datagram[0]) }
@@ -82,12 +82,12 @@ final class UDPReceiver {
 
     @Test func aSegmentedWriteTheKernelRefusesGoesOutDatagramByDatagramAndOffloadStaysOff() throws {
         let receiver = try UDPReceiver()
-        let socket = try MediaSocket(host: "127.0.0.1", port: 0)
+        let socket = try UDPSocket(host: "127.0.0.1", port: 0)
         guard socket.segmentation else { return }  // a kernel without UDP_SEGMENT has nothing to refuse
         // 150 segments in one write: more than any kernel's UDP_MAX_SEGMENTS (64, 128 since 6.x): EINVAL.
         let batcher = Self.plan((0..<150).map { (UInt8($0), 10) }, to: { _ in receiver.address }, maxSegments: 150)
         #expect(batcher.writes.count == 1)
-        #expect(socket.send(batcher) == 0)
+        #expect(DatagramSender().send(batcher, on: socket) == 0)
         #expect(socket.lastError == EINVAL)
         #expect(!socket.segmentation)
         var tags: [UInt8] = []
@@ -100,8 +100,9 @@ final class UDPReceiver {
 
     @Test func aStoppedSocketDropsEverything() throws {
         let receiver = try UDPReceiver()
-        let socket = try MediaSocket(host: "127.0.0.1", port: 0)
+        let socket = try UDPSocket(host: "127.0.0.1", port: 0)
         socket.stopWriting()
-        #expect(socket.send(Self.plan([(7, 10), (8, 10)], to: { _ in receiver.address }, maxSegments: 1)) == 2)
+        let batcher = Self.plan([(7, 10), (8, 10)], to: { _ in receiver.address }, maxSegments: 1)
+        #expect(DatagramSender().send(batcher, on: socket) == 2)
     }
 }

@@ -4,11 +4,11 @@ import Wire
 
 /// SocketName is a destination as the kernel takes it (`struct sockaddr_in` or
 /// `sockaddr_in6`, in the room of the larger), made once per viewer rather than per packet.
-struct SocketName {
-    private(set) var storage = sockaddr_in6()
-    private(set) var length: socklen_t = 0
+package struct SocketName {
+    package private(set) var storage = sockaddr_in6()
+    package private(set) var length: socklen_t = 0
 
-    init(_ address: TransportAddress) {
+    package init(_ address: TransportAddress) {
         address.socketAddress.withSockAddr { pointer, size in
             precondition(size <= MemoryLayout<sockaddr_in6>.size, "an IP socket address")
             withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: size)) }

@@ -1,38 +1,55 @@
 import NIOCore
 import Wire
 
-/// SegmentBatcher turns the core's outbox into writes for UDP segmentation offload (GSO,
-/// `UDP_SEGMENT`): a viewer's consecutive packets of one size — the FU-A fragments of a
-/// frame are — go to the kernel as one message that it cuts into datagrams, so routing, the
-/// IP layer and the device run once per run instead of once per packet. The packets are not
+/// OutgoingDatagram is one datagram to send: its bytes, where to (and that address as the
+/// kernel takes it, made once per destination by the caller).
+package struct OutgoingDatagram {
+    package var bytes: ByteBuffer
+    package var to: TransportAddress
+    package var name: SocketName
+
+    package init(bytes: ByteBuffer, to: TransportAddress, name: SocketName) {
+        self.bytes = bytes
+        self.to = to
+        self.name = name
+    }
+}
+
+/// DatagramBatcher turns a list of datagrams into writes for UDP segmentation offload (GSO,
+/// `UDP_SEGMENT`): consecutive packets of one size to one destination — the FU-A fragments
+/// of a frame to a viewer, a burst of relayed packets to a peer — go to the kernel as one
+/// message that it cuts into datagrams, so routing, the IP layer and the device run once per
+/// run instead of once per packet. The packets are not
 /// copied: a write names its packets, which go to the kernel as an iovec each. Per
 /// destination the order stays as queued; between destinations it does not matter. One
 /// instance per media loop; it keeps its storage between flushes.
-final class SegmentBatcher {
+package final class DatagramBatcher {
     /// One message: `packets[parts]` to `to`, cut into `segmentSize` datagrams when set (the
     /// last may be shorter). Without a segment size it is one datagram of one packet.
-    struct Write {
-        var to: TransportAddress
-        var name: SocketName
-        var parts: Range<Int>
-        var segmentSize: Int?
+    package struct Write {
+        package var to: TransportAddress
+        package var name: SocketName
+        package var parts: Range<Int>
+        package var segmentSize: Int?
     }
 
     /// The packets in the order the writes send them.
-    private(set) var packets: [ByteBuffer] = []
-    private(set) var writes: [Write] = []
+    package private(set) var packets: [ByteBuffer] = []
+    package private(set) var writes: [Write] = []
 
     /// The kernel takes at most 64 segments (UDP_MAX_SEGMENTS; 128 since Linux 6.x) and 64 KiB per send.
-    static let maxSegments = 64
-    static let maxBytes = 65_000
+    package static let maxSegments = 64
+    package static let maxBytes = 65_000
 
     private var groupOf: [TransportAddress: Int] = [:]
     private var groups: [Int] = []
     private var counts: [Int] = []
     private var order: [Int] = []
 
+    package init() {}
+
     /// Plans `packets` and `writes` for `outbox`; `maxSegments` 1 keeps every datagram apart.
-    func plan(_ outbox: [MediaCore.Datagram], maxSegments: Int = SegmentBatcher.maxSegments) {
+    package func plan(_ outbox: [OutgoingDatagram], maxSegments: Int = DatagramBatcher.maxSegments) {
         packets.removeAll(keepingCapacity: true)
         writes.removeAll(keepingCapacity: true)
         guard maxSegments > 1, outbox.count > 1 else {
@@ -65,14 +82,14 @@ final class SegmentBatcher {
     }
 
     /// Lets go of the last plan's packets.
-    func clear() {
+    package func clear() {
         packets.removeAll(keepingCapacity: true)
         writes.removeAll(keepingCapacity: true)
     }
 
     /// Fills `order` with the outbox's indices, stable-sorted by destination (counting sort
     /// over destinations numbered in order of first appearance).
-    private func sortByDestination(_ outbox: [MediaCore.Datagram]) {
+    private func sortByDestination(_ outbox: [OutgoingDatagram]) {
         groupOf.removeAll(keepingCapacity: true)
         groups.removeAll(keepingCapacity: true)
         for index in outbox.indices {  // fields read in place: a Datagram is big to copy
