@@ -83,3 +83,20 @@ import Testing
         #expect(batcher.packets.isEmpty && batcher.writes.isEmpty)
     }
 }
+
+/// SocketName builds the kernel's address structures by hand; NIO's own conversion is the
+/// reference.
+@Suite struct SocketNameTests {
+    @Test(arguments: [("127.0.0.1", 40000), ("203.0.113.9", 1), ("::1", 3478), ("2001:db8::abcd:12", 65535)])
+    func matchesNIOsSocketAddress(_ ip: String, _ port: UInt16) throws {
+        let address = TransportAddress(ip: try #require(IPAddress(ip)), port: port)
+        let name = SocketName(address)
+        var expected: [UInt8] = []
+        address.socketAddress.withSockAddr { pointer, size in
+            expected = Array(UnsafeRawBufferPointer(start: pointer, count: size))
+        }
+        var storage = name.storage
+        let actual = withUnsafeBytes(of: &storage) { Array($0.prefix(Int(name.length))) }
+        #expect(actual == expected)
+    }
+}

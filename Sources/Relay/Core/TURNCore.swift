@@ -62,6 +62,8 @@ final class TURNCore {
         var bytesToPeer = 0
         var packetsToClient = 0
         var bytesToClient = 0
+        /// Datagrams the kernel refused (firewall, no route, full send buffer): dropped, counted.
+        var sendErrors = 0
     }
 
     let configuration: RelayConfiguration

@@ -1,3 +1,4 @@
+import Datagram
 import Foundation
 import Logging
 #if canImport(Glibc)
@@ -18,8 +19,8 @@ final class RelayEngine {
     let logger: Logger
     let events: RelayEvents
 
-    /// UDP listener channels by their local address.
-    var udpListeners: [TransportAddress: any Channel] = [:]
+    /// UDP listeners by their local address.
+    var udpListeners: [TransportAddress: UDPEndpoint] = [:]
     /// TCP/TLS client connections by five-tuple.
     var connections: [FiveTuple: any Channel] = [:]
     /// The sockets and addresses of each allocation, by allocation ID.
@@ -28,11 +29,15 @@ final class RelayEngine {
     var portsInUse: [IPAddress: Set<UInt16>] = [:]
     /// EVEN-PORT R-bit reservations: the bound socket for the next port, by token.
     var reservations: [UInt64: Reservation] = [:]
-    /// Channels with writes waiting for one flush at the end of a read batch.
+    /// TCP/TLS channels with writes waiting for one flush at the end of a read batch.
     private var pendingFlush: [ObjectIdentifier: any Channel] = [:]
+    /// UDP datagrams waiting for the end of a read batch, per socket, in order.
+    private var pendingDatagrams: [ObjectIdentifier: (socket: UDPSocket, datagrams: [OutgoingDatagram])] = [:]
+    private let batcher = DatagramBatcher()
+    private let sender = DatagramSender()
 
     struct Reservation {
-        var channel: any Channel
+        var endpoint: UDPEndpoint
         var address: TransportAddress
         var expiresAt: Int64
     }
@@ -56,7 +61,23 @@ final class RelayEngine {
         pendingFlush[ObjectIdentifier(channel)] = channel
     }
 
+    /// Queues a datagram on a UDP socket until the end of the read batch.
+    func send(_ bytes: ByteBuffer, on socket: UDPSocket, to address: TransportAddress, name: SocketName) {
+        let datagram = OutgoingDatagram(bytes: bytes, to: address, name: name)
+        pendingDatagrams[ObjectIdentifier(socket), default: (socket, [])].datagrams.append(datagram)
+    }
+
+    /// Sends what the read batch queued: per UDP socket with sendmmsg, a run of same-size
+    /// datagrams to one destination as one segmentation-offload message; TCP/TLS flushed.
     func flushPending() {
+        if !pendingDatagrams.isEmpty {
+            for (socket, datagrams) in pendingDatagrams.values {
+                batcher.plan(datagrams, maxSegments: socket.segmentation ? DatagramBatcher.maxSegments : 1)
+                core.counters.sendErrors += sender.send(batcher, on: socket)
+                batcher.clear()
+            }
+            pendingDatagrams.removeAll(keepingCapacity: true)
+        }
         guard !pendingFlush.isEmpty else { return }
         for channel in pendingFlush.values { channel.flush() }
         pendingFlush.removeAll(keepingCapacity: true)
@@ -69,13 +90,11 @@ final class RelayEngine {
         sendToClient(fiveTuple, buffer: buffer)
     }
 
-    func sendToClient(_ fiveTuple: FiveTuple, buffer: ByteBuffer) {
+    func sendToClient(_ fiveTuple: FiveTuple, buffer: ByteBuffer, name: SocketName? = nil) {
         switch fiveTuple.transport {
         case .udp:
             guard let listener = udpListeners[fiveTuple.server] else { return }
-            listener.write(AddressedEnvelope(remoteAddress: fiveTuple.client.socketAddress, data: buffer),
-                           promise: nil)
-            markForFlush(listener)
+            send(buffer, on: listener.socket, to: fiveTuple.client, name: name ?? SocketName(fiveTuple.client))
         case .tcp, .tls:
             guard let connection = connections[fiveTuple] else { return }
             connection.write(buffer, promise: nil)
@@ -104,12 +123,10 @@ final class RelayEngine {
         case .allocate(let plan):
             bindRelay(plan)
         case .sendToPeer(let allocation, let index, let peer, let payload):
-            guard let binding = bindings[allocation.id], index < binding.channels.count else { return }
+            guard let binding = bindings[allocation.id], index < binding.endpoints.count else { return }
             var buffer = ByteBufferAllocator().buffer(capacity: payload.count)
             buffer.writeBytes(payload)
-            let channel = binding.channels[index]
-            channel.write(AddressedEnvelope(remoteAddress: peer.socketAddress, data: buffer), promise: nil)
-            markForFlush(channel)
+            send(buffer, on: binding.endpoints[index].socket, to: peer, name: binding.peerName(peer))
         }
     }
 
@@ -120,11 +137,8 @@ final class RelayEngine {
             channel: channelData.channel, length: channelData.data.readableBytes, from: fiveTuple,
             nowMillis: Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000))
         else { return }
-        guard let binding = bindings[route.allocation.id], route.relayIndex < binding.channels.count else { return }
-        let channel = binding.channels[route.relayIndex]
-        channel.write(AddressedEnvelope(remoteAddress: binding.peerSocketAddress(route.peer), data: channelData.data),
-                      promise: nil)
-        markForFlush(channel)
+        guard let binding = bindings[route.allocation.id], route.relayIndex < binding.endpoints.count else { return }
+        send(channelData.data, on: binding.endpoints[route.relayIndex].socket, to: route.peer, name: binding.peerName(route.peer))
     }
 
     // MARK: - Peer data
@@ -146,7 +160,7 @@ final class RelayEngine {
             ChannelData.writeHeader(channel: number, length: length, to: &buffer)
             buffer.writeImmutableBuffer(envelope.data)
             if stream { buffer.writeRepeatingByte(0, count: (4 - length % 4) % 4) }
-            sendToClient(fiveTuple, buffer: buffer)
+            sendToClient(fiveTuple, buffer: buffer, name: binding.clientName)
         case .dataIndication:
             sendToClient(fiveTuple, bytes: TURNCore.dataIndication(from: peer, payload: envelope.data))
         }
@@ -154,7 +168,7 @@ final class RelayEngine {
 
     // MARK: - Allocating relayed sockets
 
-    private typealias Bound = (channel: any Channel, address: TransportAddress)
+    private typealias Bound = (endpoint: UDPEndpoint, address: TransportAddress)
 
     private func bindRelay(_ plan: AllocationPlan) {
         if let token = plan.reservationToken {
@@ -162,7 +176,7 @@ final class RelayEngine {
                 finishAllocation(plan, failure: .insufficientCapacity)
                 return
             }
-            installAllocation(plan, bound: [(reservation.channel, reservation.address)], reservationToken: nil)
+            installAllocation(plan, bound: [(reservation.endpoint, reservation.address)], reservationToken: nil)
             return
         }
         var bound: [Bound] = []
@@ -180,7 +194,7 @@ final class RelayEngine {
                         let token = UInt64.random(in: 1...UInt64.max)
                         reservationToken = token
                         self.reservations[token] = Reservation(
-                            channel: reserved.channel, address: reserved.address,
+                            endpoint: reserved.endpoint, address: reserved.address,
                             expiresAt: self.time.millis + Int64(self.configuration.reservationLifetime) * 1000)
                     }
                 case .failure(let error):
@@ -191,7 +205,7 @@ final class RelayEngine {
                 remaining -= 1
                 guard remaining == 0 else { return }
                 if failed {
-                    for item in bound { self.release(channel: item.channel, address: item.address) }
+                    for item in bound { self.release(item.endpoint, address: item.address) }
                     self.finishAllocation(plan, failure: .insufficientCapacity)
                 } else {
                     // Keep the order of families (IPv4 first) whatever order the binds finished in.
@@ -205,13 +219,13 @@ final class RelayEngine {
     private func installAllocation(_ plan: AllocationPlan, bound: [Bound], reservationToken: UInt64?) {
         let (allocation, response) = core.completeAllocation(
             plan, relayed: bound.map(\.address), reservationToken: reservationToken, time: time)
-        let binding = RelayBinding(allocation: allocation, channels: bound.map(\.channel))
+        let binding = RelayBinding(allocation: allocation, endpoints: bound.map(\.endpoint))
         bindings[allocation.id] = binding
         let dontFragment = plan.request.contains(.dontFragment)
         for item in bound {
             do {
-                try item.channel.pipeline.syncOperations.addHandler(RelaySocketHandler(engine: self, binding: binding))
-                if dontFragment { try Self.setDontFragment(item.channel, ipv4: item.address.ip.isIPv4) }
+                try item.endpoint.channel.pipeline.syncOperations.addHandler(RelaySocketHandler(engine: self, binding: binding))
+                if dontFragment { try Self.setDontFragment(item.endpoint.channel, ipv4: item.address.ip.isIPv4) }
             } catch {
                 logger.error("cannot set up a relayed socket", metadata: ["error": "\(error)"])
             }
@@ -270,7 +284,7 @@ final class RelayEngine {
                     case .success(let reserved):
                         completion(.success((main, reserved)))
                     case .failure(let error):
-                        self.release(channel: main.channel, address: main.address)
+                        self.release(main.endpoint, address: main.address)
                         retry(error)
                     }
                 }
@@ -294,26 +308,36 @@ final class RelayEngine {
 
     private func bindSocket(ip: IPAddress, port: UInt16, completion: @escaping (Result<Bound, any Error>) -> Void) {
         let address = TransportAddress(ip: ip, port: port)
+        let socket: UDPSocket
+        do {
+            // Not SO_REUSEADDR: a relayed port must be this allocation's alone.
+            socket = try UDPSocket(address: address.socketAddress, reuseAddress: false)
+        } catch {
+            completion(.failure(error))
+            return
+        }
         portsInUse[ip, default: []].insert(port)
         DatagramBootstrap(group: loop)
             // Vector reads split one buffer between the messages: 16 datagrams of up to 4 KiB.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 4096))
             .channelOption(.datagramVectorReadMessageCount, value: 16)
-            .bind(to: address.socketAddress)
+            .withBoundSocket(socket.readDescriptor)
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
-                    completion(.success((channel, address)))
+                    completion(.success((UDPEndpoint(channel: channel, socket: socket), address)))
                 case .failure(let error):
+                    socket.stopWriting()
                     self.portsInUse[ip]?.remove(port)
                     completion(.failure(error))
                 }
             }
     }
 
-    func release(channel: any Channel, address: TransportAddress) {
-        channel.close(promise: nil)
+    func release(_ endpoint: UDPEndpoint, address: TransportAddress) {
+        endpoint.socket.stopWriting()
+        endpoint.channel.close(promise: nil)
         portsInUse[address.ip]?.remove(address.port)
     }
 
@@ -327,7 +351,7 @@ final class RelayEngine {
         }
         for (token, reservation) in reservations where reservation.expiresAt <= now.millis {
             reservations[token] = nil
-            release(channel: reservation.channel, address: reservation.address)
+            release(reservation.endpoint, address: reservation.address)
         }
         for id in core.refreshed {
             if let binding = bindings[id] { events.allocationRefreshed(binding.allocation) }
@@ -337,8 +361,8 @@ final class RelayEngine {
 
     func end(_ allocation: Allocation, reason: TURNCore.EndReason, now: RelayTime) {
         guard let binding = bindings.removeValue(forKey: allocation.id) else { return }
-        for (channel, address) in zip(binding.channels, allocation.relayed) {
-            release(channel: channel, address: address)
+        for (endpoint, address) in zip(binding.endpoints, allocation.relayed) {
+            release(endpoint, address: address)
         }
         events.allocationEnded(allocation, reason: reason, at: now.unix)
         logger.debug("allocation ended", metadata: ["client": "\(allocation.fiveTuple)", "reason": "\(reason.rawValue)"])
@@ -356,29 +380,38 @@ final class RelayEngine {
     func endAll() {
         let now = time
         for allocation in core.removeAll() { end(allocation, reason: .shutdown, now: now) }
-        for reservation in reservations.values { release(channel: reservation.channel, address: reservation.address) }
+        for reservation in reservations.values { release(reservation.endpoint, address: reservation.address) }
         reservations.removeAll()
     }
+}
+
+/// UDPEndpoint is a UDP socket the relay owns: NIO's channel reads it, the engine writes it.
+struct UDPEndpoint {
+    let channel: any Channel
+    let socket: UDPSocket
 }
 
 /// RelayBinding ties an allocation to its relayed sockets.
 final class RelayBinding {
     let allocation: Allocation
-    let channels: [any Channel]
-    /// Peer socket addresses built once per peer rather than per packet.
-    private var peerAddresses: [TransportAddress: SocketAddress] = [:]
+    let endpoints: [UDPEndpoint]
+    /// The client's address as the kernel takes it, built once.
+    let clientName: SocketName
+    /// Peer addresses built once per peer rather than per packet.
+    private var peerNames: [TransportAddress: SocketName] = [:]
 
-    init(allocation: Allocation, channels: [any Channel]) {
+    init(allocation: Allocation, endpoints: [UDPEndpoint]) {
         self.allocation = allocation
-        self.channels = channels
+        self.endpoints = endpoints
+        clientName = SocketName(allocation.fiveTuple.client)
     }
 
-    func peerSocketAddress(_ peer: TransportAddress) -> SocketAddress {
-        if let cached = peerAddresses[peer] { return cached }
-        let address = peer.socketAddress
-        if peerAddresses.count > 64 { peerAddresses.removeAll() }
-        peerAddresses[peer] = address
-        return address
+    func peerName(_ peer: TransportAddress) -> SocketName {
+        if let cached = peerNames[peer] { return cached }
+        let name = SocketName(peer)
+        if peerNames.count > 64 { peerNames.removeAll() }
+        peerNames[peer] = name
+        return name
     }
 }
 
@@ -390,3 +423,5 @@ enum RelayError: Error {
 extension RelayEngine: Sendable {}
 @available(*, unavailable)
 extension RelayBinding: Sendable {}
+@available(*, unavailable)
+extension UDPEndpoint: Sendable {}

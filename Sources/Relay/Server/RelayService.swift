@@ -1,3 +1,4 @@
+import Datagram
 import Foundation
 import Logging
 import Metrics
@@ -108,6 +109,7 @@ package final class RelayService: Service {
         ticker.cancel()
         try? await loop.submit {
             engine.value.endAll()
+            for listener in engine.value.udpListeners.values { listener.socket.stopWriting() }
             metrics.update(from: engine.value.core)
             events.ship()
         }.get()
@@ -120,15 +122,15 @@ package final class RelayService: Service {
 
     private func bindUDP(_ listener: RelayConfiguration.Listener, engine: NIOLoopBound<RelayEngine>,
                          loop: any EventLoop) async throws -> any Channel {
+        let socket = try UDPSocket(host: listener.host, port: listener.port, sendBuffer: 4 << 20)
         let channel = try await DatagramBootstrap(group: loop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
             // Vector reads split one buffer between the messages: 64 datagrams of up to 4 KiB.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 4096))
             .channelOption(.datagramVectorReadMessageCount, value: 64)
-            .bind(host: listener.host, port: listener.port).get()
+            .withBoundSocket(socket.readDescriptor).get()
         try await loop.submit {
             guard let local = channel.localAddress.flatMap(TransportAddress.init) else { throw RelayError.noFreePort }
-            engine.value.udpListeners[local] = channel
+            engine.value.udpListeners[local] = UDPEndpoint(channel: channel, socket: socket)
             try channel.pipeline.syncOperations.addHandler(UDPListenerHandler(engine: engine.value, local: local))
         }.get()
         return channel
@@ -179,6 +181,7 @@ final class RelayMetrics: Sendable {
     private let authChallenges = Counter(label: "switchboard_relay_auth_challenges_total")
     private let filterDrops = Counter(label: "switchboard_relay_filter_drops_total")
     private let malformed = Counter(label: "switchboard_relay_malformed_total")
+    private let sendErrors = Counter(label: "switchboard_relay_send_errors_total")
     private let throttled = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "auth_throttled")])
     private let noPermission = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "no_permission")])
     private let bandwidth = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "bandwidth")])
@@ -195,6 +198,7 @@ final class RelayMetrics: Sendable {
         authChallenges.increment(by: now.authChallenges - last.authChallenges)
         filterDrops.increment(by: now.filterDrops - last.filterDrops)
         malformed.increment(by: now.malformed - last.malformed)
+        sendErrors.increment(by: now.sendErrors - last.sendErrors)
         throttled.increment(by: now.authThrottled - last.authThrottled)
         noPermission.increment(by: now.noPermissionDrops - last.noPermissionDrops)
         bandwidth.increment(by: now.bandwidthDrops - last.bandwidthDrops)
