@@ -4,6 +4,8 @@
 # Each server gets core 0 (coturn with one relay thread, `-m 1`), the load tool core 1.
 # The load tool (`switchboard bench relay`) allocates, binds a channel to its own echo peer
 # and keeps a window of ChannelData packets in flight; rounds alternate between the servers.
+# Its sockets take bursts as one read (UDP_GRO) and send them as one message (UDP_SEGMENT) so
+# that it is not what limits the run; the servers see ordinary datagrams either way.
 # Then the memory per allocation at N allocations, for both.
 #
 #   Benchmarks/relay.sh [ROUNDS=3] [SECONDS=10] [ALLOCATIONS=10000]

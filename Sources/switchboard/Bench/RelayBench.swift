@@ -32,15 +32,28 @@ struct BenchRelay: AsyncParsableCommand {
     @Option(help: "Seconds to hold allocations in --allocations mode.") var hold = 10
     @Flag(help: "Print one JSON line.") var json = false
 
+    /// The load tool's sockets take bursts as one read (UDP_GRO) and send them as one
+    /// message (UDP_SEGMENT) where the kernel can, so that it is not what limits the run.
+    static func offloading(_ bootstrap: DatagramBootstrap) -> DatagramBootstrap {
+        guard System.supportsUDPReceiveOffload else {
+            return bootstrap
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 2048))
+                .channelOption(.datagramVectorReadMessageCount, value: 64)
+        }
+        return bootstrap
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 8 * 65536))
+            .channelOption(.datagramVectorReadMessageCount, value: 8)
+            .channelOption(.datagramReceiveOffload, value: true)
+            .channelOption(.datagramReceiveSegmentSize, value: true)
+    }
+
     func run() async throws {
         let address = try ListenAddress(parsing: server)
         let serverAddress = try SocketAddress(ipAddress: address.host, port: address.port)
         // One loop for the clients and the echo peer: pin the process to one core with taskset.
         let loop = MultiThreadedEventLoopGroup.singleton.next()
 
-        let echo = try await DatagramBootstrap(group: loop)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 2048))
-            .channelOption(.datagramVectorReadMessageCount, value: 64)
+        let echo = try await Self.offloading(DatagramBootstrap(group: loop))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
             }
@@ -62,7 +75,7 @@ struct BenchRelay: AsyncParsableCommand {
             var held: [TURNBenchClient] = []
             let started = ContinuousClock.now
             for _ in 0..<allocations {
-                let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress)
+                let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress, offload: false)
                 try await client.allocate(username: credentials.0, password: credentials.1)
                 held.append(client)
             }
@@ -75,7 +88,7 @@ struct BenchRelay: AsyncParsableCommand {
 
         var flooders: [TURNBenchClient] = []
         for _ in 0..<clients {
-            let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress)
+            let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress, offload: true)
             try await client.allocate(username: credentials.0, password: credentials.1)
             try await client.bindChannel(0x4000, to: peer)
             flooders.append(client)
@@ -117,11 +130,12 @@ final class TURNBenchClient: Sendable {
         self.server = server
     }
 
-    static func connect(loop: any EventLoop, server: SocketAddress) async throws -> TURNBenchClient {
+    /// `offload`: flooding clients take and send bursts whole (big receive buffers); clients
+    /// that only hold an allocation keep small ones.
+    static func connect(loop: any EventLoop, server: SocketAddress, offload: Bool) async throws -> TURNBenchClient {
         let handler = BenchClientHandler(server: server)
-        let channel = try await DatagramBootstrap(group: loop)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
-            .channelOption(.datagramVectorReadMessageCount, value: 32)
+        let bootstrap = DatagramBootstrap(group: loop)
+        let channel = try await (offload ? BenchRelay.offloading(bootstrap) : bootstrap)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
             }
@@ -220,14 +234,19 @@ final class BenchClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func stop() { flooding = false }
 
+    /// Packets owed for echoes of this read batch: sent at its end, as segmentation-offload
+    /// messages where the kernel has them, so that the load tool is not what limits the run.
+    private var owed = 0
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         guard let first = envelope.data.getInteger(at: envelope.data.readerIndex, as: UInt8.self) else { return }
         if first >= 64 && first < 128 {
-            received += 1
-            if flooding {
-                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: server, data: packet)), promise: nil)
-            }
+            // A coalesced read (UDP_GRO) is several echoes of `segmentSize` bytes.
+            let size = envelope.metadata?.segmentSize ?? envelope.data.readableBytes
+            let count = max(1, (envelope.data.readableBytes + size - 1) / max(size, 1))
+            received += count
+            if flooding { owed += count }
         } else if let message = try? STUNMessage(datagram: envelope.data), let (id, promise) = pending,
                   message.transactionID == id {
             pending = nil
@@ -236,7 +255,23 @@ final class BenchClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        while owed > 0 {
+            let count = System.supportsUDPSegmentationOffload ? min(owed, 64) : 1
+            owed -= count
+            context.write(wrapOutboundOut(Self.segmented(packet, count: count, to: server)), promise: nil)
+        }
         context.flush()
+    }
+
+    /// `count` copies of `packet` to `address`: one datagram, or one message the kernel cuts
+    /// into `count` (UDP_SEGMENT).
+    static func segmented(_ packet: ByteBuffer, count: Int, to address: SocketAddress) -> AddressedEnvelope<ByteBuffer> {
+        guard count > 1 else { return AddressedEnvelope(remoteAddress: address, data: packet) }
+        var joined = ByteBuffer()
+        joined.reserveCapacity(packet.readableBytes * count)
+        for _ in 0..<count { joined.writeImmutableBuffer(packet) }
+        return AddressedEnvelope(remoteAddress: address, data: joined, metadata: .init(
+            ecnState: .transportNotCapable, packetInfo: nil, segmentSize: packet.readableBytes))
     }
 }
 
@@ -244,17 +279,41 @@ extension BenchClientHandler {
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 }
 
-/// Echoes every datagram to where it came from: the benchmark's peer.
-final class EchoHandler: ChannelInboundHandler, Sendable {
+/// Echoes every datagram to where it came from: the benchmark's peer. A read batch's
+/// echoes of one size to one address go back as segmentation-offload messages.
+final class EchoHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+    private var run: (envelope: AddressedEnvelope<ByteBuffer>, count: Int)?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        context.write(data, promise: nil)
+        let envelope = unwrapInboundIn(data)
+        if let size = envelope.metadata?.segmentSize, envelope.data.readableBytes > size {
+            // A coalesced read (UDP_GRO): back as one message cut the same way.
+            sendRun(context: context)
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: envelope.data,
+                metadata: .init(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: size))), promise: nil)
+            return
+        }
+        if let current = run, System.supportsUDPSegmentationOffload, current.count < 64,
+           current.envelope.remoteAddress == envelope.remoteAddress, current.envelope.data == envelope.data {
+            run = (current.envelope, current.count + 1)
+            return
+        }
+        sendRun(context: context)
+        run = (envelope, 1)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        sendRun(context: context)
         context.flush()
+    }
+
+    private func sendRun(context: ChannelHandlerContext) {
+        guard let (envelope, count) = run else { return }
+        run = nil
+        context.write(wrapOutboundOut(BenchClientHandler.segmented(envelope.data, count: count, to: envelope.remoteAddress)),
+                      promise: nil)
     }
 }
 
