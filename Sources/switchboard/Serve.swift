@@ -16,6 +16,20 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the server: every service in one process until SIGTERM or SIGINT.")
 
+    /// Every relayed port takes two descriptors (NIO reads one, the relay writes a dup), every
+    /// TCP client one: raise the soft open-file limit to the hard one, as coturn does.
+    /// Returns the limit in force.
+    static func raiseDescriptorLimit() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return UInt64(limit.rlim_cur)
+    }
+
     @OptionGroup var common: CommonOptions
     @OptionGroup var server: ServerOptions
     @OptionGroup var relay: RelayOptions
@@ -32,6 +46,8 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "switchboard")
+        let descriptors = Self.raiseDescriptorLimit()
+        logger.debug("open file limit", metadata: ["limit": "\(descriptors)"])
 
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

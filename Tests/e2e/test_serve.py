@@ -1,6 +1,7 @@
 """`switchboard serve`: health, metrics, shutdown, and admins working on the live database."""
 import concurrent.futures
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -88,6 +89,25 @@ def test_serve_runs_from_any_working_directory(sb, tmp_path):
     try:
         assert server.get("/healthz")[0] == 200
         assert sb.sql("select file_name from schema_migrations order by version;").split() == MIGRATIONS
+    finally:
+        assert server.stop() == 0
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_one(sb):
+    # Each relayed port takes two descriptors: a server started with a low soft limit
+    # (a shell's 1024) raises it itself, as coturn does.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard open-file limit {hard}: nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        server = start_server(sb)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        with open(f"/proc/{server.process.pid}/limits") as limits:
+            line = next(line for line in limits if line.startswith("Max open files"))
+        assert line.split()[3:5] == [str(hard), str(hard)]
     finally:
         assert server.stop() == 0
 
