@@ -3,17 +3,21 @@ import Glibc
 import NIOCore
 import Wire
 
-/// UDPSocket is a bound UDP socket shared with NIO: NIO reads it (its channel owns
-/// `readDescriptor`, given to `DatagramBootstrap.withBoundSocket`), and `DatagramSender`
-/// writes a duplicate of that descriptor with batched `sendmmsg` and UDP segmentation
-/// offload. NIO closes a datagram channel on any send error it does not expect (EPERM from a
-/// firewall rule, EACCES, ENETUNREACH, EIO from a device without checksum offload under
-/// segmentation); written this way such a send is one counted drop instead. All use is on
-/// the channel's event loop.
+/// UDPSocket is a bound UDP socket shared with NIO: NIO reads it (its channel takes the
+/// descriptor with `DatagramBootstrap.withBoundSocket` and closes it), and `DatagramSender`
+/// writes the same descriptor with batched `sendmmsg` and UDP segmentation offload. NIO
+/// closes a datagram channel on any send error it does not expect (EPERM from a firewall
+/// rule, EACCES, ENETUNREACH, EIO from a device without checksum offload under
+/// segmentation); written this way such a send is one counted drop instead.
+///
+/// All use is on the channel's event loop. The channel's handler calls `stopWriting()` in
+/// `channelInactive`, which NIO fires in the same call that closes the descriptor, so no
+/// write can reach a closed (or reused) descriptor.
 package final class UDPSocket {
-    /// The descriptor for NIO, which closes it with the channel.
-    package let readDescriptor: CInt
-    fileprivate var writeDescriptor: CInt
+    private let descriptor: CInt
+    /// Until handed to NIO, the descriptor is this object's to close.
+    private var owned = true
+    fileprivate private(set) var writable = true
     /// Segmentation offload; switched off for good if the kernel refuses a segmented write.
     package fileprivate(set) var segmentation: Bool
     /// The errno of the last send that failed.
@@ -23,7 +27,8 @@ package final class UDPSocket {
     /// restarted server bind its well-known port at once; never for ports that must be
     /// exclusive (TURN relayed addresses), as UDP with SO_REUSEADDR may share a port.
     package init(address: SocketAddress, reuseAddress: Bool, sendBuffer: Int? = nil, segmentation wanted: Bool = true) throws {
-        let descriptor = socket(address.protocol.rawValue, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let descriptor = socket(address.protocol.rawValue,
+                                Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard descriptor >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
         var one: CInt = 1
         if reuseAddress { setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size)) }
@@ -36,16 +41,7 @@ package final class UDPSocket {
             close(descriptor)
             throw IOError(errnoCode: code, reason: "bind \(address)")
         }
-        let duplicate = dup(descriptor)
-        guard duplicate >= 0 else {
-            let code = errno
-            close(descriptor)
-            throw IOError(errnoCode: code, reason: "dup")
-        }
-        // Writes must never block the loop: a full send buffer is a dropped datagram.
-        _ = fcntl(duplicate, F_SETFL, fcntl(duplicate, F_GETFL) | O_NONBLOCK)
-        readDescriptor = descriptor
-        writeDescriptor = duplicate
+        self.descriptor = descriptor
         segmentation = wanted && Self.segmentationSupported
     }
 
@@ -59,13 +55,38 @@ package final class UDPSocket {
 
     package static let segmentationSupported = switchboard_udp_segment_supported() != 0
 
-    /// Stops writing (the read side is NIO's to close).
+    /// The descriptor for `DatagramBootstrap.withBoundSocket`: from now on NIO closes it.
+    package func handOverToNIO() -> CInt {
+        owned = false
+        return descriptor
+    }
+
+    /// No more writes (call it from the channel's `channelInactive`, or before closing it).
     package func stopWriting() {
-        guard writeDescriptor >= 0 else { return }
-        close(writeDescriptor)
-        writeDescriptor = -1
+        guard writable else { return }
+        writable = false
+        if owned { close(descriptor) }
+    }
+
+    fileprivate var writeDescriptor: CInt { writable ? descriptor : -1 }
+}
+
+/// UDPSocketCloser stops a socket's writes when NIO closes its channel (a handler of its
+/// own for pipelines whose reader does not do it itself; it passes every event on).
+package final class UDPSocketCloser: ChannelInboundHandler {
+    package typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    private let socket: UDPSocket
+
+    package init(socket: UDPSocket) { self.socket = socket }
+
+    package func channelInactive(context: ChannelHandlerContext) {
+        socket.stopWriting()
+        context.fireChannelInactive()
     }
 }
+
+@available(*, unavailable)
+extension UDPSocketCloser: Sendable {}
 
 /// DatagramSender sends what a `DatagramBatcher` planned on a `UDPSocket`, in as few system
 /// calls as it takes. One per event loop: it owns the scratch space (message headers, iovecs,

@@ -222,10 +222,10 @@ package final class MediaService: Service {
             .channelOption(.datagramVectorReadMessageCount, value: 32)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(MediaSocketHandler(engine: engine.value))
+                    try channel.pipeline.syncOperations.addHandler(MediaSocketHandler(engine: engine.value, socket: socket))
                 }
             }
-            .withBoundSocket(socket.readDescriptor).get()
+            .withBoundSocket(socket.handOverToNIO()).get()
         try await loop.submit {
             engine.value.mediaSocket = socket
             engine.value.mediaChannel = channel
@@ -326,8 +326,18 @@ struct MediaServiceError: Error, CustomStringConvertible {
 final class MediaSocketHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     private let engine: MediaEngine
+    private let socket: UDPSocket
 
-    init(engine: MediaEngine) { self.engine = engine }
+    init(engine: MediaEngine, socket: UDPSocket) {
+        self.engine = engine
+        self.socket = socket
+    }
+
+    /// NIO closed the descriptor in this same call: no write may use it from now on.
+    func channelInactive(context: ChannelHandlerContext) {
+        socket.stopWriting()
+        context.fireChannelInactive()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)

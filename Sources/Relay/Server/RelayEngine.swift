@@ -318,10 +318,15 @@ final class RelayEngine {
         }
         portsInUse[ip, default: []].insert(port)
         DatagramBootstrap(group: loop)
-            // Vector reads split one buffer between the messages: 16 datagrams of up to 4 KiB.
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 4096))
-            .channelOption(.datagramVectorReadMessageCount, value: 16)
-            .withBoundSocket(socket.readDescriptor)
+            // One datagram per read (up to 4 KiB): NIO keeps ~340 bytes of headers per message
+            // per channel for vector reads, too much for a socket per allocation.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4096))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UDPSocketCloser(socket: socket))
+                }
+            }
+            .withBoundSocket(socket.handOverToNIO())
             .assumeIsolated()
             .whenComplete { result in
                 switch result {

@@ -127,7 +127,12 @@ package final class RelayService: Service {
             // Vector reads split one buffer between the messages: 64 datagrams of up to 4 KiB.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 4096))
             .channelOption(.datagramVectorReadMessageCount, value: 64)
-            .withBoundSocket(socket.readDescriptor).get()
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UDPSocketCloser(socket: socket))
+                }
+            }
+            .withBoundSocket(socket.handOverToNIO()).get()
         try await loop.submit {
             guard let local = channel.localAddress.flatMap(TransportAddress.init) else { throw RelayError.noFreePort }
             engine.value.udpListeners[local] = UDPEndpoint(channel: channel, socket: socket)
