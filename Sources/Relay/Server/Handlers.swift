@@ -1,3 +1,4 @@
+import Datagram
 import Logging
 import NIOCore
 import Wire
@@ -50,10 +51,18 @@ final class RelaySocketHandler: ChannelInboundHandler {
 
     private let engine: RelayEngine
     private let binding: RelayBinding
+    private let socket: UDPSocket
 
-    init(engine: RelayEngine, binding: RelayBinding) {
+    init(engine: RelayEngine, binding: RelayBinding, socket: UDPSocket) {
         self.engine = engine
         self.binding = binding
+        self.socket = socket
+    }
+
+    /// NIO closed the descriptor in this same call: no write may use it from now on.
+    func channelInactive(context: ChannelHandlerContext) {
+        socket.stopWriting()
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

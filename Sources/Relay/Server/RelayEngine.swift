@@ -224,7 +224,12 @@ final class RelayEngine {
         let dontFragment = plan.request.contains(.dontFragment)
         for item in bound {
             do {
-                try item.endpoint.channel.pipeline.syncOperations.addHandler(RelaySocketHandler(engine: self, binding: binding))
+                guard item.endpoint.channel.isActive else {  // closed by NIO while reserved
+                    item.endpoint.socket.stopWriting()
+                    continue
+                }
+                try item.endpoint.channel.pipeline.syncOperations.addHandler(
+                    RelaySocketHandler(engine: self, binding: binding, socket: item.endpoint.socket))
                 if dontFragment { try Self.setDontFragment(item.endpoint.channel, ipv4: item.address.ip.isIPv4) }
             } catch {
                 logger.error("cannot set up a relayed socket", metadata: ["error": "\(error)"])
@@ -321,11 +326,8 @@ final class RelayEngine {
             // One datagram per read (up to 4 KiB): NIO keeps ~340 bytes of headers per message
             // per channel for vector reads, too much for a socket per allocation.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4096))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UDPSocketCloser(socket: socket))
-                }
-            }
+            // No handler yet: RelaySocketHandler (added when the allocation is installed) reads
+            // it and stops the writes when NIO closes it; nothing writes to it before that.
             .withBoundSocket(socket.handOverToNIO())
             .assumeIsolated()
             .whenComplete { result in
