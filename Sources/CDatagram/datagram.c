@@ -6,7 +6,6 @@
 #include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -48,13 +47,4 @@ int switchboard_send_datagrams(int fd, const switchboard_datagram *datagrams, un
         return -1;
     }
     return sent;
-}
-
-int switchboard_udp_segment_supported(void) {
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    if (fd < 0) return 0;
-    int size = 1200;
-    int ok = setsockopt(fd, SOL_UDP, UDP_SEGMENT, &size, sizeof(size)) == 0;
-    close(fd);
-    return ok;
 }

@@ -53,7 +53,8 @@ package final class UDPSocket {
 
     deinit { stopWriting() }
 
-    package static let segmentationSupported = switchboard_udp_segment_supported() != 0
+    /// Whether the kernel takes UDP_SEGMENT (Linux 4.18 and later); NIO's own probe.
+    package static var segmentationSupported: Bool { System.supportsUDPSegmentationOffload }
 
     /// The descriptor for `DatagramBootstrap.withBoundSocket`: from now on NIO closes it.
     package func handOverToNIO() -> CInt {

@@ -22,15 +22,20 @@ extension TransportAddress {
         }
     }
 
-    /// The NIO socket address for sending to this address.
-    package var socketAddress: SocketAddress {
+    /// The address as the kernel takes it: a `sockaddr_in` or a `sockaddr_in6`.
+    package enum KernelAddress {
+        case v4(sockaddr_in)
+        case v6(sockaddr_in6)
+    }
+
+    package var kernelAddress: KernelAddress {
         switch ip {
         case .v4(let value):
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = port.bigEndian
             address.sin_addr.s_addr = value.bigEndian
-            return SocketAddress(address, host: "")
+            return .v4(address)
         case .v6(let value):
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)
@@ -38,7 +43,15 @@ extension TransportAddress {
             withUnsafeMutableBytes(of: &address.sin6_addr) { raw in
                 for index in 0..<16 { raw[index] = UInt8(truncatingIfNeeded: value >> (120 - 8 * index)) }
             }
-            return SocketAddress(address, host: "")
+            return .v6(address)
+        }
+    }
+
+    /// The NIO socket address for sending to this address.
+    package var socketAddress: SocketAddress {
+        switch kernelAddress {
+        case .v4(let address): SocketAddress(address, host: "")
+        case .v6(let address): SocketAddress(address, host: "")
         }
     }
 }

@@ -28,7 +28,4 @@ typedef struct {
 /// sent (the caller counts it as dropped and carries on with the next).
 int switchboard_send_datagrams(int fd, const switchboard_datagram *datagrams, unsigned int count, int *error);
 
-/// Whether the kernel takes UDP_SEGMENT (Linux 4.18 and later).
-int switchboard_udp_segment_supported(void);
-
 #endif
