@@ -72,8 +72,10 @@ package final class UDPSocket {
     fileprivate var writeDescriptor: CInt { writable ? descriptor : -1 }
 }
 
-/// UDPSocketCloser stops a socket's writes when NIO closes its channel (a handler of its
-/// own for pipelines whose reader does not do it itself; it passes every event on).
+/// UDPSocketCloser stops a socket's writes when NIO closes its channel. Put it after the
+/// reader: readers pass `channelInactive` on but not the datagrams, so it costs nothing per
+/// packet. (The relay's relayed sockets, one per allocation, do this in their own reader
+/// instead: a handler context per allocation costs memory.)
 package final class UDPSocketCloser: ChannelInboundHandler {
     package typealias InboundIn = AddressedEnvelope<ByteBuffer>
     private let socket: UDPSocket

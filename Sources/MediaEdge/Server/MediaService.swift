@@ -222,7 +222,8 @@ package final class MediaService: Service {
             .channelOption(.datagramVectorReadMessageCount, value: 32)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(MediaSocketHandler(engine: engine.value, socket: socket))
+                    try channel.pipeline.syncOperations.addHandlers(
+                        MediaSocketHandler(engine: engine.value), UDPSocketCloser(socket: socket))
                 }
             }
             .withBoundSocket(socket.handOverToNIO()).get()
@@ -242,8 +243,7 @@ package final class MediaService: Service {
         while !Task.isCancelled {
             try? await channel.closeFuture.get()
             let segmentation = (try? await loop.submit {
-                defer {
-                    engine.value.mediaSocket?.stopWriting()
+                defer {  // its writes stopped as NIO closed it (UDPSocketCloser)
                     engine.value.mediaSocket = nil
                     engine.value.mediaChannel = nil
                 }
@@ -326,18 +326,8 @@ struct MediaServiceError: Error, CustomStringConvertible {
 final class MediaSocketHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     private let engine: MediaEngine
-    private let socket: UDPSocket
 
-    init(engine: MediaEngine, socket: UDPSocket) {
-        self.engine = engine
-        self.socket = socket
-    }
-
-    /// NIO closed the descriptor in this same call: no write may use it from now on.
-    func channelInactive(context: ChannelHandlerContext) {
-        socket.stopWriting()
-        context.fireChannelInactive()
-    }
+    init(engine: MediaEngine) { self.engine = engine }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)

@@ -109,7 +109,6 @@ package final class RelayService: Service {
         ticker.cancel()
         try? await loop.submit {
             engine.value.endAll()
-            for listener in engine.value.udpListeners.values { listener.socket.stopWriting() }
             metrics.update(from: engine.value.core)
             events.ship()
         }.get()
@@ -127,16 +126,12 @@ package final class RelayService: Service {
             // Vector reads split one buffer between the messages: 64 datagrams of up to 4 KiB.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 4096))
             .channelOption(.datagramVectorReadMessageCount, value: 64)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UDPSocketCloser(socket: socket))
-                }
-            }
             .withBoundSocket(socket.handOverToNIO()).get()
         try await loop.submit {
             guard let local = channel.localAddress.flatMap(TransportAddress.init) else { throw RelayError.noFreePort }
             engine.value.udpListeners[local] = UDPEndpoint(channel: channel, socket: socket)
-            try channel.pipeline.syncOperations.addHandler(UDPListenerHandler(engine: engine.value, local: local))
+            try channel.pipeline.syncOperations.addHandlers(
+                UDPListenerHandler(engine: engine.value, local: local), UDPSocketCloser(socket: socket))
         }.get()
         return channel
     }
