@@ -95,12 +95,8 @@ final class Viewer {
         guard let srtpOut else { return nil }
         var buffer = allocator.buffer(
             capacity: RTPPacket.fixedHeaderLength + send.payload.readableBytes + SRTPSession.trailerCapacity)
-        buffer.writeInteger(UInt8(0x80))  // version 2, no padding, no extension, no CSRCs
-        buffer.writeInteger((send.marker ? 0x80 : 0) | payloadType)
-        buffer.writeInteger(send.sequence)
-        buffer.writeInteger(send.timestamp)
-        buffer.writeInteger(ssrc)
-        buffer.writeImmutableBuffer(send.payload)
+        RTPPacket(marker: send.marker, payloadType: payloadType, sequenceNumber: send.sequence, timestamp: send.timestamp,
+                  ssrc: ssrc, payload: send.payload).write(to: &buffer)
         do {
             try srtpOut.protect(rtp: &buffer)
         } catch {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MediaEdge
 import NIOCore
+import Wire
 
 /// `switchboard bench srtp`: what one SRTP protect costs through libsrtp2 for each DTLS-SRTP
 /// profile, on RTP packets of a given size. The media edge protects every packet once per
@@ -24,24 +25,20 @@ struct BenchSRTP: AsyncParsableCommand {
             let key = [UInt8](repeating: 7, count: profile.keyLength)
             let salt = [UInt8](repeating: 9, count: profile.saltLength)
             let all = try (0..<sessions).map { _ in try SRTPSession(profile: profile, key: key, salt: salt, direction: .outbound) }
-            var header: [UInt8] = [0x80, 96, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]
             var bytes = 0
             let clock = ContinuousClock()
             let elapsed = try clock.measure {
                 for index in 0..<packets {
-                    let sequence = index / sessions
-                    header[2] = UInt8(truncatingIfNeeded: sequence >> 8)
-                    header[3] = UInt8(truncatingIfNeeded: sequence)
-                    var packet = allocator.buffer(capacity: header.count + size + SRTPSession.trailerCapacity)
-                    packet.writeBytes(header)
-                    packet.writeImmutableBuffer(payload)
+                    var packet = allocator.buffer(capacity: RTPPacket.fixedHeaderLength + size + SRTPSession.trailerCapacity)
+                    RTPPacket(payloadType: 96, sequenceNumber: UInt16(truncatingIfNeeded: index / sessions), timestamp: 0,
+                              ssrc: 0x1234_5678, payload: payload).write(to: &packet)
                     try all[index % sessions].protect(rtp: &packet)
                     bytes += packet.readableBytes
                 }
             }
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.seconds
             let name = profile == .aeadAes128Gcm ? "AEAD_AES_128_GCM" : "AES_CM_128_HMAC_SHA1_80"
-            print(name.padding(toLength: 24, withPad: " ", startingAt: 0)
+            Output.line(name.padding(toLength: 24, withPad: " ", startingAt: 0)
                 + String(format: " %7.0f ns/packet  %7.1f MB/s  (%d packets of %d bytes over %d sessions)",
                          seconds * 1e9 / Double(packets), Double(bytes) / seconds / 1e6, packets, size, sessions))
         }
