@@ -224,3 +224,19 @@ import Testing
         }
     }
 }
+
+@Suite struct BindingSuccessTests {
+    @Test(arguments: [TransportAddress(ip: IPAddress("192.0.2.1")!, port: 32853),
+                      TransportAddress(ip: IPAddress("2001:db8:1234:5678:11:2233:4455:6677")!, port: 32853)])
+    func answersTheRequestsTransactionWithTheSourceAddress(address: TransportAddress) throws {
+        let request = STUNMessage(.binding, .request)
+        let key = STUNCredentials.shortTermKey(password: "VOkJxbRl1RmTxUk/WvJxBt")
+        let bytes = STUNMessage.bindingSuccess(to: request, from: address).encoded(integrityKey: key, fingerprint: true)
+        let response = try STUNMessage(bytes: bytes)
+        #expect(response.type == STUNMessageType(method: .binding, class: .successResponse))
+        #expect(response.transactionID == request.transactionID)
+        #expect(try response.xorAddress(.xorMappedAddress) == address)
+        #expect(response.verifyIntegrity(key: key))
+        #expect(response.fingerprintIsValid == true)
+    }
+}

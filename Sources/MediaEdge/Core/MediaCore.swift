@@ -327,9 +327,7 @@ package final class MediaCore {
             counters.stunBadIntegrity += 1
             return
         }
-        let response = STUNMessage(
-            type: STUNMessageType(method: .binding, class: .successResponse), transactionID: message.transactionID,
-            attributes: [.xorAddress(.xorMappedAddress, address, transactionID: message.transactionID)])
+        let response = STUNMessage.bindingSuccess(to: message, from: address)
         send(ByteBuffer(bytes: response.encoded(integrityKey: viewer.localKey, fingerprint: true)), to: address)
         viewer.lastConsentNanos = now.nanos
         if !viewer.addresses.contains(address) {

@@ -257,6 +257,16 @@ public struct STUNMessage: Sendable {
     }
 }
 
+extension STUNMessage {
+    /// The success response to a Binding request that came from `address`: the same
+    /// transaction, XOR-MAPPED-ADDRESS (RFC 8489 §7.3.1). ICE agents encode it with their
+    /// short-term key and a FINGERPRINT (RFC 8445 §7.3).
+    public static func bindingSuccess(to request: STUNMessage, from address: TransportAddress) -> STUNMessage {
+        STUNMessage(.binding, .successResponse, transactionID: request.transactionID,
+                    attributes: [.xorAddress(.xorMappedAddress, address, transactionID: request.transactionID)])
+    }
+}
+
 extension STUNMessage: Equatable {
     /// Messages are equal when type, transaction ID and attributes are; how they arrived
     /// does not matter.

@@ -427,9 +427,7 @@ final class BenchViewer: @unchecked Sendable {
             guard let message = try? STUNMessage(datagram: datagram) else { return }
             if message.type == STUNMessageType(method: .binding, class: .request), let from {
                 // The remote agent's check (Janus sends one): answer it with our short-term key.
-                let response = STUNMessage(
-                    type: STUNMessageType(method: .binding, class: .successResponse), transactionID: message.transactionID,
-                    attributes: [.xorAddress(.xorMappedAddress, from, transactionID: message.transactionID)])
+                let response = STUNMessage.bindingSuccess(to: message, from: from)
                 send(response.encoded(integrityKey: STUNCredentials.shortTermKey(password: password), fingerprint: true))
                 remoteCheckAnswered = true
             } else if message.type == STUNMessageType(method: .binding, class: .successResponse) {
