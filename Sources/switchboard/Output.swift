@@ -4,12 +4,24 @@ import Foundation
 /// correctly and is complete even when the process is stopped by a signal.
 enum Output {
     static func line(_ text: String) {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        write(Data((text + "\n").utf8), to: .standardOutput)
     }
 
     /// A human note on stderr, keeping stdout for what scripts consume.
     static func note(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        write(Data((text + "\n").utf8), to: .standardError)
+    }
+
+    /// Writes, or ends the process if it cannot: quietly when the reader went away
+    /// (`switchboard peer list | head -1`: EPIPE, where C tools die of SIGPIPE), with status 1
+    /// otherwise (a full disk). Never a crash.
+    private static func write(_ data: Data, to handle: FileHandle) {
+        do {
+            try handle.write(contentsOf: data)
+        } catch {
+            let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+            exit(underlying?.code == Int(EPIPE) ? 0 : 1)
+        }
     }
 
     static func json(_ value: some Encodable) {
@@ -35,7 +47,7 @@ enum Output {
             }
             text += cells.joined(separator: "  ") + "\n"
         }
-        FileHandle.standardOutput.write(Data(text.utf8))
+        write(Data(text.utf8), to: .standardOutput)
     }
 
     static func time(_ date: Date?) -> String {

@@ -1,10 +1,12 @@
 """The peer registry CLI: every command, every error path, and what reaches the database."""
 import json
 import re
+import signal
+import subprocess
 
 import pytest
 
-from conftest import MIGRATIONS
+from conftest import BIN, MIGRATIONS, clean_env
 
 KEY = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -171,3 +173,18 @@ def test_acl_rules_from_the_cli(sb):
     assert sb.dump() == before
     sb.ok("acl", "remove", "1")
     assert sb.sql("select count(*) from acl_rules;") == "1\n"
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(sb):
+    # `switchboard peer list | head -1` under a shell that ignores SIGPIPE (as some
+    # supervisors and CI runners do): the write fails with EPIPE, and the CLI stops with
+    # status 0 and no crash report, as a C tool dying of SIGPIPE would.
+    for index in range(3):
+        sb.ok("peer", "add", f"cam-{index}")
+    process = subprocess.Popen([str(BIN), "peer", "list", "--data-dir", str(sb.data_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(None),
+                               preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_IGN))
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 0, stderr
+    assert "crashed" not in stderr and "Fatal error" not in stderr
