@@ -1,12 +1,22 @@
 import Foundation
 
+/// A stream that is told, rather than waiting, when events are stored for its peer (the SSE
+/// streams served straight from NIO, see `EventStreamHandler`). Both calls come from the
+/// hub and must return quickly: they hop to the stream's event loop.
+package protocol EventSubscriber: Sendable {
+    func eventsStored()
+    func hubShutDown()
+}
+
 /// EventHub wakes a peer's event stream or long-poll when an event for it is stored. Events
 /// themselves live in SQLite; the hub only says "look again". A version per peer closes the
 /// gap between reading the events and starting to wait.
 ///
 /// Waits time out through one sweeper task for the whole hub (every `tick`), not a timer
 /// task per wait: a parked stream then costs a dictionary entry, which matters at 10k
-/// connected peers.
+/// connected peers. Deadlines are kept in buckets of one tick, so a sweep looks only at the
+/// waits that are due, not at every parked stream (10k of them took the hub away from
+/// `notify` for milliseconds four times a second).
 package actor EventHub {
     /// A parked stream: resumed by `notify`, by its deadline, by cancellation or by
     /// shutdown, whichever comes first.
@@ -17,8 +27,15 @@ package actor EventHub {
 
     private var versions: [String: Int] = [:]
     private var waiters: [String: [UInt64: Waiter]] = [:]
+    /// Waits by the tick their deadline falls in. Entries whose wait already ended (woken,
+    /// cancelled) stay until their tick comes and are skipped then.
+    private var deadlines: [Int64: [(peer: String, id: UInt64)]] = [:]
+    /// The first tick not swept yet.
+    private var nextTickToSweep: Int64?
+    private let start = ContinuousClock.now
     private var nextWaiterID: UInt64 = 0
     private var openStreams: [String: Int] = [:]
+    private var subscribers: [String: [UInt64: any EventSubscriber]] = [:]
     private var sweeper: Task<Void, Never>?
     private let tick: Duration
     /// Set on graceful shutdown: waits return at once and streams end.
@@ -30,6 +47,9 @@ package actor EventHub {
 
     package func notify(_ peer: String) {
         versions[peer, default: 0] += 1
+        if let listening = subscribers[peer] {
+            for subscriber in listening.values { subscriber.eventsStored() }
+        }
         if let waiting = waiters.removeValue(forKey: peer) {
             for waiter in waiting.values { waiter.continuation.resume() }
         }
@@ -42,6 +62,11 @@ package actor EventHub {
             for waiter in waiting.values { waiter.continuation.resume() }
         }
         waiters.removeAll()
+        deadlines.removeAll()
+        for listening in subscribers.values {
+            for subscriber in listening.values { subscriber.hubShutDown() }
+        }
+        subscribers.removeAll()
         sweeper?.cancel()
         sweeper = nil
     }
@@ -59,7 +84,9 @@ package actor EventHub {
                     continuation.resume()
                     return
                 }
-                waiters[peer, default: [:]][id] = Waiter(continuation: continuation, deadline: .now + timeout)
+                let deadline = ContinuousClock.now + timeout
+                waiters[peer, default: [:]][id] = Waiter(continuation: continuation, deadline: deadline)
+                deadlines[tickIndex(of: deadline), default: []].append((peer, id))
             }
         } onCancel: {
             Task { await self.wake(peer, id) }
@@ -82,19 +109,37 @@ package actor EventHub {
         }
     }
 
+    /// The tick an instant falls in, counted from the hub's start.
+    private func tickIndex(of instant: ContinuousClock.Instant) -> Int64 {
+        Int64(((instant - start) / tick).rounded(.down))
+    }
+
     /// Resumes every waiter past its deadline; false once the hub has shut down.
     private func sweep() -> Bool {
         guard !isShuttingDown else { return false }
         let now = ContinuousClock.now
-        for (peer, waiting) in waiters {
-            let due = waiting.filter { $0.value.deadline <= now }
-            guard !due.isEmpty else { continue }
-            for (id, waiter) in due {
-                waiters[peer]?.removeValue(forKey: id)
-                waiter.continuation.resume()
+        let current = tickIndex(of: now)
+        // Buckets before the current tick are wholly due; the current one is checked per wait.
+        var index = nextTickToSweep ?? deadlines.keys.min() ?? current
+        while index <= current {
+            if let due = deadlines[index] {
+                var later: [(peer: String, id: UInt64)] = []
+                for (peer, id) in due {
+                    guard let waiter = waiters[peer]?[id] else { continue }  // already ended
+                    if waiter.deadline <= now {
+                        waiters[peer]?.removeValue(forKey: id)
+                        if waiters[peer]?.isEmpty == true { waiters[peer] = nil }
+                        waiter.continuation.resume()
+                    } else {
+                        later.append((peer, id))
+                    }
+                }
+                deadlines[index] = later.isEmpty ? nil : later
             }
-            if waiters[peer]?.isEmpty == true { waiters[peer] = nil }
+            if index == current { break }
+            index += 1
         }
+        nextTickToSweep = current
         return true
     }
 
@@ -108,6 +153,20 @@ package actor EventHub {
         openStreams[peer] = count > 0 ? count : nil
     }
 
+    /// Registers a stream to be told of the peer's events until `unsubscribe`; it counts as an
+    /// open stream. Nil once the hub has shut down.
+    package func subscribe(_ peer: String, _ subscriber: any EventSubscriber) -> UInt64? {
+        guard !isShuttingDown else { return nil }
+        nextWaiterID += 1
+        subscribers[peer, default: [:]][nextWaiterID] = subscriber
+        return nextWaiterID
+    }
+
+    package func unsubscribe(_ peer: String, _ id: UInt64) {
+        subscribers[peer]?.removeValue(forKey: id)
+        if subscribers[peer]?.isEmpty == true { subscribers[peer] = nil }
+    }
+
     /// True while the peer holds an SSE or WebSocket stream (it counts as online).
-    package func isStreaming(_ peer: String) -> Bool { openStreams[peer] != nil }
+    package func isStreaming(_ peer: String) -> Bool { openStreams[peer] != nil || subscribers[peer] != nil }
 }

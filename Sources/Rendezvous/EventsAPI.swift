@@ -5,6 +5,9 @@ import Store
 
 /// A peer's event stream: Server-Sent Events (`GET /v1/events`, resumable with
 /// Last-Event-ID) or long-poll (`GET /v1/events?after=N&wait=S`, a JSON array).
+///
+/// Most SSE streams never reach this route: `EventStreamHandler` serves them from the
+/// connection's pipeline. This route answers what it passes on (refusals, pipelined requests).
 enum EventsAPI {
     static func addRoutes(to v1: RouterGroup<SwitchboardRequestContext>, database: SwitchboardDatabase,
                           configuration: RendezvousConfiguration, hub: EventHub, presence: PresenceTracker) {
@@ -31,11 +34,7 @@ enum EventsAPI {
                 body: .init { writer in
                     await EventPump.run(peer: peerID, from: start, database: database, hub: hub,
                                         heartbeat: heartbeat) { events in
-                        var text = ""
-                        for event in events {
-                            text += "id: \(event.id)\nevent: \(event.type)\ndata: \(event.data)\n\n"
-                        }
-                        try await writer.write(ByteBuffer(string: text))
+                        try await writer.write(ByteBuffer(string: EventPump.serverSentEvents(events)))
                     } keepalive: {
                         try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
                     } opened: {
@@ -57,10 +56,10 @@ enum EventsAPI {
             throw Problem(.badRequest, detail: "wait must be 0-\(configuration.maximumLongPollSeconds) seconds")
         }
         let seen = await hub.version(of: peerID)
-        var events = try await database.events(for: peerID, after: cursor, acknowledged: true)
+        var events = try database.events(for: peerID, after: cursor, acknowledged: true)
         if events.isEmpty && seconds > 0 {
             await hub.wait(peerID, since: seen, timeout: .seconds(seconds))
-            events = try await database.events(for: peerID, after: cursor, acknowledged: false)
+            events = try database.events(for: peerID, after: cursor, acknowledged: false)
         }
         var json = "["
         for (index, event) in events.enumerated() {
@@ -81,6 +80,15 @@ enum EventPump {
     /// Events read per query.
     static let batch = 100
 
+    /// Events as Server-Sent Events text (`id:` the cursor, `event:` the type, `data:` JSON).
+    static func serverSentEvents(_ events: [EventRecord]) -> String {
+        var text = ""
+        for event in events {
+            text += "id: \(event.id)\nevent: \(event.type)\ndata: \(event.data)\n\n"
+        }
+        return text
+    }
+
     static func run(
         peer: String, from start: Int64, database: SwitchboardDatabase, hub: EventHub, heartbeat: Duration,
         send: ([EventRecord]) async throws -> Void, keepalive: () async throws -> Void,
@@ -96,7 +104,7 @@ enum EventPump {
                 while !Task.isCancelled, await !hub.isShuttingDown {
                     // The version before the read: whatever is stored after it wakes the wait below.
                     let seen = await hub.version(of: peer)
-                    let events = try await database.events(for: peer, after: cursor, acknowledged: acknowledged,
+                    let events = try database.events(for: peer, after: cursor, acknowledged: acknowledged,
                                                            limit: batch)
                     acknowledged = false
                     if !events.isEmpty {

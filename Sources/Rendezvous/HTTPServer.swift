@@ -85,18 +85,27 @@ package enum HTTPServer {
         onRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
     ) -> some ApplicationProtocol & Sendable {
         let presence = PresenceTracker(database: database)
+        let streams = EventStreamHandler.Services(
+            database: database, hub: hub, presence: presence, heartbeat: rendezvous.sseHeartbeat,
+            serverName: configuration.serverName)
         return Application(
             router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,
                                presence: presence, edge: edge, logRequests: logger.logLevel <= .debug),
             server: .http1WebSocketUpgrade(
-                configuration: .init(ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30))))
+                configuration: .init(
+                    http1: .init(additionalChannelHandlers: [EventStreamHandler(services: streams)]),
+                    ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30))))
             ) { head, _, _ in
                 try await WebSocketAPI.shouldUpgrade(head, database: database, configuration: rendezvous, hub: hub,
                                                      presence: presence)
             },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
-                serverName: configuration.serverName),
+                serverName: configuration.serverName,
+                // Thousands of peers reconnect their event streams at once after a restart;
+                // Hummingbird's 256 overflowed the accept queue (the kernel caps this at
+                // net.core.somaxconn).
+                backlog: 4096),
             onServerRunning: { channel in await onRunning(channel.localAddress) },
             logger: logger)
     }

@@ -62,10 +62,20 @@ package func constantTimeEquals<A: Collection<UInt8>, B: Collection<UInt8>>(_ a:
 /// URL-safe base64 without padding (RFC 4648 §5).
 package enum Base64URL {
     package static func encode(_ bytes: some Sequence<UInt8>) -> String {
-        Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        // One pass over the standard alphabet's bytes (Foundation's replacingOccurrences,
+        // three times, cost more than the random bytes and the encoding together).
+        let standard = Data(bytes).base64EncodedString()
+        var url: [UInt8] = []
+        url.reserveCapacity(standard.utf8.count)
+        for byte in standard.utf8 {
+            switch byte {
+            case UInt8(ascii: "+"): url.append(UInt8(ascii: "-"))
+            case UInt8(ascii: "/"): url.append(UInt8(ascii: "_"))
+            case UInt8(ascii: "="): continue
+            default: url.append(byte)
+            }
+        }
+        return String(decoding: url, as: UTF8.self)
     }
 
     package static func decode(_ text: some StringProtocol) -> [UInt8]? {

@@ -158,7 +158,7 @@ extension SwitchboardDatabase {
     /// from the peer (Last-Event-ID, `after=`): everything up to it has been seen and is
     /// deleted. A stream's own progress is not an acknowledgement — the connection may be
     /// dead without the server knowing yet.
-    package func events(for peer: String, after cursor: Int64, acknowledged: Bool, limit: Int = 100) async throws
+    package func events(for peer: String, after cursor: Int64, acknowledged: Bool, limit: Int = 100) throws
         -> [EventRecord]
     {
         let now = unixNow

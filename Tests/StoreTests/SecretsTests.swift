@@ -79,6 +79,10 @@ import Testing
             #expect(!text.contains("=") && !text.contains("+") && !text.contains("/"))
             #expect(Base64URL.decode(text) == bytes)
         }
+        // RFC 4648 §10's vectors, and the two characters base64url changes (§5).
+        #expect(Base64URL.encode(Array("foobar".utf8)) == "Zm9vYmFy")
+        #expect(Base64URL.encode(Array("fo".utf8)) == "Zm8")
+        #expect(Base64URL.encode([0xFB, 0xFF, 0xBF]) == "-_-_")
         #expect(Base64URL.decode("AA==") == nil)
         #expect(Base64URL.decode("A*") == nil)
     }

@@ -50,10 +50,10 @@ import Testing
         }
         #expect(try await db.session("s1", for: "alice") == nil)
 
-        let aliceEvents = try await db.events(for: "alice", after: 0, acknowledged: false)
+        let aliceEvents = try db.events(for: "alice", after: 0, acknowledged: false)
         #expect(aliceEvents.map(\.type) == ["answer", "candidates", "closed"])
         #expect(aliceEvents.map(\.id) == aliceEvents.map(\.id).sorted())
-        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).map(\.type) == ["offer", "candidates"])
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.type) == ["offer", "candidates"])
     }
 
     @Test func onlyTheTwoPartiesSeeOrChangeASession() async throws {
@@ -71,7 +71,7 @@ import Testing
         await #expect(throws: SessionError.notFound) {
             try await db.closeSession("nope", by: "alice", eventTTL: 1, eventData: "{}")
         }
-        #expect(try await db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
     }
 
     @Test func theCallerCannotAnswerAndAStaleETagIsRefused() async throws {
@@ -91,7 +91,7 @@ import Testing
         // Nothing changed: still version 1, no answer, no event for the caller.
         let session = try #require(try await db.session("s1", for: "bob"))
         #expect(session.version == 1 && session.answer == nil && session.state == "offered")
-        #expect(try await db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
     }
 
     @Test func anUnansweredOfferExpiresAndTheCallerHearsOfIt() async throws {
@@ -111,17 +111,17 @@ import Testing
 
     @Test func onlyAnAcknowledgedCursorDeletesEventsAndExpiredOnesGo() async throws {
         for n in 1...3 { _ = try await offer("s\(n)") }
-        let all = try await db.events(for: "bob", after: 0, acknowledged: false)
+        let all = try db.events(for: "bob", after: 0, acknowledged: false)
         #expect(all.count == 3)
         // A stream reading on does not delete what it read.
-        #expect(try await db.events(for: "bob", after: all[1].id, acknowledged: false).count == 1)
-        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).count == 3)
+        #expect(try db.events(for: "bob", after: all[1].id, acknowledged: false).count == 1)
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).count == 3)
         // An acknowledged cursor does.
-        #expect(try await db.events(for: "bob", after: all[0].id, acknowledged: true).map(\.id) == [all[1].id, all[2].id])
-        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).count == 2)
+        #expect(try db.events(for: "bob", after: all[0].id, acknowledged: true).map(\.id) == [all[1].id, all[2].id])
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).count == 2)
         // Expiry: hidden at once, deleted by the purge.
         clock.advance(by: 300)
-        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
         #expect(try await db.purgeExpiredEvents() == 2)
     }
 
@@ -129,7 +129,7 @@ import Testing
         _ = try await offer()
         try db.removePeer(bob)
         #expect(try await db.session("s1", for: "alice") == nil)
-        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
     }
 
     @Test func aLongDescriptionOrUnknownModeIsRefusedByTheSchema() async throws {
@@ -143,6 +143,6 @@ import Testing
                                        offer: "v=0", offerTTL: 1, eventTTL: 1, eventData: "{}")
         }
         #expect(try await db.session("s9", for: "alice") == nil)
-        #expect(try await db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
     }
 }

@@ -26,6 +26,32 @@ import Testing
         #expect(waited >= .milliseconds(100) && waited < .seconds(2))
     }
 
+    @Test func manyWaitsEachEndAtTheirOwnDeadline() async {
+        let hub = EventHub(tick: .milliseconds(20))
+        let started = ContinuousClock.now
+        // Three peers, staggered deadlines inside and across ticks; one is woken early, so
+        // its deadline entry is left behind and must be skipped when its tick comes.
+        let ended = await withTaskGroup(of: (String, Duration).self) { group in
+            for (peer, milliseconds) in [("a", 30), ("b", 90), ("c", 95), ("d", 400), ("e", 170)] {
+                group.addTask {
+                    await hub.wait(peer, since: 0, timeout: .milliseconds(milliseconds))
+                    return (peer, ContinuousClock.now - started)
+                }
+            }
+            while await hub.waiting < 5 { try? await Task.sleep(for: .milliseconds(2)) }
+            await hub.notify("d")
+            var ended: [String: Duration] = [:]
+            for await (peer, after) in group { ended[peer] = after }
+            return ended
+        }
+        #expect(ended["d"]! < .milliseconds(400))
+        for (peer, milliseconds) in [("a", 30), ("b", 90), ("c", 95), ("e", 170)] {
+            #expect(ended[peer]! >= .milliseconds(milliseconds), "\(peer) ended early")
+            #expect(ended[peer]! < .milliseconds(milliseconds) + .seconds(1), "\(peer) ended late")
+        }
+        #expect(await hub.waiting == 0)
+    }
+
     @Test func aStaleVersionOrShutdownReturnsAtOnce() async {
         let hub = EventHub()
         await hub.notify("bob")

@@ -286,3 +286,57 @@ def test_streams_end_cleanly_on_shutdown_and_other_paths_refuse_upgrades(pair):
         assert closed.value.rcvd.code == 1001
     stream.thread.join(timeout=5)
     assert not stream.thread.is_alive()
+
+
+def read_until(sock, marker, timeout=10):
+    """Bytes from a raw socket until `marker` has arrived."""
+    sock.settimeout(timeout)
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_sse_streams_are_served_from_the_pipeline_and_the_rest_goes_to_the_router(pair, sb):
+    """SSE streams with a good token are taken over by the connection's pipeline handler;
+    what it passes on (bad tokens, bad cursors, a request pipelined behind another) is
+    answered by the routed handler, with the same results."""
+    import socket
+    server, alice, bob = pair
+    # The fast path: headers, the opening comment, an event, and a request counted in the metrics.
+    stream = SSE(bob)
+    assert stream.response.getheader("Cache-Control") == "no-store"
+    assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
+    offer = stream.wait_for(1)[0]
+    assert offer[1] == "offer" and offer[2]["from"] == "alice"
+    assert json.loads(alice.request("GET", "/v1/peers/bob")[3])["online"] is True
+    stream.close()
+    metrics = Client(server.base_url).request("GET", "/metrics")[3]
+    assert 'http_route="/v1/events"' in metrics and 'http_response_status_code="200"' in metrics, metrics
+
+    # Refusals come from the router as problem documents.
+    for headers, expected in [({"Authorization": "Bearer nope"}, 401), ({}, 401),
+                              ({"Authorization": f"Bearer {bob.token}", "Last-Event-ID": "soon"}, 400)]:
+        connection = http.client.HTTPConnection(bob.host, bob.port, timeout=10)
+        connection.request("GET", "/v1/events", headers=headers)
+        response = connection.getresponse()
+        assert response.status == expected
+        assert response.getheader("Content-Type") == "application/problem+json"
+        connection.close()
+
+    # Two requests in one write: the stream behind an unanswered request goes to the router,
+    # and both are answered in order on the one connection.
+    with socket.create_connection((bob.host, bob.port), timeout=10) as sock:
+        auth = f"Authorization: Bearer {bob.token}\r\nHost: x\r\n"
+        sock.sendall((f"GET /v1/ice-servers HTTP/1.1\r\n{auth}\r\n"
+                      f"GET /v1/events HTTP/1.1\r\n{auth}Accept: text/event-stream\r\n\r\n").encode())
+        data = read_until(sock, b": switchboard events for bob")
+        first, _, rest = data.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200") and b"application/json" in first.lower()
+        assert b"HTTP/1.1 200" in rest and b"text/event-stream" in rest.lower()
+        assert rest.index(b"text/event-stream") < rest.index(b": switchboard events for bob")
+        assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
+        assert b"event: offer" in read_until(sock, b"event: offer")

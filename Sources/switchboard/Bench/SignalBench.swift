@@ -56,7 +56,7 @@ struct BenchSignal: AsyncParsableCommand {
                                                      peer: index, recorder: recorder, group: group))
         }
         while recorder.openStreams < peers {
-            if ContinuousClock.now - streamStart > .seconds(60) { throw BenchError("only \(recorder.openStreams) of \(peers) streams opened") }
+            if ContinuousClock.now - streamStart > .seconds(60) { throw BenchError("only \(recorder.openStreams) of \(peers) streams opened (\(recorder.report().failureKinds))") }
             try await Task.sleep(for: .milliseconds(20))
         }
         let streamSeconds = (ContinuousClock.now - streamStart).seconds
@@ -123,10 +123,10 @@ struct BenchSignal: AsyncParsableCommand {
         }
         let sessionSeconds = (ContinuousClock.now - sessionsStart).seconds
         let rssAfter = serverPid.flatMap(Self.rss)
+        let report = recorder.report()  // before closing, which the stream handlers count
         for stream in streams { try? await stream.close() }
         for client in clients { await client.close() }
 
-        let report = recorder.report()
         var perPeer: Double?
         if let rssBefore, let rssStreams { perPeer = Double(rssStreams - rssBefore) / Double(peers) / 1024 }
         var result: [(String, String)] = [
@@ -293,6 +293,16 @@ final class SSEStreamHandler: ChannelInboundHandler {
         case .end:
             context.close(promise: nil)
         }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        recorder.failed(opened ? "stream closed" : "stream closed before it opened")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        recorder.failed("stream error \(error)")
+        context.close(promise: nil)
     }
 
     private func drainEvents() {
