@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
+import Wire
 
 /// TURNUser is a static long-term-credential user of the relay (never its password).
 package struct TURNUser: Sendable, Equatable {
@@ -19,10 +20,7 @@ extension SwitchboardDatabase {
 
     /// The long-term key as coturn stores it: hex MD5(name:realm:password).
     package static func turnKeyHex(name: String, realm: String, password: String) -> String {
-        Insecure.MD5.hash(data: Array("\(name):\(realm):\(password)".utf8)).map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-        }.joined()
+        hexString(Insecure.MD5.hash(data: Array("\(name):\(realm):\(password)".utf8)))
     }
 
     package func addTURNUser(name: String, realm: String, password: String, actor: Actor = .cli) throws {

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
+import Wire
 
 /// LoginToken is a bearer token as handed to a peer once: 256 random bits, URL-safe text.
 /// The database keeps only its SHA-256 (a fast hash is right for a random 256-bit secret, and
@@ -12,10 +13,7 @@ package struct LoginToken: Sendable, Equatable {
 
 extension SwitchboardDatabase {
     package static func tokenHash(_ token: String) -> String {
-        SHA256.hash(data: Array(token.utf8)).map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-        }.joined()
+        hexString(SHA256.hash(data: Array(token.utf8)))
     }
 
     /// Issues a token for a peer whose key was just verified, and records the login.

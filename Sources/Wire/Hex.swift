@@ -1,7 +1,8 @@
-/// Lower-case hex of bytes, for descriptions and logs.
-func hexString(_ bytes: some Sequence<UInt8>) -> String {
+/// Lower-case hex of bytes: descriptions and logs, and stored digests (token hashes, TURN keys).
+public func hexString(_ bytes: some Sequence<UInt8>) -> String {
     let digits = Array("0123456789abcdef".utf8)
     var out: [UInt8] = []
+    out.reserveCapacity(bytes.underestimatedCount * 2)
     for byte in bytes {
         out.append(digits[Int(byte >> 4)])
         out.append(digits[Int(byte & 0x0F)])

@@ -45,10 +45,7 @@ package struct NonceIssuer: Sendable {
         withUnsafeBytes(of: time.bigEndian) { data += $0 }
         data += client.bytes
         let mac = HMAC<SHA256>.authenticationCode(for: data, using: key)
-        return Array(mac).prefix(12).map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-        }.joined()
+        return hexString(Array(mac).prefix(12))
     }
 
     private func hex16(_ value: UInt64) -> String {

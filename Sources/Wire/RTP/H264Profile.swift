@@ -62,9 +62,7 @@ extension H264 {
         }
 
         public var description: String {
-            let digits = Array("0123456789abcdef")
-            return String([profileIDC >> 4, profileIDC & 15, constraints >> 4, constraints & 15, levelIDC >> 4, levelIDC & 15]
-                .map { digits[Int($0)] })
+            hexString([profileIDC, constraints, levelIDC])
         }
 
         /// The profile a decoder must support, as WebRTC stacks name them (constraint_set1
