@@ -108,9 +108,10 @@ package enum RendezvousAPI {
                 var online: Bool
                 var last_seen: Date?
             }
-            let recentlySeen = peer.lastSeenAt.map { Date().timeIntervalSince($0) <= Double(configuration.onlineWindow) }
+            let lastSeen = [peer.lastSeenAt, await presence.lastSeen(peer.id)].compactMap { $0 }.max()
+            let recentlySeen = lastSeen.map { Date().timeIntervalSince($0) <= Double(configuration.onlineWindow) }
             let online = await hub.isStreaming(peer.id) || recentlySeen == true
-            return try json(PeerResponse(id: peer.id, online: online, last_seen: peer.lastSeenAt))
+            return try json(PeerResponse(id: peer.id, online: online, last_seen: lastSeen))
         }
     }
 
@@ -198,20 +199,47 @@ package enum RendezvousAPI {
     }
 }
 
-/// PresenceTracker writes `last_seen_at` for peers making requests, at most every 10 seconds
-/// per peer, so presence costs one small write per peer rather than one per request.
+/// PresenceTracker keeps `last_seen_at` for peers making requests. A peer's time is taken at
+/// most every 10 seconds, and the times taken are stored together, one transaction every
+/// `flushInterval`: with thousands of peers polling, a write per peer per 10 s was as many
+/// write transactions as the sessions themselves made. Until a time is stored, `lastSeen`
+/// answers from memory, so presence reads never lag; a stop loses at most one interval of
+/// `last_seen_at` updates.
 package actor PresenceTracker {
     private let database: SwitchboardDatabase
-    private var lastWrite: [String: ContinuousClock.Instant] = [:]
+    private let flushInterval: Duration
+    /// When each peer was last seen, to within 10 s.
+    private var lastSeenAt: [String: Date] = [:]
+    private var unstored: [String: Date] = [:]
+    private var flusher: Task<Void, Never>?
 
-    package init(database: SwitchboardDatabase) { self.database = database }
+    package init(database: SwitchboardDatabase, flushInterval: Duration = .seconds(1)) {
+        self.database = database
+        self.flushInterval = flushInterval
+    }
 
-    package func seen(_ id: String) async {
-        let now = ContinuousClock.now
-        if let last = lastWrite[id], now - last < .seconds(10) { return }
-        lastWrite[id] = now
-        if lastWrite.count > 200_000 { lastWrite = lastWrite.filter { now - $0.value < .seconds(10) } }
-        guard let peer = try? PeerID(id) else { return }
-        try? await database.touch(peer)
+    package func seen(_ id: String) {
+        let now = Date()
+        if let last = lastSeenAt[id], now.timeIntervalSince(last) < 10 { return }
+        lastSeenAt[id] = now
+        unstored[id] = now
+        if lastSeenAt.count > 200_000 { lastSeenAt = lastSeenAt.filter { now.timeIntervalSince($0.value) < 10 } }
+        guard flusher == nil else { return }
+        let interval = flushInterval
+        flusher = Task { [weak self] in
+            try? await Task.sleep(for: interval)
+            await self?.flush()
+        }
+    }
+
+    /// When the peer was last seen by this process (to within 10 s), nil if not lately.
+    package func lastSeen(_ id: String) -> Date? { lastSeenAt[id] }
+
+    /// Stores the times taken since the last flush.
+    package func flush() async {
+        flusher = nil
+        let batch = unstored.compactMap { id, at in (try? PeerID(id)).map { (id: $0, at: at) } }
+        unstored.removeAll()
+        try? await database.touch(batch)
     }
 }

@@ -102,11 +102,14 @@ extension SwitchboardDatabase {
             ?? false
     }
 
-    /// Marks a peer as seen now (presence).
-    package func touch(_ id: PeerID) async throws {
-        let now = unixNow
+    /// Marks peers as seen (presence), each at its own time, in one transaction.
+    package func touch(_ seen: [(id: PeerID, at: Date)]) async throws {
+        guard !seen.isEmpty else { return }
         try await pool.write { db in
-            try db.cachedStatement(sql: "UPDATE peers SET last_seen_at = ? WHERE id = ?").execute(arguments: [now, id.rawValue])
+            let update = try db.cachedStatement(sql: "UPDATE peers SET last_seen_at = max(coalesce(last_seen_at, 0), ?) WHERE id = ?")
+            for (id, at) in seen {
+                try update.execute(arguments: [Int64(at.timeIntervalSince1970.rounded(.down)), id.rawValue])
+            }
         }
     }
 }
