@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import MediaEdge
@@ -91,13 +92,16 @@ package enum HTTPServer {
         return Application(
             router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,
                                presence: presence, edge: edge, logRequests: logger.logLevel <= .debug),
-            server: .http1WebSocketUpgrade(
-                configuration: .init(
-                    http1: .init(additionalChannelHandlers: [EventStreamHandler(services: streams)]),
-                    ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30))))
-            ) { head, _, _ in
-                try await WebSocketAPI.shouldUpgrade(head, database: database, configuration: rendezvous, hub: hub,
-                                                     presence: presence)
+            server: HTTPServerBuilder { responder in
+                ConnectionOnItsLoop(inner: HTTP1WebSocketUpgradeChannel(
+                    responder: responder,
+                    configuration: .init(
+                        http1: .init(additionalChannelHandlers: [EventStreamHandler(services: streams)]),
+                        ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30)))),
+                    shouldUpgrade: { head, _, _ in
+                        try await WebSocketAPI.shouldUpgrade(head, database: database, configuration: rendezvous,
+                                                             hub: hub, presence: presence)
+                    }))
             },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
