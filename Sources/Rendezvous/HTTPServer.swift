@@ -5,6 +5,7 @@ import HummingbirdWebSocket
 import Logging
 import MediaEdge
 import NIOCore
+import NIOPosix
 import Prometheus
 import Store
 
@@ -74,6 +75,12 @@ package enum HTTPServer {
         return router
     }
 
+    /// The HTTP server's own event loops. Request handlers run on their connection's loop and
+    /// make short Store calls in place there (see `ConnectionOnItsLoop`); on loops of their own,
+    /// a Store call that waits (another process holding the write lock) can never hold up the
+    /// relay's or the media edge's packets, which use NIO's shared loops.
+    static let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+
     /// The HTTP service. `onRunning` receives the bound address (useful with port 0).
     package static func makeApplication(
         configuration: Configuration,
@@ -111,6 +118,7 @@ package enum HTTPServer {
                 // net.core.somaxconn).
                 backlog: 4096),
             onServerRunning: { channel in await onRunning(channel.localAddress) },
+            eventLoopGroupProvider: .shared(eventLoopGroup),
             logger: logger)
     }
 
