@@ -132,9 +132,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard uri.path == "/v1/events" else { return nil }
         let query = uri.queryParameters
         guard query["after"] == nil, query["wait"] == nil else { return nil }
-        guard let last = request.headerFields[.lastEventID] else { return 0 }
-        guard let value = Int64(last.trimmingCharacters(in: .whitespaces)), value >= 0 else { return nil }
-        return value
+        return EventPump.resumeCursor(lastEventID: request.headerFields[.lastEventID])
     }
 
     static func bearerToken(_ request: HTTPRequest) -> String? {
@@ -178,11 +176,10 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         subscription = accepted.subscription
         cursor = start
         Self.streams.increment()
-        var fields: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store"]
+        var fields = EventPump.streamHeaders
         fields[.server] = services.serverName
         context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
-        // A first comment so clients see the stream is open.
-        write(": switchboard events for \(peer)\n\n", context: context)
+        write(EventPump.openingComment(for: peer), context: context)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let period = TimeAmount(services.heartbeat)
         heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
@@ -219,7 +216,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func beat() {
         guard case .streaming = state, let context else { return }
-        if !wroteSinceHeartbeat { write(": keepalive\n\n", context: context) }
+        if !wroteSinceHeartbeat { write(EventPump.keepaliveComment, context: context) }
         wroteSinceHeartbeat = false
     }
 

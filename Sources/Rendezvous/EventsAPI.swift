@@ -18,28 +18,22 @@ enum EventsAPI {
                 return try await longPoll(peer.id, request: request, database: database, hub: hub,
                                           configuration: configuration)
             }
-            var resumeFrom: Int64 = 0
-            if let last = request.headers[.lastEventID] {
-                guard let value = Int64(last.trimmingCharacters(in: .whitespaces)), value >= 0 else {
-                    throw Problem(.badRequest, detail: "Last-Event-ID must be an event id")
-                }
-                resumeFrom = value
+            guard let start = EventPump.resumeCursor(lastEventID: request.headers[.lastEventID]) else {
+                throw Problem(.badRequest, detail: "Last-Event-ID must be an event id")
             }
-            let start = resumeFrom
             let peerID = peer.id
             let heartbeat = configuration.sseHeartbeat
             return Response(
                 status: .ok,
-                headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+                headers: EventPump.streamHeaders,
                 body: .init { writer in
                     await EventPump.run(peer: peerID, from: start, database: database, hub: hub,
                                         heartbeat: heartbeat) { events in
                         try await writer.write(ByteBuffer(string: EventPump.serverSentEvents(events)))
                     } keepalive: {
-                        try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                        try await writer.write(ByteBuffer(string: EventPump.keepaliveComment))
                     } opened: {
-                        // A first comment so clients see the stream is open.
-                        try await writer.write(ByteBuffer(string: ": switchboard events for \(peerID)\n\n"))
+                        try await writer.write(ByteBuffer(string: EventPump.openingComment(for: peerID)))
                     }
                     try? await writer.finish(nil)
                 })
@@ -79,6 +73,22 @@ enum EventsAPI {
 enum EventPump {
     /// Events read per query.
     static let batch = 100
+
+    // What both ways of serving an SSE stream (this route and `EventStreamHandler`) send and
+    // accept, so that the two cannot drift apart.
+
+    static let streamHeaders: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store"]
+    static let keepaliveComment = ": keepalive\n\n"
+
+    /// A first comment, so clients see the stream is open.
+    static func openingComment(for peer: String) -> String { ": switchboard events for \(peer)\n\n" }
+
+    /// The cursor a Last-Event-ID header resumes from: 0 without one, nil when it is no event id.
+    static func resumeCursor(lastEventID: String?) -> Int64? {
+        guard let lastEventID else { return 0 }
+        guard let value = Int64(lastEventID.trimmingCharacters(in: .whitespaces)), value >= 0 else { return nil }
+        return value
+    }
 
     /// Events as Server-Sent Events text (`id:` the cursor, `event:` the type, `data:` JSON).
     static func serverSentEvents(_ events: [EventRecord]) -> String {
