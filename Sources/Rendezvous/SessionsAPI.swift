@@ -196,8 +196,7 @@ enum SessionsAPI {
     }
 
     static func randomID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return Base64URL.encode((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        Base64URL.encode(randomBytes(16))
     }
 
     static func etag(_ version: Int64) -> String { "\"\(version)\"" }

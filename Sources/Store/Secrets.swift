@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Wire
 
 /// PeerKey is a peer's secret: 256 bits from the system CSPRNG, written as URL-safe base64
 /// without padding (43 characters). It is shown once and only its hash is stored.
@@ -12,8 +13,7 @@ package struct PeerKey: Sendable, Equatable {
 
     /// A new key from `SystemRandomNumberGenerator` (getrandom(2) on Linux, a CSPRNG).
     package static func generate() -> PeerKey {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<byteCount).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        let bytes = randomBytes(byteCount)
         return PeerKey(text: Base64URL.encode(bytes))
     }
 }
@@ -28,8 +28,7 @@ package enum KeyHash {
     static let scheme = "hmac-sha256"
 
     package static func make(for key: PeerKey) -> String {
-        var generator = SystemRandomNumberGenerator()
-        let salt = (0..<16).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        let salt = randomBytes(16)
         return "\(scheme)$\(Base64URL.encode(salt))$\(Base64URL.encode(digest(key: key.text, salt: salt)))"
     }
 

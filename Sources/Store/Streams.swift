@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Wire
 import GRDB
 
 /// MediaStream is a live stream the media edge ingests over RTP/UDP and plays out over WHEP.
@@ -84,8 +85,7 @@ extension SwitchboardDatabase {
         if let videoPort, videoPort == audioPort { throw StoreError.portInUse(videoPort) }
         var token: String?
         if withToken {
-            var generator = SystemRandomNumberGenerator()
-            token = Base64URL.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            token = Base64URL.encode(randomBytes(32))
         }
         let now = unixNow
         try write { db in

@@ -18,8 +18,7 @@ extension SwitchboardDatabase {
 
     /// Issues a token for a peer whose key was just verified, and records the login.
     package func issueToken(for id: PeerID, lifetime: Int, source: String?) async throws -> LoginToken {
-        var generator = SystemRandomNumberGenerator()
-        let token = Base64URL.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let token = Base64URL.encode(randomBytes(32))
         let now = unixNow
         let expires = now + Int64(lifetime)
         try await pool.write { db in
