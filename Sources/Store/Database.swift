@@ -9,6 +9,8 @@ package final class SwitchboardDatabase: Sendable {
 
     /// The pool every query goes through. Stays inside Store: no SQL leaves this target.
     let pool: DatabasePool
+    /// Runs the writer's WAL checkpoints in the background (see WALCheckpointer).
+    let checkpointer: WALCheckpointer
     package let path: String
     let now: @Sendable () -> Date
 
@@ -45,13 +47,26 @@ package final class SwitchboardDatabase: Sendable {
         // waits for the lock (busy timeout) up front instead of failing with SQLITE_BUSY
         // when another process (the CLI next to a running server) writes.
         configuration.label = "switchboard"
+        let checkpointer = WALCheckpointer(path: path)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            if !db.configuration.readonly { checkpointer.install(on: db) }
         }
-        pool = try Self.openPool(path: path, configuration: configuration, patience: busyTimeout)
+        let pool = try Self.openPool(path: path, configuration: configuration, patience: busyTimeout)
+        checkpointer.finishWith { [weak pool] in
+            try pool?.writeWithoutTransaction { db in _ = try db.checkpoint(.passive) }
+        }
+        self.pool = pool
+        self.checkpointer = checkpointer
         self.path = path
         self.now = now
         try SchemaMigrator(migrations: migrations, now: now).migrate(pool)
+    }
+
+    deinit {
+        // The hook points at the checkpointer without retaining it.
+        try? pool.writeWithoutTransaction { db in WALCheckpointer.uninstall(from: db) }
+        checkpointer.drain()
     }
 
     /// Opens the pool. Switching a new file to WAL needs a moment of exclusive access, which a
