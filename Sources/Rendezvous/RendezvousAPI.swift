@@ -200,9 +200,10 @@ package enum RendezvousAPI {
 }
 
 /// PresenceTracker keeps `last_seen_at` for peers making requests. A peer's time is taken at
-/// most every 10 seconds, and the times taken are stored together, one transaction every
-/// `flushInterval`: with thousands of peers polling, a write per peer per 10 s was as many
-/// write transactions as the sessions themselves made. Until a time is stored, `lastSeen`
+/// most every 10 seconds, and the times taken are stored together every `flushInterval`, in
+/// transactions of 100 peers: with thousands of peers polling, a write per peer per 10 s was
+/// as many write transactions as the sessions themselves made, and one transaction for all
+/// of them held the write lock for milliseconds. Until a time is stored, `lastSeen`
 /// answers from memory, so presence reads never lag; a stop loses at most one interval of
 /// `last_seen_at` updates.
 package actor PresenceTracker {

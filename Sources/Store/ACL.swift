@@ -102,13 +102,17 @@ extension SwitchboardDatabase {
             ?? false
     }
 
-    /// Marks peers as seen (presence), each at its own time, in one transaction.
-    package func touch(_ seen: [(id: PeerID, at: Date)]) async throws {
-        guard !seen.isEmpty else { return }
-        try await pool.write { db in
-            let update = try db.cachedStatement(sql: "UPDATE peers SET last_seen_at = max(coalesce(last_seen_at, 0), ?) WHERE id = ?")
-            for (id, at) in seen {
-                try update.execute(arguments: [Int64(at.timeIntervalSince1970.rounded(.down)), id.rawValue])
+    /// Marks peers as seen (presence), each at its own time, `chunk` peers per transaction:
+    /// a transaction holds the write lock, and a thousand updates in one would hold it for
+    /// milliseconds while requests wait to write.
+    package func touch(_ seen: [(id: PeerID, at: Date)], chunk: Int = 100) async throws {
+        for start in stride(from: 0, to: seen.count, by: max(1, chunk)) {
+            let part = seen[start..<min(seen.count, start + max(1, chunk))]
+            try await pool.write { db in
+                let update = try db.cachedStatement(sql: "UPDATE peers SET last_seen_at = max(coalesce(last_seen_at, 0), ?) WHERE id = ?")
+                for (id, at) in part {
+                    try update.execute(arguments: [Int64(at.timeIntervalSince1970.rounded(.down)), id.rawValue])
+                }
             }
         }
     }
