@@ -181,8 +181,11 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
         write(EventPump.openingComment(for: peer), context: context)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        // The first beat comes at a random point of the first period: streams that open
+        // together (10k clients reconnecting after a restart) do not all beat together ever after.
         let period = TimeAmount(services.heartbeat)
-        heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+        let firstBeat = TimeAmount.nanoseconds(.random(in: max(1, period.nanoseconds / 10)...max(1, period.nanoseconds)))
+        heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: firstBeat, delay: period) { _ in
             handler.value.beat()
         }
         pump()
