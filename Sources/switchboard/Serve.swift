@@ -63,6 +63,7 @@ struct Serve: AsyncParsableCommand {
         var rendezvous = RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open")
         rendezvous.offerTTL = settings.offerTTL
         rendezvous.sessionsPerMinute = settings.sessionsPerMinute
+        rendezvous.sseHeartbeat = .seconds(settings.eventKeepalive)
         var media = MediaEdgeConfiguration(
             certificatePath: (settings.dataDirectory as NSString).appendingPathComponent("dtls-certificate.pem"))
         media.listenHost = settings.mediaListen.host
@@ -213,6 +214,11 @@ struct ServerOptions: ParsableArguments {
         valueName: "n"))
     var sessionsPerMinute: Int?
 
+    @Option(name: .customLong("event-keepalive"), help: ArgumentHelp(
+        "Seconds an event stream (SSE, WebSocket) stays silent before a keepalive (default 15; also SWITCHBOARD_EVENT_KEEPALIVE).",
+        valueName: "seconds"))
+    var eventKeepalive: Int?
+
     @Option(name: .customLong("media-listen"), help: ArgumentHelp(
         "The media edge's UDP port for all WHEP viewers (default 127.0.0.1:8189; also SWITCHBOARD_MEDIA_LISTEN).",
         valueName: "host:port"))
@@ -235,6 +241,9 @@ struct ServerOptions: ParsableArguments {
         if let logLevel { values[AbsoluteConfigKey(Settings.Key.logLevel)] = .init(.string(logLevel), isSecret: false) }
         if let acl { values[AbsoluteConfigKey(Settings.Key.acl)] = .init(.string(acl), isSecret: false) }
         if let offerTTL { values[AbsoluteConfigKey(Settings.Key.offerTTL)] = .init(.int(offerTTL), isSecret: false) }
+        if let eventKeepalive {
+            values[AbsoluteConfigKey(Settings.Key.eventKeepalive)] = .init(.int(eventKeepalive), isSecret: false)
+        }
         if let sessionsPerMinute {
             values[AbsoluteConfigKey(Settings.Key.sessionsPerMinute)] = .init(.int(sessionsPerMinute), isSecret: false)
         }

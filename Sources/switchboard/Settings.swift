@@ -24,6 +24,8 @@ struct Settings: Sendable, Equatable {
     var offerTTL = 30
     /// New sessions one peer may start per minute (429 beyond).
     var sessionsPerMinute = 60
+    /// Seconds an event stream (SSE, WebSocket) may stay silent before it gets a keepalive.
+    var eventKeepalive = 15
     /// The media edge's one UDP port for every WHEP viewer (ICE-lite, DTLS, SRTP).
     var mediaListen = ListenAddress(host: "127.0.0.1", port: 8189)
     /// IPs announced as host candidates instead of the media-listen one (behind NAT, or 0.0.0.0).
@@ -69,6 +71,7 @@ struct Settings: Sendable, Equatable {
         static let acl: ConfigKey = "acl"
         static let offerTTL: ConfigKey = "offer-ttl"
         static let sessionsPerMinute: ConfigKey = "sessions-per-minute"
+        static let eventKeepalive: ConfigKey = "event-keepalive"
         static let mediaListen: ConfigKey = "media-listen"
         static let mediaAnnounce: ConfigKey = "media-announce"
         static let ingestHost: ConfigKey = "ingest-host"
@@ -100,6 +103,8 @@ struct Settings: Sendable, Equatable {
         guard (1...1_000_000).contains(sessionsPerMinute) else {
             throw SettingsError("sessions-per-minute must be 1-1000000")
         }
+        eventKeepalive = reader.int(forKey: Key.eventKeepalive, default: defaults.eventKeepalive)
+        guard (1...300).contains(eventKeepalive) else { throw SettingsError("event-keepalive must be 1-300 seconds") }
         do {
             mediaListen = try ListenAddress(parsing: reader.string(forKey: Key.mediaListen, default: defaults.mediaListen.description))
         } catch {

@@ -23,6 +23,11 @@ import Testing
         #expect(settings.dataDirectory == "./switchboard-data")
         #expect(settings.httpListen == ListenAddress(host: "127.0.0.1", port: 8080))
         #expect(settings.databasePath == "./switchboard-data/switchboard.db")
+        #expect(settings.eventKeepalive == 15)
+    }
+
+    @Test func theEventKeepaliveComesFromTheEnvironment() async throws {
+        #expect(try await settings([], environment: ["SWITCHBOARD_EVENT_KEEPALIVE": "2"]).eventKeepalive == 2)
     }
 
     @Test func streamsComeFromTheConfigFileAndBadOnesAreRefused() async throws {
@@ -78,6 +83,7 @@ import Testing
         (["--log-level", "loud"], [:]),
         (["--data-dir", ""], [:]),
         ([], ["SWITCHBOARD_HTTP_LISTEN": "127.0.0.1:99999"]),
+        ([], ["SWITCHBOARD_EVENT_KEEPALIVE": "0"]),
         (["--config", "/does/not/exist.json"], [:]),
     ])
     func badValuesAreReportedNotDefaulted(arguments: [String], environment: [String: String]) async {

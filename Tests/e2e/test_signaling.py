@@ -20,6 +20,7 @@ class SSE:
 
     def __init__(self, client, last_event_id=None):
         self.events = []
+        self.comments = []
         self.connection = http.client.HTTPConnection(client.host, client.port, timeout=60)
         headers = {"Authorization": f"Bearer {client.token}", "Accept": "text/event-stream"}
         if last_event_id is not None:
@@ -43,7 +44,9 @@ class SSE:
                     if "data" in event:
                         self.events.append((int(event["id"]), event["event"], json.loads(event["data"])))
                     event = {}
-                elif not line.startswith(":"):
+                elif line.startswith(":"):
+                    self.comments.append((time.monotonic(), line))
+                else:
                     name, _, value = line.partition(": ")
                     event[name] = value
         except Exception:
@@ -340,3 +343,50 @@ def test_sse_streams_are_served_from_the_pipeline_and_the_rest_goes_to_the_route
         assert rest.index(b"text/event-stream") < rest.index(b": switchboard events for bob")
         assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
         assert b"event: offer" in read_until(sock, b"event: offer")
+
+
+def test_offers_posted_at_once_reach_the_stream_once_each_in_order(pair):
+    """Offers stored from several connections at once are announced to the callee's stream
+    concurrently (the hub hands each stored event over, to be sent as is when nothing can
+    be missing before it): the stream still gets every one exactly once, in id order."""
+    _, alice, bob = pair
+    stream = SSE(bob)
+    statuses = []
+
+    def post_some():
+        client = Client(f"http://{alice.host}:{alice.port}", token=alice.token)
+        for _ in range(8):
+            statuses.append(client.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0])
+
+    threads = [threading.Thread(target=post_some) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [201] * 40
+    events = stream.wait_for(40)
+    time.sleep(0.3)  # nothing more, no repeats, arrives later
+    ids = [event[0] for event in stream.events]
+    assert len(ids) == 40 and ids == sorted(ids) and len(set(ids)) == 40
+    assert len({event[2]["session"] for event in events}) == 40
+    stream.close()
+
+
+def test_a_silent_stream_gets_keepalives(sb):
+    """--event-keepalive: an SSE stream with nothing to say gets a comment that often."""
+    key = sb.ok("peer", "add", "carol").stdout.strip()
+    server = start_server(sb, "--event-keepalive", "1")
+    try:
+        carol = Client(server.base_url).login("carol", key)
+        stream = SSE(carol)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and len([c for c in stream.comments if c[1] == ": keepalive"]) < 2:
+            time.sleep(0.05)
+        keepalives = [at for at, text in stream.comments if text == ": keepalive"]
+        assert len(keepalives) >= 2, stream.comments
+        # One period apart (the first comes at a random point of the first period).
+        assert 0.5 <= keepalives[1] - keepalives[0] <= 2.5, keepalives
+        assert stream.events == []
+        stream.close()
+    finally:
+        server.stop()
