@@ -217,6 +217,20 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Sends an event just stored for the peer. When the stream has sent everything up to the
+    /// event stored before it (`previousID`), nothing can be missing in between and the event
+    /// goes out as is; otherwise (events in flight, an acknowledgement to apply, a slow
+    /// client) the stream reads the Store as usual.
+    fileprivate func deliver(_ event: EventRecord) {
+        guard case .streaming = state, let context, !acknowledged, context.channel.isWritable,
+              let previous = event.previousID, previous == cursor, event.id > cursor else {
+            pump()
+            return
+        }
+        write(EventPump.serverSentEvents([event]), context: context)
+        cursor = event.id
+    }
+
     private func beat() {
         guard case .streaming = state, let context else { return }
         if !wroteSinceHeartbeat { write(EventPump.keepaliveComment, context: context) }
@@ -254,6 +268,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let loop: any EventLoop
 
         func eventsStored() { loop.execute { handler.value.pump() } }
+        func eventStored(_ event: EventRecord) { loop.execute { handler.value.deliver(event) } }
         func hubShutDown() { loop.execute { handler.value.hubShutDown() } }
     }
 }

@@ -32,7 +32,7 @@ package struct RendezvousService: Service, CustomStringConvertible {
                     let expired = try await database.expireOffers(eventTTL: configuration.eventTTL) { id in
                         #"{"session":"\#(id)"}"#
                     }
-                    for event in expired { await hub.notify(event.peerID) }
+                    for event in expired { await hub.notify(event) }
                     if ticks % 60 == 0 { try await database.purgeExpiredEvents() }
                 } catch is CancellationError {
                     break

@@ -21,6 +21,10 @@ package struct EventRecord: Sendable, Equatable {
     package var type: String
     package var sessionID: String?
     package var data: String
+    /// On an event just stored: the id of the event stored for the same peer before it (0
+    /// when there is none), read in the same transaction. A stream whose cursor is exactly
+    /// there can send this event without reading the Store. Nil on events read back.
+    package var previousID: Int64? = nil
 }
 
 /// SessionError is what a session change can run into.
@@ -200,10 +204,13 @@ extension SwitchboardDatabase {
 
     static func insertEvent(_ db: Database, peer: String, type: String, session: String?, data: String,
                             now: Int64, ttl: Int) throws -> EventRecord {
+        let previous = try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT max(id) FROM events WHERE peer_id = ?"), arguments: [peer]) ?? 0
         try db.cachedStatement(sql: """
             INSERT INTO events (peer_id, type, session_id, data, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
             """).execute(arguments: [peer, type, session, data, now, now + Int64(ttl)])
-        return EventRecord(id: db.lastInsertedRowID, peerID: peer, type: type, sessionID: session, data: data)
+        return EventRecord(id: db.lastInsertedRowID, peerID: peer, type: type, sessionID: session, data: data,
+                           previousID: previous)
     }
 
     /// A session `peer` is a party to and has not closed.

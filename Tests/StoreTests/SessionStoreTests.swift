@@ -56,6 +56,27 @@ import Testing
         #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.type) == ["offer", "candidates"])
     }
 
+    @Test func aStoredEventNamesThePeersEventBeforeIt() async throws {
+        // What a stream needs to send an event without reading: the event stored for the
+        // same peer just before it, whatever was stored for other peers in between.
+        let (_, first) = try await offer("s1")
+        #expect(first.previousID == 0)
+        let (_, forAlice) = try await db.answerSession("s1", by: "bob", sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
+                                                       ifMatch: .any, eventTTL: 300, eventData: "{}")
+        #expect(forAlice.previousID == 0)
+        let (_, second) = try await offer("s2")
+        #expect(second.previousID == first.id && second.id > forAlice.id)
+        let (_, third) = try await db.trickle("s1", by: "alice", ifMatch: .any, eventTTL: 300, eventData: "{}")
+        #expect(third.previousID == second.id)
+        // Events read back do not claim to know.
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).allSatisfy { $0.previousID == nil })
+        // Once bob acknowledged everything (the rows are gone), the next one starts afresh:
+        // a stream at bob's cursor then reads instead of sending it as is, which is safe.
+        _ = try db.events(for: "bob", after: third.id, acknowledged: true)
+        let (_, fourth) = try await offer("s3")
+        #expect(fourth.previousID == 0)
+    }
+
     @Test func onlyTheTwoPartiesSeeOrChangeASession() async throws {
         _ = try await offer()
         #expect(try await db.session("s1", for: "mallory") == nil)
