@@ -23,6 +23,8 @@ struct BenchSignal: AsyncParsableCommand {
     @Option(help: "Seconds to run sessions.") var seconds = 10
     @Option(help: "HTTP connections for POST/PATCH.") var connections = 32
     @Option(help: "The server's process ID, to read its RSS from /proc.") var serverPid: Int32?
+    @Option(help: "Write each session's offer time and delivery latency (CSV: seconds into the run, ms) here.")
+    var latencyLog: String?
     @Flag(help: "Print one JSON line.") var json = false
 
     func run() async throws {
@@ -124,6 +126,9 @@ struct BenchSignal: AsyncParsableCommand {
         let sessionSeconds = (ContinuousClock.now - sessionsStart).seconds
         let rssAfter = serverPid.flatMap(Self.rss)
         let report = recorder.report()  // before closing, which the stream handlers count
+        if let latencyLog {
+            try Data(("offer_sent_s,offer_delivery_ms\n" + recorder.timelineCSV()).utf8).write(to: URL(fileURLWithPath: latencyLog))
+        }
         for stream in streams { try? await stream.close() }
         for client in clients { await client.close() }
 
@@ -203,6 +208,8 @@ final class Recorder: Sendable {
         var started: [Int: ContinuousClock.Instant] = [:]
         var sequenceOfSession: [String: Int] = [:]
         var offerLatencies: [Double] = []
+        /// (when the offer was sent, its latency), for the latency log.
+        var offerTimeline: [(ContinuousClock.Instant, Double)] = []
         var sessionLatencies: [Double] = []
         var failureKinds: [String: Int] = [:]
         var openStreams = 0
@@ -230,7 +237,10 @@ final class Recorder: Sendable {
         let now = ContinuousClock.now
         state.withLockedValue { state in
             state.sequenceOfSession[session] = sequence
-            if let start = state.started[sequence] { state.offerLatencies.append((now - start).milliseconds) }
+            if let start = state.started[sequence] {
+                state.offerLatencies.append((now - start).milliseconds)
+                state.offerTimeline.append((start, (now - start).milliseconds))
+            }
         }
         offerContinuation.yield(Offer(session: session, callee: callee))
     }
@@ -243,6 +253,15 @@ final class Recorder: Sendable {
                let start = state.started.removeValue(forKey: sequence) {
                 state.sessionLatencies.append((now - start).milliseconds)
             }
+        }
+    }
+
+    /// Each delivered offer as "seconds since the first offer,latency ms", in sending order.
+    func timelineCSV() -> String {
+        state.withLockedValue { state in
+            let timeline = state.offerTimeline.sorted { $0.0 < $1.0 }
+            guard let first = timeline.first?.0 else { return "" }
+            return timeline.map { String(format: "%.4f,%.3f\n", ($0.0 - first).seconds, $0.1) }.joined()
         }
     }
 
