@@ -79,7 +79,23 @@ package enum HTTPServer {
     /// make short Store calls in place there (see `ConnectionOnItsLoop`); on loops of their own,
     /// a Store call that waits (another process holding the write lock) can never hold up the
     /// relay's or the media edge's packets, which use NIO's shared loops.
-    static let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    /// One loop per core the process may run on.
+    static let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: usableCores)
+
+    /// The cores this process may run on: NIO's `System.coreCount` follows cgroup and cpuset
+    /// limits but not the affinity mask (`taskset`, systemd's `CPUAffinity=`). Two loops
+    /// time-sliced on one core make a request on one wait out the other's slice.
+    package static var usableCores: Int {
+        // Glibc's sched_getaffinity needs _GNU_SOURCE; the kernel says the same here.
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) {
+            let allowed = line.dropFirst("Cpus_allowed:".count).reduce(0) { count, digit in
+                count + (digit.hexDigitValue ?? 0).nonzeroBitCount
+            }
+            if allowed > 0 { return min(allowed, System.coreCount) }
+        }
+        return System.coreCount
+    }
 
     /// The HTTP service. `onRunning` receives the bound address (useful with port 0).
     package static func makeApplication(

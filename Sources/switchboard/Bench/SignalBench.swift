@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Rendezvous
 import Store
 
 /// `switchboard bench signal`: keeps N peers connected on SSE event streams and runs
@@ -46,7 +47,9 @@ struct BenchSignal: AsyncParsableCommand {
         let tokens = issued
         let provisionSeconds = (ContinuousClock.now - provisionStart).seconds
 
-        let group = MultiThreadedEventLoopGroup.singleton
+        // A loop per core the bench may use: two loops time-sliced on one pinned core would
+        // add the wait for the other's slice to the latencies measured.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: HTTPServer.usableCores)
         let recorder = Recorder()
         let rssBefore = serverPid.flatMap(Self.rss)
 
