@@ -35,20 +35,20 @@ enum SessionsAPI {
             guard let text = context.parameters.get("id"), let calleeID = try? PeerID(text), calleeID != callerID else {
                 throw Problem(.notFound, detail: "no such peer")
             }
-            let preflight = try await database.offerPreflight(from: callerID, to: calleeID, open: configuration.aclOpen,
-                                                              window: 60)
-            guard preflight.reachable else { throw Problem(.notFound, detail: "no such peer") }
-            if preflight.recentSessions >= configuration.sessionsPerMinute {
-                throw Problem(.tooManyRequests, detail: "too many sessions this minute", headers: [.retryAfter: "60"])
-            }
             let sessionID = randomID()
             let calleeServers = servers(for: calleeID.rawValue, mode: mode, configuration: configuration)
             let data = try eventJSON(OfferEvent(
                 session: sessionID, from: callerID.rawValue, mode: mode, desc: description, sdp: offer,
                 ice_servers: calleeServers, ice_transport_policy: mode == "relay" ? "relay" : "all"))
-            let (session, event) = try await database.createSession(
-                id: sessionID, caller: callerID, callee: calleeID, mode: mode, description: description, offer: offer,
-                offerTTL: configuration.offerTTL, eventTTL: configuration.eventTTL, eventData: data)
+            let session: SessionRecord, event: EventRecord
+            do {
+                (session, event) = try await database.createSession(
+                    id: sessionID, caller: callerID, callee: calleeID, mode: mode, description: description, offer: offer,
+                    offerTTL: configuration.offerTTL, eventTTL: configuration.eventTTL, eventData: data,
+                    admission: OfferAdmission(open: configuration.aclOpen, limit: configuration.sessionsPerMinute))
+            } catch let error as SessionError {
+                throw problem(error)
+            }
             await hub.notify(event)
 
             let callerServers = servers(for: callerID.rawValue, mode: mode, configuration: configuration)
@@ -220,6 +220,9 @@ enum SessionsAPI {
         case .versionMismatch: Problem(.preconditionFailed, detail: "the session changed; fetch it again")
         case .malformedPrecondition:
             Problem(.badRequest, detail: #"If-Match must be * or an ETag of this session, such as "2""#)
+        case .unreachable: Problem(.notFound, detail: "no such peer")
+        case .tooManySessions:
+            Problem(.tooManyRequests, detail: "too many sessions this minute", headers: [.retryAfter: "60"])
         }
     }
 

@@ -33,6 +33,24 @@ package enum SessionError: Error, Equatable {
     case conflict(String)
     case versionMismatch
     case malformedPrecondition
+    /// An offer to a peer the caller may not reach (or that does not exist).
+    case unreachable
+    /// An offer beyond the caller's sessions per window.
+    case tooManySessions
+}
+
+/// Who may offer: the ACL (`open` or groups and rules) and at most `limit` new sessions per
+/// caller in `window` seconds.
+package struct OfferAdmission: Sendable {
+    package var open: Bool
+    package var limit: Int
+    package var window: Int
+
+    package init(open: Bool, limit: Int, window: Int = 60) {
+        self.open = open
+        self.limit = limit
+        self.window = window
+    }
 }
 
 /// What an If-Match asks for: any version, one version, or nothing this API understands
@@ -52,13 +70,26 @@ package enum VersionPrecondition: Sendable, Equatable {
 }
 
 extension SwitchboardDatabase {
-    /// Stores a new offer and the callee's `offer` event, in one transaction.
+    /// Stores a new offer and the callee's `offer` event, in one transaction. With
+    /// `admission`, the same transaction first checks that the caller may reach the callee
+    /// (`unreachable` if not) and is within its rate (`tooManySessions`): on the writer's
+    /// connection those reads find their pages cached, where a read transaction of its own
+    /// would start from an empty cache after every commit.
     package func createSession(
         id: String, caller: PeerID, callee: PeerID, mode: String, description: String?, offer: String,
-        offerTTL: Int, eventTTL: Int, eventData: String
+        offerTTL: Int, eventTTL: Int, eventData: String, admission: OfferAdmission? = nil
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
         return try writeInPlace { db in
+            if let admission {
+                guard try Self.mayReach(db, from: caller, to: callee, open: admission.open) else {
+                    throw SessionError.unreachable
+                }
+                let recent = try Int.fetchOne(
+                    db.cachedStatement(sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?"),
+                    arguments: [caller.rawValue, now - Int64(admission.window)]) ?? 0
+                guard recent < admission.limit else { throw SessionError.tooManySessions }
+            }
             try db.cachedStatement(sql: """
                 INSERT INTO sessions (id, caller, callee, mode, description, state, offer, version, created_at, updated_at, offer_expires_at)
                 VALUES (?, ?, ?, ?, ?, 'offered', ?, 1, ?, ?, ?)
@@ -66,21 +97,6 @@ extension SwitchboardDatabase {
             let event = try Self.insertEvent(db, peer: callee.rawValue, type: "offer", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
             return (try Self.fetchSession(db, id)!, event)
-        }
-    }
-
-    /// Before an offer, in one read: may `caller` reach `callee`, and how many sessions has
-    /// `caller` started in the last `seconds`.
-    package func offerPreflight(from caller: PeerID, to callee: PeerID, open: Bool, window seconds: Int) async throws
-        -> (reachable: Bool, recentSessions: Int)
-    {
-        let since = unixNow - Int64(seconds)
-        return try readInPlace { db in
-            let reachable = try Self.mayReach(db, from: caller, to: callee, open: open)
-            let recent = try Int.fetchOne(
-                db.cachedStatement(sql: "SELECT count(*) FROM sessions WHERE caller = ? AND created_at > ?"),
-                arguments: [caller.rawValue, since]) ?? 0
-            return (reachable, recent)
         }
     }
 

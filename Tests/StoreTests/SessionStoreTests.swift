@@ -77,6 +77,24 @@ import Testing
         #expect(fourth.previousID == 0)
     }
 
+    @Test func anOfferIsAdmittedByTheACLAndTheRateInItsOwnTransaction() async throws {
+        func offer(_ id: String, _ admission: OfferAdmission) async throws {
+            _ = try await db.createSession(id: id, caller: alice, callee: bob, mode: "auto", description: nil,
+                                           offer: "v=0\r\nm=audio 9 RTP/AVP 0\r\n", offerTTL: 30, eventTTL: 300,
+                                           eventData: "{}", admission: admission)
+        }
+        // alice and bob share no group: only an open ACL lets the offer through.
+        await #expect(throws: SessionError.unreachable) { try await offer("s1", OfferAdmission(open: false, limit: 10)) }
+        try await offer("s1", OfferAdmission(open: true, limit: 2))
+        try await offer("s2", OfferAdmission(open: true, limit: 2))
+        await #expect(throws: SessionError.tooManySessions) { try await offer("s3", OfferAdmission(open: true, limit: 2)) }
+        // A minute later the window has room again.
+        clock.advance(by: 61)
+        try await offer("s3", OfferAdmission(open: true, limit: 2))
+        // Refused offers left nothing behind.
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.sessionID) == ["s1", "s2", "s3"])
+    }
+
     @Test func onlyTheTwoPartiesSeeOrChangeASession() async throws {
         _ = try await offer()
         #expect(try await db.session("s1", for: "mallory") == nil)
