@@ -125,21 +125,26 @@ package enum RendezvousAPI {
         return token
     }
 
+    /// Who a request comes from, once its token checked out.
+    package struct AuthenticatedPeer: Sendable {
+        package let id: String
+    }
+
     /// The logged-in peer of a request, or 401. Marks the peer as seen.
     package static func authenticate(_ request: Request, database: SwitchboardDatabase,
-                                     presence: PresenceTracker) async throws -> Peer {
+                                     presence: PresenceTracker) async throws -> AuthenticatedPeer {
         try await authenticate(token: bearerToken(header: request.headers[.authorization]), database: database,
                                presence: presence)
     }
 
     /// The peer holding `token`, or 401. Marks the peer as seen.
     static func authenticate(token: String?, database: SwitchboardDatabase, presence: PresenceTracker) async throws
-        -> Peer
+        -> AuthenticatedPeer
     {
         guard let token, !token.isEmpty, token.count <= 256,
-              let peer = try await database.peer(forToken: token) else { throw unauthorized() }
-        await presence.seen(peer.id)
-        return peer
+              let id = try database.peerID(forToken: token) else { throw unauthorized() }
+        await presence.seen(id)
+        return AuthenticatedPeer(id: id)
     }
 
     static func unauthorized() -> Problem {

@@ -38,7 +38,7 @@ package enum WebSocketAPI {
         let header = head.headerFields[.authorization]
         let token = header?.lowercased().hasPrefix("bearer ") == true
             ? RendezvousAPI.bearerToken(header: header) : query["access_token"].map(String.init)
-        let peer: Peer
+        let peer: RendezvousAPI.AuthenticatedPeer
         do {
             peer = try await RendezvousAPI.authenticate(token: token, database: database, presence: presence)
         } catch let problem as Problem {

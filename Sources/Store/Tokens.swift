@@ -38,14 +38,16 @@ extension SwitchboardDatabase {
         }
     }
 
-    /// The enabled peer a live token belongs to, or nil (unknown, expired, revoked, disabled).
-    package func peer(forToken token: String) async throws -> Peer? {
+    /// The ID of the enabled peer a live token belongs to, or nil (unknown, expired, revoked,
+    /// disabled). Every API request asks this, so it reads only the two rows it needs.
+    package func peerID(forToken token: String) throws -> String? {
         let hash = Self.tokenHash(token)
         let now = unixNow
         return try readInPlace { db in
-            try Self.fetchPeers(db, where: """
-                WHERE p.disabled = 0 AND p.id = (SELECT peer_id FROM login_tokens WHERE token_hash = ? AND expires_at > ?)
-                """, arguments: [hash, now]).first
+            try String.fetchOne(db.cachedStatement(sql: """
+                SELECT p.id FROM login_tokens t JOIN peers p ON p.id = t.peer_id
+                 WHERE t.token_hash = ? AND t.expires_at > ? AND p.disabled = 0
+                """), arguments: [hash, now])
         }
     }
 

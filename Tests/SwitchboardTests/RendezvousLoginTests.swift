@@ -59,7 +59,7 @@ import Testing
                 #expect(turn["credential"] as? String == Data(mac).base64EncodedString())
                 return token
             }
-            #expect(try await database.peer(forToken: token)?.id == "alice")
+            #expect(try database.peerID(forToken: token) == "alice")
             try await client.execute(uri: "/v1/ice-servers", method: .get,
                                      headers: [.authorization: "Bearer \(token)"]) { response in
                 #expect(response.status == .ok)
