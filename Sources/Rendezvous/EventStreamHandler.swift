@@ -82,7 +82,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch state {
         case .http:
             if case .head(let request) = part {
-                if requestsInFlight == 0, let token = Self.bearerToken(request), let start = Self.streamCursor(request) {
+                if requestsInFlight == 0, let start = Self.streamCursor(request), let token = Self.bearerToken(request) {
                     state = .authenticating([part])
                     authenticate(token: token, from: start, context: context)
                     return

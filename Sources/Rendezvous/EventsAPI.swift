@@ -86,7 +86,7 @@ enum EventPump {
     /// The cursor a Last-Event-ID header resumes from: 0 without one, nil when it is no event id.
     static func resumeCursor(lastEventID: String?) -> Int64? {
         guard let lastEventID else { return 0 }
-        guard let value = Int64(lastEventID.trimmingCharacters(in: .whitespaces)), value >= 0 else { return nil }
+        guard let value = Int64(lastEventID.trimmingOWS), value >= 0 else { return nil }
         return value
     }
 

@@ -119,10 +119,9 @@ package enum RendezvousAPI {
 
     /// The token of an `Authorization: Bearer <token>` header, or nil.
     static func bearerToken(header: String?) -> String? {
-        guard let header, header.lowercased().hasPrefix("bearer "),
-              case let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces), !token.isEmpty,
-              token.count <= 256 else { return nil }
-        return token
+        guard let header, header.utf8.count > 7, header.prefix(7).lowercased() == "bearer ",
+              case let token = header.dropFirst(7).trimmingOWS, !token.isEmpty, token.utf8.count <= 256 else { return nil }
+        return String(token)
     }
 
     /// Who a request comes from, once its token checked out.

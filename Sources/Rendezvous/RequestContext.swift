@@ -17,3 +17,16 @@ package struct SwitchboardRequestContext: RequestContext, RemoteAddressRequestCo
         remoteAddress?.ipAddress ?? "unknown"
     }
 }
+
+extension StringProtocol {
+    /// The value without the optional whitespace (spaces and tabs, RFC 9110 §5.6.3) HTTP
+    /// allows around it. Foundation's `trimmingCharacters(in:)` bridges through NSString,
+    /// which showed in profiles for headers read on every request.
+    var trimmingOWS: SubSequence {
+        var start = startIndex
+        var end = endIndex
+        while start < end, self[start] == " " || self[start] == "\t" { start = index(after: start) }
+        while end > start, case let last = index(before: end), self[last] == " " || self[last] == "\t" { end = last }
+        return self[start..<end]
+    }
+}

@@ -206,7 +206,7 @@ enum SessionsAPI {
     /// known to exist (a missing session is a 404 first).
     static func parseIfMatch(_ value: String?) -> VersionPrecondition {
         guard let value else { return .any }
-        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        let trimmed = value.trimmingOWS
         if trimmed == "*" { return .any }
         guard trimmed.count >= 3, trimmed.hasPrefix("\""), trimmed.hasSuffix("\""),
               let version = Int64(trimmed.dropFirst().dropLast()), version >= 0 else { return .malformed }

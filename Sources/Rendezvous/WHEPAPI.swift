@@ -54,7 +54,7 @@ enum WHEPAPI {
             guard let viewer = await edge.viewer(id: id), viewer.stream == name else {
                 throw Problem(.notFound, detail: "no such viewer", headers: cors)
             }
-            if let ifMatch = request.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), ifMatch != "*",
+            if let ifMatch = request.headers[.ifMatch]?.trimmingOWS, ifMatch != "*",
                ifMatch != etag(id) {
                 throw Problem(.preconditionFailed, detail: "If-Match does not match this viewer's ETag", headers: cors)
             }
