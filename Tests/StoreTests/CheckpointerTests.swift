@@ -18,22 +18,38 @@ import Testing
     @Test func aWALPastTheThresholdIsCheckpointedInTheBackgroundAndStartsOver() throws {
         let database = try SwitchboardDatabase(dataDirectory: dir.path)
         #expect(database.checkpointer.counts == .init(runs: 0, failures: 0))
-        try database.pool.write { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
-        // Small commits, well past the threshold of pages, as the signaling hot path makes them.
-        let blob = Data(repeating: 7, count: 3000)
-        for _ in 0..<(Int(database.checkpointer.threshold) + 200) {
-            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (?)", arguments: [blob]) }
+        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
+        // One commit of more pages than the threshold: the hook schedules one checkpoint.
+        let threshold = Int(database.checkpointer.threshold)
+        try database.writeInPlace { db in
+            for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
+        }
+        database.checkpointer.drain()
+        #expect(database.checkpointer.counts == .init(runs: 1, failures: 0))
+        // Everything was copied, so the next commit starts the WAL over from its beginning
+        // (left alone, it would still hold the thousand pages above).
+        try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
+        #expect(try walFrames() <= 5)
+        #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") } == threshold + 1)
+    }
+
+    @Test func underSteadySmallCommitsTheWALStaysBounded() throws {
+        // The signaling hot path: many small commits while checkpoints run concurrently. The
+        // WAL is started over after each checkpoint instead of growing with every commit.
+        let database = try SwitchboardDatabase(dataDirectory: dir.path)
+        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
+        let threshold = Int(database.checkpointer.threshold)
+        for _ in 0..<(3 * threshold) {
+            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(3000))") }
         }
         database.checkpointer.drain()
         let counts = database.checkpointer.counts
         #expect(counts.runs >= 1)
         #expect(counts.failures == 0)
-        // Everything was copied, so the next commit starts the WAL over from its beginning:
-        // left to grow, it would hold every page written above.
-        try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
-        #expect(try walFrames() < Int(database.checkpointer.threshold) / 2)
-        #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") }
-            == Int(database.checkpointer.threshold) + 201)
+        // Each commit above wrote at least one page, 3× the threshold in all: a WAL shorter
+        // than that was started over while the commits went on.
+        #expect(try walFrames() < 3 * threshold)
+        #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") } == 3 * threshold)
     }
 
     @Test func belowTheThresholdNothingRuns() throws {
