@@ -96,7 +96,11 @@ extension SwitchboardDatabase {
                 """).execute(arguments: [id, caller.rawValue, callee.rawValue, mode, description, offer, now, now, now + Int64(offerTTL)])
             let event = try Self.insertEvent(db, peer: callee.rawValue, type: "offer", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
-            return (try Self.fetchSession(db, id)!, event)
+            // What was just inserted; reading it back would only copy the SDP again.
+            let session = SessionRecord(id: id, caller: caller.rawValue, callee: callee.rawValue, mode: mode,
+                                        description: description, state: "offered", offer: offer, answer: nil,
+                                        version: 1)
+            return (session, event)
         }
     }
 
@@ -121,7 +125,11 @@ extension SwitchboardDatabase {
                 """).execute(arguments: [sdp, now, id])
             let event = try Self.insertEvent(db, peer: session.caller, type: "answer", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
-            return (try Self.fetchSession(db, id)!, event)
+            var answered = session
+            answered.state = "answered"
+            answered.answer = sdp
+            answered.version += 1
+            return (answered, event)
         }
     }
 
@@ -140,7 +148,9 @@ extension SwitchboardDatabase {
             let other = session.caller == peer ? session.callee : session.caller
             let event = try Self.insertEvent(db, peer: other, type: "candidates", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
-            return (try Self.fetchSession(db, id)!, event)
+            var trickled = session
+            trickled.version += 1
+            return (trickled, event)
         }
     }
 

@@ -35,7 +35,8 @@ import Testing
         #expect(answered.state == "answered" && answered.version == 2 && answered.answer != nil)
         #expect(answerEvent.peerID == "alice" && answerEvent.type == "answer")
 
-        let (_, fromCaller) = try await db.trickle("s1", by: "alice", ifMatch: .any, eventTTL: 300, eventData: "{}")
+        let (trickled, fromCaller) = try await db.trickle("s1", by: "alice", ifMatch: .any, eventTTL: 300, eventData: "{}")
+        #expect(trickled.version == 3)
         let (_, fromCallee) = try await db.trickle("s1", by: "bob", ifMatch: .version(3), eventTTL: 300, eventData: "{}")
         #expect(fromCaller.peerID == "bob" && fromCallee.peerID == "alice")
 
@@ -54,6 +55,17 @@ import Testing
         #expect(aliceEvents.map(\.type) == ["answer", "candidates", "closed"])
         #expect(aliceEvents.map(\.id) == aliceEvents.map(\.id).sorted())
         #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.type) == ["offer", "candidates"])
+    }
+
+    @Test func whatAChangeReturnsIsWhatItStored() async throws {
+        // The records a change returns are built in memory, not read back: they must match.
+        let (created, _) = try await offer("s1")
+        #expect(try await db.session("s1", for: "alice") == created)
+        let (answered, _) = try await db.answerSession("s1", by: "bob", sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
+                                                       ifMatch: .version(1), eventTTL: 300, eventData: "{}")
+        #expect(try await db.session("s1", for: "bob") == answered)
+        let (trickled, _) = try await db.trickle("s1", by: "bob", ifMatch: .version(2), eventTTL: 300, eventData: "{}")
+        #expect(try await db.session("s1", for: "alice") == trickled)
     }
 
     @Test func aStoredEventNamesThePeersEventBeforeIt() async throws {
