@@ -52,6 +52,36 @@ import Testing
         #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") } == 3 * threshold)
     }
 
+    @Test func aReaderHoldingASnapshotDelaysTheResetUntilItEnds() throws {
+        // An admin's sqlite3 session with an open read transaction: checkpoints cannot copy
+        // past its snapshot, so the WAL keeps growing; once it ends, the next checkpoint
+        // catches up and the WAL starts over.
+        let database = try SwitchboardDatabase(dataDirectory: dir.path)
+        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
+        let threshold = Int(database.checkpointer.threshold)
+        func fill() throws {
+            try database.writeInPlace { db in
+                for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
+            }
+            database.checkpointer.drain()
+        }
+        var holding = Configuration()
+        holding.allowsUnsafeTransactions = true  // a transaction left open across accesses, on purpose
+        let admin = try DatabaseQueue(path: dir.databasePath, configuration: holding)
+        try admin.inDatabase { db in
+            try db.execute(sql: "BEGIN")
+            _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM filler")
+        }
+        try fill()
+        try fill()
+        #expect(try walFrames() >= 2 * threshold)  // held back by the open snapshot
+        try admin.inDatabase { db in try db.execute(sql: "COMMIT") }
+        try fill()
+        #expect(database.checkpointer.counts.failures == 0)
+        try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
+        #expect(try walFrames() <= 5)
+    }
+
     @Test func belowTheThresholdNothingRuns() throws {
         let database = try SwitchboardDatabase(dataDirectory: dir.path)
         try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
