@@ -5,15 +5,10 @@ import Store
 /// streams served straight from NIO, see `EventStreamHandler`). The calls come from the
 /// hub and must return quickly: they hop to the stream's event loop.
 package protocol EventSubscriber: Sendable {
-    func eventsStored()
     /// One event was stored, and here it is (with `previousID`): a stream that is up to date
-    /// can send it as is. The default looks in the Store like `eventsStored`.
+    /// can send it as is; any other looks in the Store.
     func eventStored(_ event: EventRecord)
     func hubShutDown()
-}
-
-extension EventSubscriber {
-    package func eventStored(_ event: EventRecord) { eventsStored() }
 }
 
 /// EventHub wakes a peer's event stream or long-poll when an event for it is stored. Events
@@ -53,21 +48,12 @@ package actor EventHub {
 
     package func version(of peer: String) -> Int { versions[peer, default: 0] }
 
-    package func notify(_ peer: String) {
-        notify(peer, event: nil)
-    }
-
     /// The event that was just stored for its peer: subscribers get it, waiters are woken.
     package func notify(_ event: EventRecord) {
-        notify(event.peerID, event: event)
-    }
-
-    private func notify(_ peer: String, event: EventRecord?) {
+        let peer = event.peerID
         versions[peer, default: 0] += 1
         if let listening = subscribers[peer] {
-            for subscriber in listening.values {
-                if let event { subscriber.eventStored(event) } else { subscriber.eventsStored() }
-            }
+            for subscriber in listening.values { subscriber.eventStored(event) }
         }
         if let waiting = waiters.removeValue(forKey: peer) {
             for waiter in waiting.values { waiter.continuation.resume() }

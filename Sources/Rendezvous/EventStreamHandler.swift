@@ -193,9 +193,9 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Streaming
 
-    /// Sends what is stored after the cursor. Called when the stream opens and whenever the
-    /// hub says events were stored for the peer.
-    fileprivate func pump() {
+    /// Sends what is stored after the cursor. Called when the stream opens, when a slow
+    /// client can take more, and when a stored event cannot simply be sent as is (`deliver`).
+    private func pump() {
         guard case .streaming = state, let context else { return }
         guard context.channel.isWritable else {
             pumpWhenWritable = true  // the client is slow: wait until the kernel takes more
@@ -223,7 +223,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// client) the stream reads the Store as usual.
     fileprivate func deliver(_ event: EventRecord) {
         guard case .streaming = state, let context, !acknowledged, context.channel.isWritable,
-              let previous = event.previousID, previous == cursor, event.id > cursor else {
+              let previous = event.previousID, previous == cursor else {
             pump()
             return
         }
@@ -267,7 +267,6 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let handler: NIOLoopBound<EventStreamHandler>
         let loop: any EventLoop
 
-        func eventsStored() { loop.execute { handler.value.pump() } }
         func eventStored(_ event: EventRecord) { loop.execute { handler.value.deliver(event) } }
         func hubShutDown() { loop.execute { handler.value.hubShutDown() } }
     }

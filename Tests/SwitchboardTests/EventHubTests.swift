@@ -1,9 +1,14 @@
 import Foundation
 import Rendezvous
-import Store
+@testable import Store
 import Testing
 
 @Suite struct EventHubTests {
+    /// An event as a write hands it to the hub.
+    func stored(for peer: String) -> EventRecord {
+        EventRecord(id: 1, peerID: peer, type: "offer", sessionID: nil, data: "{}", previousID: 0)
+    }
+
     @Test func aNotifyWakesOnlyThatPeersWaiters() async throws {
         let hub = EventHub(tick: .milliseconds(20))
         let seen = await hub.version(of: "bob")
@@ -11,7 +16,7 @@ import Testing
         async let bob: Void = hub.wait("bob", since: seen, timeout: .seconds(30))
         async let alice: Void = hub.wait("alice", since: 0, timeout: .seconds(3))
         while await hub.waiting < 2 { try await Task.sleep(for: .milliseconds(5)) }
-        await hub.notify("bob")
+        await hub.notify(stored(for: "bob"))
         await bob
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(await hub.waiting == 1)
@@ -40,7 +45,7 @@ import Testing
                 }
             }
             while await hub.waiting < 5 { try? await Task.sleep(for: .milliseconds(2)) }
-            await hub.notify("d")
+            await hub.notify(stored(for: "d"))
             var ended: [String: Duration] = [:]
             for await (peer, after) in group { ended[peer] = after }
             return ended
@@ -55,7 +60,7 @@ import Testing
 
     @Test func aStaleVersionOrShutdownReturnsAtOnce() async {
         let hub = EventHub()
-        await hub.notify("bob")
+        await hub.notify(stored(for: "bob"))
         let started = ContinuousClock.now
         await hub.wait("bob", since: 0, timeout: .seconds(30))  // version is 1 already
         async let parked: Void = hub.wait("carol", since: 0, timeout: .seconds(30))
