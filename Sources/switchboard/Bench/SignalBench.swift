@@ -210,9 +210,8 @@ final class Recorder: Sendable {
     private struct State {
         var started: [Int: ContinuousClock.Instant] = [:]
         var sequenceOfSession: [String: Int] = [:]
-        var offerLatencies: [Double] = []
-        /// (when the offer was sent, its latency), for the latency log.
-        var offerTimeline: [(ContinuousClock.Instant, Double)] = []
+        /// Each delivered offer: when it was sent, and its latency in ms.
+        var offers: [(sent: ContinuousClock.Instant, latency: Double)] = []
         var sessionLatencies: [Double] = []
         var failureKinds: [String: Int] = [:]
         var openStreams = 0
@@ -241,8 +240,7 @@ final class Recorder: Sendable {
         state.withLockedValue { state in
             state.sequenceOfSession[session] = sequence
             if let start = state.started[sequence] {
-                state.offerLatencies.append((now - start).milliseconds)
-                state.offerTimeline.append((start, (now - start).milliseconds))
+                state.offers.append((start, (now - start).milliseconds))
             }
         }
         offerContinuation.yield(Offer(session: session, callee: callee))
@@ -262,9 +260,9 @@ final class Recorder: Sendable {
     /// Each delivered offer as "seconds since the first offer,latency ms", in sending order.
     func timelineCSV() -> String {
         state.withLockedValue { state in
-            let timeline = state.offerTimeline.sorted { $0.0 < $1.0 }
-            guard let first = timeline.first?.0 else { return "" }
-            return timeline.map { String(format: "%.4f,%.3f\n", ($0.0 - first).seconds, $0.1) }.joined()
+            let timeline = state.offers.sorted { $0.sent < $1.sent }
+            guard let first = timeline.first?.sent else { return "" }
+            return timeline.map { String(format: "%.4f,%.3f\n", ($0.sent - first).seconds, $0.latency) }.joined()
         }
     }
 
@@ -281,7 +279,7 @@ final class Recorder: Sendable {
 
     func report() -> (completed: Int, failures: Int, offer: Percentiles, session: Percentiles, failureKinds: [String: Int]) {
         state.withLockedValue { state in
-            (state.sessionLatencies.count, state.failureKinds.values.reduce(0, +), Percentiles(state.offerLatencies),
+            (state.sessionLatencies.count, state.failureKinds.values.reduce(0, +), Percentiles(state.offers.map(\.latency)),
              Percentiles(state.sessionLatencies), state.failureKinds)
         }
     }
