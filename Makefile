@@ -1,4 +1,5 @@
 # Switchboard — `make run` and `make test` do everything on a fresh Debian machine with Swift.
+SHELL        := /bin/bash
 SWIFT        ?= swift
 DATA_DIR     ?= ./switchboard-data
 HTTP_LISTEN  ?= 127.0.0.1:8080
@@ -25,8 +26,11 @@ fuzz:
 	.build-fuzz/debug/WireFuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		-artifact_prefix=.build-fuzz/ .build-fuzz/corpus Fuzz/corpus
 
+## The failures are printed again at the end, where a CI log's tail shows them.
 unit:
-	$(SWIFT) test --skip-build
+	@mkdir -p .build; set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/unit.log || { \
+		echo "---- failures (from .build/unit.log) ----"; \
+		grep -E "✘|error:|XCTAssert|failed" .build/unit.log | tail -40; exit 1; }
 
 e2e:
 	SWITCHBOARD_BIN="$(CURDIR)/.build/debug/switchboard" $(PYTHON) -m pytest -q Tests/e2e
