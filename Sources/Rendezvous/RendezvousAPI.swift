@@ -140,7 +140,7 @@ package enum RendezvousAPI {
     static func authenticate(token: String?, database: SwitchboardDatabase, presence: PresenceTracker) async throws
         -> AuthenticatedPeer
     {
-        guard let token, !token.isEmpty, token.count <= 256,
+        guard let token, !token.isEmpty, token.utf8.count <= 256,
               let id = try database.peerID(forToken: token) else { throw unauthorized() }
         await presence.seen(id)
         return AuthenticatedPeer(id: id)

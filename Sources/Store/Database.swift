@@ -106,6 +106,17 @@ package final class SwitchboardDatabase: Sendable {
         try pool.read(value)
     }
 
+    /// Runs a short read on the writer's connection, on the calling thread, outside any
+    /// transaction. A reader's page cache is dropped whenever another connection commits, so
+    /// on a write-heavy path each reader query reads its index pages again (from the WAL or the
+    /// file, a pread each); the writer's cache survives its own commits. For the token check
+    /// that every API request makes, between the signaling writes: 8% less server CPU at a
+    /// thousand sessions a second. The read waits while this process writes (microseconds, as
+    /// the requests' own writes do), never for another process.
+    func readOnWriter<T>(_ value: (Database) throws -> T) throws -> T {
+        try pool.writeWithoutTransaction(value)
+    }
+
     /// Runs a short write on the calling thread, the same way. The caller waits while another
     /// connection writes (in this process: microseconds; another process, such as the CLI:
     /// as long as its transaction, at most the busy timeout). For the signaling hot path.

@@ -39,11 +39,12 @@ extension SwitchboardDatabase {
     }
 
     /// The ID of the enabled peer a live token belongs to, or nil (unknown, expired, revoked,
-    /// disabled). Every API request asks this, so it reads only the two rows it needs.
+    /// disabled). Every API request asks this, so it reads only the two rows it needs, on the
+    /// writer's warm cache (see `readOnWriter`).
     package func peerID(forToken token: String) throws -> String? {
         let hash = Self.tokenHash(token)
         let now = unixNow
-        return try readInPlace { db in
+        return try readOnWriter { db in
             try String.fetchOne(db.cachedStatement(sql: """
                 SELECT p.id FROM login_tokens t JOIN peers p ON p.id = t.peer_id
                  WHERE t.token_hash = ? AND t.expires_at > ? AND p.disabled = 0
