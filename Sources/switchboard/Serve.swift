@@ -41,7 +41,7 @@ struct Serve: AsyncParsableCommand {
 
         let level = settings.logLevel
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = DeferredMetadataLogHandler(output: StreamLogHandler.standardError(label: label))
             handler.logLevel = level
             return handler
         }
