@@ -25,6 +25,8 @@ package struct RendezvousConfiguration: Sendable {
     package var offerTTL = 30
     /// Seconds an undelivered event is kept.
     package var eventTTL = 300
+    /// Seconds a session is kept after its last change, whatever its state.
+    package var sessionRetention = 86400
     /// Sessions one peer may start per minute (429 beyond).
     package var sessionsPerMinute = 60
     /// Longest long-poll wait a client may ask for.

@@ -4,8 +4,9 @@ import ServiceLifecycle
 import Store
 
 /// RendezvousService runs the signaling housekeeping: once a second, offers nobody answered
-/// in time become `expired` (with an event for the caller); once a minute, expired events
-/// and login tokens are deleted.
+/// in time become `expired` (with an event for the caller); once a minute (or once per
+/// session retention, when that is shorter), expired events and login tokens, and sessions
+/// unchanged for the retention, are deleted.
 package struct RendezvousService: Service, CustomStringConvertible {
     /// ServiceLifecycle logs services by description: never the configuration (it holds the TURN secret).
     package var description: String { "RendezvousService" }
@@ -25,6 +26,7 @@ package struct RendezvousService: Service, CustomStringConvertible {
     package func run() async throws {
         await cancelWhenGracefulShutdown {
             var ticks = 0
+            let purgeEvery = max(1, min(60, configuration.sessionRetention))
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
                 ticks += 1
@@ -33,7 +35,10 @@ package struct RendezvousService: Service, CustomStringConvertible {
                         #"{"session":"\#(id)"}"#
                     }
                     for event in expired { await hub.notify(event) }
-                    if ticks % 60 == 0 { try await database.purgeExpiredEvents() }
+                    if ticks % purgeEvery == 0 {
+                        try await database.purgeExpiredEvents()
+                        try await database.purgeOldSessions(retention: configuration.sessionRetention)
+                    }
                 } catch is CancellationError {
                     break
                 } catch {

@@ -212,15 +212,39 @@ extension SwitchboardDatabase {
         try writeInPlace { db in try Self.deleteEvents(db, of: peer, upTo: cursor) }
     }
 
-    /// Drops expired events and tokens; returns how many events went.
+    /// Drops expired events and tokens; returns how many events went. Runs in transactions
+    /// of at most `batch` rows (see `deleteInBatches`).
     @discardableResult
-    package func purgeExpiredEvents() async throws -> Int {
+    package func purgeExpiredEvents(batch: Int = 1000) async throws -> Int {
         let now = unixNow
-        return try writeInPlace { db in
-            try db.cachedStatement(sql: "DELETE FROM events WHERE expires_at <= ?").execute(arguments: [now])
-            let count = db.changesCount
-            try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE expires_at <= ?").execute(arguments: [now])
-            return count
+        try await deleteInBatches("login_tokens", key: "token_hash", where: "expires_at <= ?", [now], batch: batch)
+        return try await deleteInBatches("events", key: "id", where: "expires_at <= ?", [now], batch: batch)
+    }
+
+    /// Deletes sessions that have not changed for `retention` seconds, whatever their state
+    /// (an answered call nobody closed included); returns how many went. Their events go
+    /// with the event TTL as usual.
+    @discardableResult
+    package func purgeOldSessions(retention: Int, batch: Int = 500) async throws -> Int {
+        try await deleteInBatches("sessions", key: "id", where: "updated_at <= ?", [unixNow - Int64(retention)], batch: batch)
+    }
+
+    /// Deletes the rows of `table` that match `condition`, `batch` rows per write transaction,
+    /// until none is left. At a thousand sessions a second a minute's expired events are
+    /// 120k rows: one transaction for all of them held the write lock, and every request
+    /// behind it, for a long time; between batches other writes get their turn.
+    private func deleteInBatches(_ table: String, key: String, where condition: String,
+                                 _ arguments: StatementArguments, batch: Int) async throws -> Int {
+        let sql = "DELETE FROM \(table) WHERE \(key) IN (SELECT \(key) FROM \(table) WHERE \(condition) LIMIT ?)"
+        var total = 0
+        while true {
+            let deleted = try writeInPlace { db in
+                try db.cachedStatement(sql: sql).execute(arguments: arguments + [batch])
+                return db.changesCount
+            }
+            total += deleted
+            if deleted < batch { return total }
+            await Task.yield()
         }
     }
 

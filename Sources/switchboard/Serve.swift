@@ -62,6 +62,7 @@ struct Serve: AsyncParsableCommand {
             """)
         var rendezvous = RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open")
         rendezvous.offerTTL = settings.offerTTL
+        rendezvous.sessionRetention = settings.sessionRetention
         rendezvous.sessionsPerMinute = settings.sessionsPerMinute
         rendezvous.sseHeartbeat = .seconds(settings.eventKeepalive)
         var media = MediaEdgeConfiguration(
@@ -209,6 +210,11 @@ struct ServerOptions: ParsableArguments {
         valueName: "seconds"))
     var offerTTL: Int?
 
+    @Option(name: .customLong("session-retention"), help: ArgumentHelp(
+        "Seconds a session is kept after its last change, then deleted (default 86400; also SWITCHBOARD_SESSION_RETENTION).",
+        valueName: "seconds"))
+    var sessionRetention: Int?
+
     @Option(name: .customLong("sessions-per-minute"), help: ArgumentHelp(
         "New sessions one peer may start per minute, 429 beyond (default 60; also SWITCHBOARD_SESSIONS_PER_MINUTE).",
         valueName: "n"))
@@ -241,6 +247,9 @@ struct ServerOptions: ParsableArguments {
         if let logLevel { values[AbsoluteConfigKey(Settings.Key.logLevel)] = .init(.string(logLevel), isSecret: false) }
         if let acl { values[AbsoluteConfigKey(Settings.Key.acl)] = .init(.string(acl), isSecret: false) }
         if let offerTTL { values[AbsoluteConfigKey(Settings.Key.offerTTL)] = .init(.int(offerTTL), isSecret: false) }
+        if let sessionRetention {
+            values[AbsoluteConfigKey(Settings.Key.sessionRetention)] = .init(.int(sessionRetention), isSecret: false)
+        }
         if let eventKeepalive {
             values[AbsoluteConfigKey(Settings.Key.eventKeepalive)] = .init(.int(eventKeepalive), isSecret: false)
         }

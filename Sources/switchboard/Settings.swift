@@ -22,6 +22,8 @@ struct Settings: Sendable, Equatable {
     var acl = "groups"
     /// Seconds an unanswered offer waits before the caller gets an `expired` event.
     var offerTTL = 30
+    /// Seconds a session is kept after its last change (answered, closed or not), then deleted.
+    var sessionRetention = 86400
     /// New sessions one peer may start per minute (429 beyond).
     var sessionsPerMinute = 60
     /// Seconds an event stream (SSE, WebSocket) may stay silent before it gets a keepalive.
@@ -70,6 +72,7 @@ struct Settings: Sendable, Equatable {
         static let logLevel: ConfigKey = "log-level"
         static let acl: ConfigKey = "acl"
         static let offerTTL: ConfigKey = "offer-ttl"
+        static let sessionRetention: ConfigKey = "session-retention"
         static let sessionsPerMinute: ConfigKey = "sessions-per-minute"
         static let eventKeepalive: ConfigKey = "event-keepalive"
         static let mediaListen: ConfigKey = "media-listen"
@@ -99,6 +102,11 @@ struct Settings: Sendable, Equatable {
         guard ["groups", "open"].contains(acl) else { throw SettingsError("acl: \"\(acl)\" is not groups or open") }
         offerTTL = reader.int(forKey: Key.offerTTL, default: defaults.offerTTL)
         guard (1...3600).contains(offerTTL) else { throw SettingsError("offer-ttl must be 1-3600 seconds") }
+        sessionRetention = reader.int(forKey: Key.sessionRetention, default: defaults.sessionRetention)
+        // Shorter than the offer TTL, a waiting offer would be deleted before it could expire.
+        guard (offerTTL...315_360_000).contains(sessionRetention) else {
+            throw SettingsError("session-retention must be \(offerTTL) (the offer TTL) to 315360000 seconds")
+        }
         sessionsPerMinute = reader.int(forKey: Key.sessionsPerMinute, default: defaults.sessionsPerMinute)
         guard (1...1_000_000).contains(sessionsPerMinute) else {
             throw SettingsError("sessions-per-minute must be 1-1000000")

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import Store
 
@@ -174,6 +175,46 @@ import Testing
         clock.advance(by: 300)
         #expect(try db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
         #expect(try await db.purgeExpiredEvents() == 2)
+    }
+
+    @Test func expiredEventsAndTokensArePurgedInBatches() async throws {
+        for n in 1...7 { _ = try await offer("s\(n)") }
+        _ = try await db.issueToken(for: alice, lifetime: 60, source: nil)
+        clock.advance(by: 300)
+        let (_, fresh) = try await offer("s8")  // made after the clock moved: not expired
+        #expect(try await db.purgeExpiredEvents(batch: 3) == 7)  // batches of 3, 3 and 1
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.id) == [fresh.id])
+        #expect(try await db.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM login_tokens") } == 0)
+        #expect(try await db.purgeExpiredEvents(batch: 3) == 0)
+    }
+
+    @Test func sessionsUnchangedForTheRetentionAreDeletedWhateverTheirState() async throws {
+        for n in 1...5 { _ = try await offer("s\(n)") }
+        clock.advance(by: 100)
+        _ = try await db.answerSession("s2", by: "bob", sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
+                                       ifMatch: .any, eventTTL: 300, eventData: "{}")
+        clock.advance(by: 50)
+        #expect(try await db.purgeOldSessions(retention: 200, batch: 2) == 0)
+        clock.advance(by: 50)  // s1, s3, s4, s5 unchanged for 200 s; s2 answered 100 s ago
+        #expect(try await db.purgeOldSessions(retention: 200, batch: 2) == 4)
+        #expect(try await db.session("s1", for: "alice") == nil)
+        #expect(try await db.session("s2", for: "alice")?.state == "answered")
+        clock.advance(by: 100)
+        #expect(try await db.purgeOldSessions(retention: 200, batch: 2) == 1)
+        #expect(try await db.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions") } == 0)
+    }
+
+    @Test func theExpiryAndRetentionQueriesUseTheirIndexes() async throws {
+        func plan(_ sql: String) async throws -> String {
+            try await db.pool.read { db in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] as String }.joined(separator: "; ")
+            }
+        }
+        // The pending index holds only waiting offers, and the expiry query can use it.
+        #expect(try await plan("SELECT id, caller FROM sessions WHERE state = 'offered' AND offer_expires_at <= 5")
+            .contains("USING INDEX sessions_pending"))
+        #expect(try await plan("SELECT id FROM sessions WHERE updated_at <= 5").contains("sessions_by_update"))
+        #expect(try await plan("SELECT id FROM events WHERE expires_at <= 5").contains("events_by_expiry"))
     }
 
     @Test func removingAPeerTakesItsSessionsAndEventsWithIt() async throws {

@@ -30,6 +30,16 @@ import Testing
         #expect(try await settings([], environment: ["SWITCHBOARD_EVENT_KEEPALIVE": "2"]).eventKeepalive == 2)
     }
 
+    @Test func theSessionRetentionDefaultsToADayAndMayNotBeShorterThanTheOfferTTL() async throws {
+        #expect(try await settings([]).sessionRetention == 86400)
+        #expect(try await settings([], environment: ["SWITCHBOARD_SESSION_RETENTION": "30"]).sessionRetention == 30)
+        await #expect(throws: (any Error).self) {
+            _ = try await settings([], environment: ["SWITCHBOARD_SESSION_RETENTION": "29"])  // the offer TTL is 30
+        }
+        #expect(try await settings([], environment: ["SWITCHBOARD_SESSION_RETENTION": "2", "SWITCHBOARD_OFFER_TTL": "2"])
+            .sessionRetention == 2)
+    }
+
     @Test func streamsComeFromTheConfigFileAndBadOnesAreRefused() async throws {
         let file = try configFile(#"{"streams": ["cam:5004:5006", "radio::5008", "silent:5010"]}"#)
         defer { try? FileManager.default.removeItem(atPath: file) }

@@ -390,3 +390,31 @@ def test_a_silent_stream_gets_keepalives(sb):
         stream.close()
     finally:
         server.stop()
+
+
+def test_sessions_are_deleted_after_the_retention(sb):
+    """--session-retention: a session unchanged that long is deleted (here an offer that
+    expired), and the API and the sqlite3 CLI both stop seeing it."""
+    alice_key = sb.ok("peer", "add", "alice", "--group", "home").stdout.strip()
+    bob_key = sb.ok("peer", "add", "bob", "--group", "home").stdout.strip()
+    server = start_server(sb, "--offer-ttl", "2", "--session-retention", "2")
+    try:
+        alice = Client(server.base_url).login("alice", alice_key)
+        Client(server.base_url).login("bob", bob_key)
+        status, headers, _, body = alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})
+        assert status == 201, body
+        location = headers["location"]
+        assert sb.sql("select count(*) from sessions;") == "1\n"
+        events = json.loads(alice.request("GET", "/v1/events?after=0&wait=10")[3])
+        assert [e["type"] for e in events] == ["expired"]  # the offer expired first
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and alice.request("GET", location)[0] == 200:
+            time.sleep(0.2)
+        status, headers, _, body = alice.request("GET", location)
+        assert status == 404 and headers["content-type"] == "application/problem+json", body
+        assert sb.sql("select count(*) from sessions;") == "0\n"
+        # The server goes on: a new session is stored as usual.
+        assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
+        assert sb.sql("select state from sessions;") == "offered\n"
+    finally:
+        server.stop()
