@@ -108,7 +108,7 @@ extension SwitchboardDatabase {
     package func touch(_ seen: [(id: PeerID, at: Date)], chunk: Int = 100) async throws {
         for start in stride(from: 0, to: seen.count, by: max(1, chunk)) {
             let part = seen[start..<min(seen.count, start + max(1, chunk))]
-            try await pool.write { db in
+            try await write { db in
                 let update = try db.cachedStatement(sql: "UPDATE peers SET last_seen_at = max(coalesce(last_seen_at, 0), ?) WHERE id = ?")
                 for (id, at) in part {
                     try update.execute(arguments: [Int64(at.timeIntervalSince1970.rounded(.down)), id.rawValue])

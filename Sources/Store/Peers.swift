@@ -129,7 +129,7 @@ extension SwitchboardDatabase {
 
     /// Runs `body` in one write transaction and maps SQLite's constraint errors to StoreError.
     func write<T>(_ body: (Database) throws -> T) throws -> T {
-        try pool.write { db in try body(db) }
+        try writeInPlace(body)
     }
 
     static func exists(_ db: Database, _ id: PeerID) throws -> Bool {

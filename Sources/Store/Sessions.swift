@@ -221,12 +221,17 @@ extension SwitchboardDatabase {
         return try await deleteInBatches("events", key: "id", where: "expires_at <= ?", [now], batch: batch)
     }
 
-    /// Deletes sessions that have not changed for `retention` seconds, whatever their state
-    /// (an answered call nobody closed included); returns how many went. Their events go
-    /// with the event TTL as usual.
+    /// Deletes sessions that have not changed for `retention` seconds: answered (a call
+    /// nobody closed included), closed or expired ones; returns how many went. A waiting offer
+    /// is left to expire first, so its caller hears of it. A session is kept at least a
+    /// minute whatever the retention, because the per-minute session limit counts the
+    /// caller's recent rows. Its events go with the event TTL as usual.
     @discardableResult
     package func purgeOldSessions(retention: Int, batch: Int = 500) async throws -> Int {
-        try await deleteInBatches("sessions", key: "id", where: "updated_at <= ?", [unixNow - Int64(retention)], batch: batch)
+        let now = unixNow
+        return try await deleteInBatches(
+            "sessions", key: "id", where: "updated_at <= ? AND created_at <= ? AND state <> 'offered'",
+            [now - Int64(retention), now - 60], batch: batch)
     }
 
     /// Deletes the rows of `table` that match `condition`, `batch` rows per write transaction,
@@ -244,6 +249,7 @@ extension SwitchboardDatabase {
             }
             total += deleted
             if deleted < batch { return total }
+            try Task.checkCancellation()
             await Task.yield()
         }
     }

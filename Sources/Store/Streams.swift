@@ -133,7 +133,7 @@ extension SwitchboardDatabase {
     /// one transaction (the media edge calls this every few seconds, off the packet path).
     package func recordViewers(live: [ViewerRecord], ended: [(record: ViewerRecord, reason: String)]) async throws {
         let now = unixNow
-        try await pool.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM media_viewers")
             for viewer in live {
                 try db.cachedStatement(sql: """

@@ -142,7 +142,7 @@ extension SwitchboardDatabase {
     /// allocations moved from `relay_allocations` to `relay_usage`.
     package func recordRelayChanges(live: [LiveAllocation], ended: [(id: String, usage: RelayUsage)]) async throws {
         guard !live.isEmpty || !ended.isEmpty else { return }
-        try await pool.write { db in
+        try await write { db in
             for allocation in live {
                 try db.execute(
                     sql: """
@@ -175,7 +175,7 @@ extension SwitchboardDatabase {
 
     /// Forgets live rows a previous run left (a crash leaves them; they ended with it).
     package func clearLiveAllocations() async throws {
-        try await pool.write { db in try db.execute(sql: "DELETE FROM relay_allocations") }
+        try await write { db in try db.execute(sql: "DELETE FROM relay_allocations") }
     }
 
     package func relayUsage() throws -> [RelayUsage] {

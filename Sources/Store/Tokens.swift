@@ -21,7 +21,7 @@ extension SwitchboardDatabase {
         let token = Base64URL.encode(randomBytes(32))
         let now = unixNow
         let expires = now + Int64(lifetime)
-        try await pool.write { db in
+        try await write { db in
             try db.cachedStatement(sql: "INSERT INTO login_tokens (token_hash, peer_id, created_at, expires_at, source) VALUES (?, ?, ?, ?, ?)").execute(arguments: [Self.tokenHash(token), id.rawValue, now, expires, source])
             try db.cachedStatement(sql: "UPDATE peers SET last_login_at = ?, last_seen_at = ? WHERE id = ?").execute(arguments: [now, now, id.rawValue])
             try Self.audit(db, at: now, actor: .http, action: "login.ok", peer: id, source: source)
@@ -33,7 +33,7 @@ extension SwitchboardDatabase {
     package func recordLoginFailure(peerID: String, source: String?) async throws {
         let now = unixNow
         let id = try? PeerID(peerID)
-        try await pool.write { db in
+        try await write { db in
             try Self.audit(db, at: now, actor: .http, action: "login.fail", peer: id, source: source)
         }
     }
@@ -57,7 +57,7 @@ extension SwitchboardDatabase {
     package func revokeToken(_ token: String) async throws -> Bool {
         let hash = Self.tokenHash(token)
         let now = unixNow
-        return try await pool.write { db in
+        return try await write { db in
             guard let peerID = try String.fetchOne(db.cachedStatement(sql: "SELECT peer_id FROM login_tokens WHERE token_hash = ?"), arguments: [hash]) else { return false }
             try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE token_hash = ?").execute(arguments: [hash])
             try Self.audit(db, at: now, actor: .http, action: "logout", peer: try? PeerID(peerID))
@@ -69,7 +69,7 @@ extension SwitchboardDatabase {
     @discardableResult
     package func purgeExpiredTokens() async throws -> Int {
         let now = unixNow
-        return try await pool.write { db in
+        return try await write { db in
             try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE expires_at <= ?").execute(arguments: [now])
             return db.changesCount
         }

@@ -10,21 +10,21 @@ import Logging
 /// Here the metadata is only stored, and handed to the stream handler with the message.
 struct DeferredMetadataLogHandler: LogHandler {
     private var output: StreamLogHandler
-    var metadata: Logger.Metadata = [:]
+    var metadata: Logger.Metadata
+    var metadataProvider: Logger.MetadataProvider?
 
+    /// Takes over `output`'s metadata and metadata provider; it only writes.
     init(output: StreamLogHandler) {
         self.output = output
+        metadata = output.metadata
+        metadataProvider = output.metadataProvider
         self.output.metadata = [:]
+        self.output.metadataProvider = nil
     }
 
     var logLevel: Logger.Level {
         get { output.logLevel }
         set { output.logLevel = newValue }
-    }
-
-    var metadataProvider: Logger.MetadataProvider? {
-        get { output.metadataProvider }
-        set { output.metadataProvider = newValue }
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -33,11 +33,15 @@ struct DeferredMetadataLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var event = event
-        if !metadata.isEmpty {
-            // The message's own metadata wins over the logger's, as in StreamLogHandler.
-            event.metadata = metadata.merging(event.metadata ?? [:]) { _, explicit in explicit }
+        // StreamLogHandler's precedence: the logger's metadata, then the provider's, then
+        // the message's own.
+        let provided = metadataProvider?.get() ?? [:]
+        if !metadata.isEmpty || !provided.isEmpty {
+            var event = event
+            event.metadata = metadata.merging(provided) { $1 }.merging(event.metadata ?? [:]) { $1 }
+            output.log(event: event)
+        } else {
+            output.log(event: event)
         }
-        output.log(event: event)
     }
 }

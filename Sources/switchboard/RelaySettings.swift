@@ -203,7 +203,7 @@ enum RelaySettings {
     }
 
     private static func nonNegative(_ reader: ConfigReader, _ key: ConfigKey, default fallback: Int) throws -> Int {
-        let value = reader.int(forKey: key, default: fallback)
+        let value = try Settings.integer(reader, key, default: fallback)
         guard value >= 0 else { throw SettingsError("\(key) must not be negative") }
         return value
     }

@@ -100,18 +100,17 @@ struct Settings: Sendable, Equatable {
         logLevel = parsed
         acl = reader.string(forKey: Key.acl, default: defaults.acl)
         guard ["groups", "open"].contains(acl) else { throw SettingsError("acl: \"\(acl)\" is not groups or open") }
-        offerTTL = reader.int(forKey: Key.offerTTL, default: defaults.offerTTL)
+        offerTTL = try Self.integer(reader, Key.offerTTL, default: defaults.offerTTL)
         guard (1...3600).contains(offerTTL) else { throw SettingsError("offer-ttl must be 1-3600 seconds") }
-        sessionRetention = reader.int(forKey: Key.sessionRetention, default: defaults.sessionRetention)
-        // Shorter than the offer TTL, a waiting offer would be deleted before it could expire.
-        guard (offerTTL...315_360_000).contains(sessionRetention) else {
-            throw SettingsError("session-retention must be \(offerTTL) (the offer TTL) to 315360000 seconds")
+        sessionRetention = try Self.integer(reader, Key.sessionRetention, default: defaults.sessionRetention)
+        guard (1...315_360_000).contains(sessionRetention) else {
+            throw SettingsError("session-retention must be 1-315360000 seconds")
         }
-        sessionsPerMinute = reader.int(forKey: Key.sessionsPerMinute, default: defaults.sessionsPerMinute)
+        sessionsPerMinute = try Self.integer(reader, Key.sessionsPerMinute, default: defaults.sessionsPerMinute)
         guard (1...1_000_000).contains(sessionsPerMinute) else {
             throw SettingsError("sessions-per-minute must be 1-1000000")
         }
-        eventKeepalive = reader.int(forKey: Key.eventKeepalive, default: defaults.eventKeepalive)
+        eventKeepalive = try Self.integer(reader, Key.eventKeepalive, default: defaults.eventKeepalive)
         guard (1...300).contains(eventKeepalive) else { throw SettingsError("event-keepalive must be 1-300 seconds") }
         do {
             mediaListen = try ListenAddress(parsing: reader.string(forKey: Key.mediaListen, default: defaults.mediaListen.description))
@@ -133,6 +132,23 @@ struct Settings: Sendable, Equatable {
 
     var databasePath: String {
         (dataDirectory as NSString).appendingPathComponent("switchboard.db")
+    }
+
+    /// A whole-number setting: `fallback` when it is not set anywhere, an error when it is
+    /// set to something else. The reader's own `int(forKey:default:)` falls back to the
+    /// default for a value it cannot convert, so `SWITCHBOARD_OFFER_TTL="a minute"` was
+    /// quietly 30.
+    static func integer(_ reader: ConfigReader, _ key: ConfigKey, default fallback: Int) throws -> Int {
+        if let value = reader.int(forKey: key) { return value }
+        if let text = reader.string(forKey: key) {
+            // A quoted number in the config file is still a number.
+            guard let value = Int(text.trimmingCharacters(in: .whitespaces)) else {
+                throw SettingsError("\(key): \"\(text)\" is not a whole number")
+            }
+            return value
+        }
+        if let value = reader.double(forKey: key) { throw SettingsError("\(key): \(value) is not a whole number") }
+        return fallback
     }
 }
 

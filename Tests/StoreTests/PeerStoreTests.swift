@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 @testable import Store
 
@@ -24,6 +25,31 @@ import Testing
     func invalidPeerIDsAreRefused(id: String) {
         #expect(throws: StoreError.invalidPeerID(id)) { try PeerID(id) }
         #expect(throws: StoreError.invalidGroupName(id)) { try GroupName(id) }
+    }
+
+    @Test func aTokenCheckDoesNotQueueBehindAWriteUnderWay() async throws {
+        let alice = try PeerID("alice")
+        _ = try db.addPeer(alice)
+        let token = try await db.issueToken(for: alice, lifetime: 60, source: nil).token
+        let database = db
+        // A write that holds the writer (as one waiting out the sqlite3 CLI's lock would).
+        let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async { try? database.writeInPlace { _ in holding.signal(); release.wait() } }
+        holding.wait()
+        let answered = DispatchSemaphore(value: 0)
+        let found = Mutex<String?>(nil)
+        DispatchQueue.global().async {
+            found.withLock { $0 = try? database.peerID(forToken: token) }
+            answered.signal()
+        }
+        let waited = answered.wait(timeout: .now() + 10)
+        release.signal()
+        #expect(waited == .success)  // answered by a reader while the writer was taken
+        if waited != .success { answered.wait() }
+        #expect(found.withLock { $0 } == "alice")
+        // Nothing under way: read on the writer, same answer.
+        #expect(try db.peerID(forToken: token) == "alice")
+        #expect(try db.peerID(forToken: "not-a-token") == nil)
     }
 
     /// The same rule holds for rows written with the sqlite3 CLI, through the CHECK constraints.

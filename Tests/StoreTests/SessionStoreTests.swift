@@ -188,20 +188,37 @@ import Testing
         #expect(try await db.purgeExpiredEvents(batch: 3) == 0)
     }
 
-    @Test func sessionsUnchangedForTheRetentionAreDeletedWhateverTheirState() async throws {
-        for n in 1...5 { _ = try await offer("s\(n)") }
-        clock.advance(by: 100)
-        _ = try await db.answerSession("s2", by: "bob", sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
+    @Test func sessionsUnchangedForTheRetentionAreDeletedOnceTheyAreNoLongerWaiting() async throws {
+        for n in 1...6 { _ = try await offer("s\(n)", ttl: 10) }
+        clock.advance(by: 10)
+        _ = try await db.answerSession("s1", by: "bob", sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
                                        ifMatch: .any, eventTTL: 300, eventData: "{}")
-        clock.advance(by: 50)
-        #expect(try await db.purgeOldSessions(retention: 200, batch: 2) == 0)
-        clock.advance(by: 50)  // s1, s3, s4, s5 unchanged for 200 s; s2 answered 100 s ago
-        #expect(try await db.purgeOldSessions(retention: 200, batch: 2) == 4)
+        _ = try await db.closeSession("s2", by: "alice", eventTTL: 300, eventData: "{}")
+        clock.advance(by: 95)
+        #expect(try await db.purgeOldSessions(retention: 100, batch: 2) == 0)  // nothing unchanged that long
+        #expect(try await db.expireOffers(eventTTL: 300, eventData: { _ in "{}" }).count == 4)  // s3…s6, at 105 s
+        clock.advance(by: 10)
+        // s1 (answered) and s2 (closed) are unchanged for 105 s; s3…s6 expired 10 s ago.
+        #expect(try await db.purgeOldSessions(retention: 100, batch: 1) == 2)  // one per transaction
         #expect(try await db.session("s1", for: "alice") == nil)
-        #expect(try await db.session("s2", for: "alice")?.state == "answered")
+        #expect(try await db.session("s3", for: "alice")?.state == "expired")
         clock.advance(by: 100)
-        #expect(try await db.purgeOldSessions(retention: 200, batch: 2) == 1)
+        #expect(try await db.purgeOldSessions(retention: 100, batch: 3) == 4)
         #expect(try await db.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions") } == 0)
+    }
+
+    @Test func aWaitingOfferOrASessionYoungerThanAMinuteIsKept() async throws {
+        _ = try await offer("waiting", ttl: 3600)
+        clock.advance(by: 5)
+        _ = try await offer("young", ttl: 3600)
+        _ = try await db.closeSession("young", by: "alice", eventTTL: 300, eventData: "{}")
+        clock.advance(by: 30)
+        // Retention 1 s: "young" is closed and unchanged for 30 s, but the per-minute session
+        // limit still counts it; "waiting" has not expired.
+        #expect(try await db.purgeOldSessions(retention: 1) == 0)
+        clock.advance(by: 30)
+        #expect(try await db.purgeOldSessions(retention: 1) == 1)
+        #expect(try await db.session("waiting", for: "alice")?.state == "offered")
     }
 
     @Test func theExpiryAndRetentionQueriesUseTheirIndexes() async throws {

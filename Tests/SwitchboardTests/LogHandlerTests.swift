@@ -30,4 +30,20 @@ import Testing
         logger.warning("plain")
         #expect(capture.text.withLock { $0 }.hasSuffix("warning test: hb.request.id=42 [SwitchboardTests] plain\n"))
     }
+
+    @Test func aProvidersMetadataSitsBetweenTheLoggersAndTheMessages() {
+        let capture = Capture()
+        let provider = Logger.MetadataProvider { ["trace": "t1", "peer": "from-provider"] }
+        let logger = Logger(label: "test") { label in
+            var output = StreamLogHandler(label: label, stream: capture, metadataProvider: provider)
+            output[metadataKey: "node"] = "n1"  // set before the wrapper: kept, not lost
+            var handler = DeferredMetadataLogHandler(output: output)
+            handler[metadataKey: "peer"] = "from-logger"
+            handler[metadataKey: "trace"] = "from-logger"
+            return handler
+        }
+        logger.info("a", metadata: ["trace": "t2"])
+        #expect(capture.text.withLock { $0 }.contains("node=n1 peer=from-provider trace=t2 [SwitchboardTests] a\n"),
+                "\(capture.text.withLock { $0 })")
+    }
 }
