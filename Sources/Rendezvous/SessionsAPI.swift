@@ -222,7 +222,8 @@ enum SessionsAPI {
             Problem(.badRequest, detail: #"If-Match must be * or an ETag of this session, such as "2""#)
         case .unreachable: Problem(.notFound, detail: "no such peer")
         case .tooManySessions:
-            Problem(.tooManyRequests, detail: "too many sessions this minute", headers: [.retryAfter: "60"])
+            Problem(.tooManyRequests, detail: "too many sessions this minute",
+                    headers: [.retryAfter: "\(OfferAdmission.standardWindow)"])
         }
     }
 

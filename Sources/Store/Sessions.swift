@@ -42,11 +42,14 @@ package enum SessionError: Error, Equatable {
 /// Who may offer: the ACL (`open` or groups and rules) and at most `limit` new sessions per
 /// caller in `window` seconds.
 package struct OfferAdmission: Sendable {
+    /// Seconds the session limit counts back (the "per minute" of `--sessions-per-minute`).
+    package static let standardWindow = 60
+
     package var open: Bool
     package var limit: Int
     package var window: Int
 
-    package init(open: Bool, limit: Int, window: Int = 60) {
+    package init(open: Bool, limit: Int, window: Int = standardWindow) {
         self.open = open
         self.limit = limit
         self.window = window
@@ -216,9 +219,8 @@ extension SwitchboardDatabase {
     /// of at most `batch` rows (see `deleteInBatches`).
     @discardableResult
     package func purgeExpiredEvents(batch: Int = 1000) async throws -> Int {
-        let now = unixNow
-        try await deleteInBatches("login_tokens", key: "token_hash", where: "expires_at <= ?", [now], batch: batch)
-        return try await deleteInBatches("events", key: "id", where: "expires_at <= ?", [now], batch: batch)
+        try await purgeExpiredTokens(batch: batch)
+        return try await deleteInBatches("events", key: "id", where: "expires_at <= ?", [unixNow], batch: batch)
     }
 
     /// Deletes sessions that have not changed for `retention` seconds: answered (a call
@@ -231,14 +233,14 @@ extension SwitchboardDatabase {
         let now = unixNow
         return try await deleteInBatches(
             "sessions", key: "id", where: "updated_at <= ? AND created_at <= ? AND state <> 'offered'",
-            [now - Int64(retention), now - 60], batch: batch)
+            [now - Int64(retention), now - Int64(OfferAdmission.standardWindow)], batch: batch)
     }
 
     /// Deletes the rows of `table` that match `condition`, `batch` rows per write transaction,
     /// until none is left. At a thousand sessions a second a minute's expired events are
     /// 120k rows: one transaction for all of them held the write lock, and every request
     /// behind it, for a long time; between batches other writes get their turn.
-    private func deleteInBatches(_ table: String, key: String, where condition: String,
+    func deleteInBatches(_ table: String, key: String, where condition: String,
                                  _ arguments: StatementArguments, batch: Int) async throws -> Int {
         let sql = "DELETE FROM \(table) WHERE \(key) IN (SELECT \(key) FROM \(table) WHERE \(condition) LIMIT ?)"
         var total = 0

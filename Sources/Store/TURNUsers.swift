@@ -27,7 +27,7 @@ extension SwitchboardDatabase {
         guard Self.isValidTURNUserName(name) else { throw StoreError.invalidTURNUserName(name) }
         guard !password.isEmpty else { throw StoreError.emptyPassword }
         let now = unixNow
-        try write { db in
+        try writeInPlace { db in
             let exists = try Bool.fetchOne(
                 db, sql: "SELECT EXISTS (SELECT 1 FROM turn_users WHERE name = ? AND realm = ?)",
                 arguments: [name, realm]) ?? false
@@ -42,7 +42,7 @@ extension SwitchboardDatabase {
 
     package func removeTURNUser(name: String, realm: String, actor: Actor = .cli) throws {
         let now = unixNow
-        try write { db in
+        try writeInPlace { db in
             try db.execute(sql: "DELETE FROM turn_users WHERE name = ? AND realm = ?", arguments: [name, realm])
             guard db.changesCount == 1 else { throw StoreError.turnUserNotFound(name) }
             try Self.audit(db, at: now, actor: actor, action: "turn-user.remove", peer: nil,

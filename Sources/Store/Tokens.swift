@@ -65,13 +65,9 @@ extension SwitchboardDatabase {
         }
     }
 
-    /// Deletes expired tokens; returns how many.
+    /// Deletes expired tokens, `batch` per transaction; returns how many.
     @discardableResult
-    package func purgeExpiredTokens() async throws -> Int {
-        let now = unixNow
-        return try await write { db in
-            try db.cachedStatement(sql: "DELETE FROM login_tokens WHERE expires_at <= ?").execute(arguments: [now])
-            return db.changesCount
-        }
+    package func purgeExpiredTokens(batch: Int = 1000) async throws -> Int {
+        try await deleteInBatches("login_tokens", key: "token_hash", where: "expires_at <= ?", [unixNow], batch: batch)
     }
 }

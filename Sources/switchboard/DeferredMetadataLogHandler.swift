@@ -35,13 +35,11 @@ struct DeferredMetadataLogHandler: LogHandler {
     func log(event: LogEvent) {
         // StreamLogHandler's precedence: the logger's metadata, then the provider's, then
         // the message's own.
+        var event = event
         let provided = metadataProvider?.get() ?? [:]
         if !metadata.isEmpty || !provided.isEmpty {
-            var event = event
             event.metadata = metadata.merging(provided) { $1 }.merging(event.metadata ?? [:]) { $1 }
-            output.log(event: event)
-        } else {
-            output.log(event: event)
         }
+        output.log(event: event)
     }
 }
