@@ -84,7 +84,6 @@ let package = Package(
         // System OpenSSL (DTLS 1.2) and libsrtp2 (SRTP) for the media edge.
         .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSRTP", path: "Sources/CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
-        .systemLibrary(name: "CNSS", path: "Sources/CNSS", pkgConfig: "nss", providers: [.apt(["libnss3-dev"])]),
         // sendmmsg with UDP segmentation offload (glibc GNU extensions and CMSG macros), and the
         // Swift side the media edge and the relay send with.
         .target(name: "CDatagram", path: "Sources/CDatagram"),
@@ -97,7 +96,7 @@ let package = Package(
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "CSSL", "CSRTP", "CNSS", "Datagram",
+                "Wire", "Store", "CSSL", "CSRTP", "Datagram",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,4 +1,3 @@
-import CNSS
 import CSRTP
 import NIOCore
 
@@ -23,18 +22,20 @@ package final class SRTPSession {
     private var session: srtp_t?
     package let direction: Direction
 
-    /// libsrtp2 wants one `srtp_init` per process before anything else.
-    ///
-    /// Debian's libsrtp2 does its AES through NSS and starts NSS itself, for each cipher, with
-    /// `NSS_INIT_OPTIMIZESPACE`: a softoken whose session and key tables have 32 hash buckets.
-    /// Every packet looks its key up there, so with hundreds of viewers each protect walked
-    /// chains of dozens of entries (15% of the edge's CPU at 500 viewers). Starting NSS first,
-    /// without that flag, gives tables of 1024 buckets; libsrtp2's own starts then share it.
+    /// libsrtp2 wants one `srtp_init` per process before anything else; then OpenSSL goes behind
+    /// its ciphers (`SRTPCrypto`).
     private static let initialized: UInt32 = {
-        let flags = UInt32(NSS_INIT_READONLY | NSS_INIT_NOCERTDB | NSS_INIT_NOMODDB | NSS_INIT_FORCEOPEN | NSS_INIT_NOROOTINIT)
-        _ = NSS_InitContext("", "", "", "", nil, flags)  // kept for the life of the process
-        return srtp_init().rawValue
+        let status = srtp_init()
+        if status == srtp_err_status_ok { _ = SRTPCrypto.status }
+        return status.rawValue
     }()
+
+    /// What is behind libsrtp2's ciphers, for the log: OpenSSL's, or libsrtp2's built-in ones
+    /// (NSS in Debian's build) for any replacement it refused.
+    package static var cryptoBackend: (openSSL: [String], builtIn: [String]) {
+        guard initialized == srtp_err_status_ok.rawValue else { return ([], ["srtp_init: status \(initialized)"]) }
+        return (SRTPCrypto.status.installed, SRTPCrypto.status.refused)
+    }
 
     /// `key` and `salt` are one side's from `SRTPKeyingMaterial`. `replayWindow` packets are
     /// remembered against replays (libsrtp2 allows 64–32768).

@@ -158,6 +158,14 @@ package final class MediaService: Service {
             (engine.value.core.context.certificate.fingerprint, engine.value.mediaSocket?.segmentation ?? false)
         }.get()
         logger.info("media socket", metadata: ["udp_segmentation_offload": "\(segmentation)"])
+        let crypto = SRTPSession.cryptoBackend
+        if crypto.builtIn.isEmpty {
+            logger.info("SRTP crypto", metadata: ["openssl": "\(crypto.openSSL.joined(separator: ","))"])
+        } else {
+            // Still correct, through libsrtp2's own ciphers (NSS in Debian's build), only slower.
+            logger.warning("SRTP crypto: libsrtp2 refused OpenSSL for some ciphers",
+                           metadata: ["openssl": "\(crypto.openSSL.joined(separator: ","))", "built_in": "\(crypto.builtIn.joined(separator: "; "))"])
+        }
         onListening("media      udp://\(channel.localAddress.flatMap(TransportAddress.init)?.description ?? "?") "
             + "(WHEP ICE-lite/DTLS/SRTP; certificate sha-256 \(fingerprint.prefix(23))…)")
 
