@@ -14,6 +14,21 @@ import Testing
         #expect(Array(packet.bytes.readableBytesView) == bytes)
     }
 
+    /// The forwarding path writes header and payload straight into the send buffer.
+    @Test(arguments: [false, true])
+    func theDirectWriteGivesThePacketsBytes(marker: Bool) throws {
+        var payload = ByteBuffer(bytes: [9, 8, 7, 6, 5, 4, 3])
+        payload.moveReaderIndex(forwardBy: 2)  // a slice, as payloads cut from ingest datagrams are
+        var direct = ByteBuffer(bytes: [0xFF])
+        RTPPacket.write(marker: marker, payloadType: 96, sequenceNumber: 0xBEEF, timestamp: 0x0102_0304, ssrc: 0xCAFE_BABE,
+                        payload: payload, to: &direct)
+        let packet = RTPPacket(marker: marker, payloadType: 96, sequenceNumber: 0xBEEF, timestamp: 0x0102_0304,
+                               ssrc: 0xCAFE_BABE, payload: payload)
+        #expect(Array(direct.readableBytesView) == [0xFF] + Array(packet.bytes.readableBytesView))
+        #expect(try RTPPacket(datagram: direct.getSlice(at: 1, length: direct.readableBytes - 1)!) == packet)
+        #expect(Array(payload.readableBytesView) == [7, 6, 5, 4, 3])  // not consumed
+    }
+
     @Test func csrcsExtensionAndPaddingRoundTrip() throws {
         let packet = RTPPacket(
             marker: false, payloadType: 111, sequenceNumber: 65535, timestamp: 1, ssrc: 7, csrcs: [9, 10],

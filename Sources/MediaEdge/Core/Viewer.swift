@@ -95,8 +95,8 @@ final class Viewer {
         guard let srtpOut else { return nil }
         var buffer = allocator.buffer(
             capacity: RTPPacket.fixedHeaderLength + send.payload.readableBytes + SRTPSession.trailerCapacity)
-        RTPPacket(marker: send.marker, payloadType: payloadType, sequenceNumber: send.sequence, timestamp: send.timestamp,
-                  ssrc: ssrc, payload: send.payload).write(to: &buffer)
+        RTPPacket.write(marker: send.marker, payloadType: payloadType, sequenceNumber: send.sequence, timestamp: send.timestamp,
+                        ssrc: ssrc, payload: send.payload, to: &buffer)
         do {
             try srtpOut.protect(rtp: &buffer)
         } catch {

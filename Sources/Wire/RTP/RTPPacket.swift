@@ -110,11 +110,8 @@ public struct RTPPacket: Sendable, Equatable {
         var first: UInt8 = 0x80 | UInt8(min(csrcs.count, 15))
         if paddingLength > 0 { first |= 0x20 }
         if headerExtension != nil { first |= 0x10 }
-        buffer.writeInteger(first)
-        buffer.writeInteger((marker ? 0x80 : 0) | (payloadType & 0x7F))
-        buffer.writeInteger(sequenceNumber)
-        buffer.writeInteger(timestamp)
-        buffer.writeInteger(ssrc)
+        Self.writeFixedHeader(first: first, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber,
+                              timestamp: timestamp, ssrc: ssrc, to: &buffer)
         for csrc in csrcs.prefix(15) { buffer.writeInteger(csrc) }
         if var headerExtension {
             buffer.writeInteger(headerExtension.profile)
@@ -123,12 +120,30 @@ public struct RTPPacket: Sendable, Equatable {
             let written = buffer.writeBuffer(&headerExtension.data)
             buffer.writeRepeatingByte(0, count: words * 4 - written)
         }
-        var payload = payload
-        buffer.writeBuffer(&payload)
+        buffer.writeImmutableBuffer(payload)
         if paddingLength > 0 {
             buffer.writeRepeatingByte(0, count: Int(paddingLength) - 1)
             buffer.writeInteger(paddingLength)
         }
+    }
+
+    /// A packet with no CSRCs, extension or padding, written without making an `RTPPacket`
+    /// (a forwarding edge writes one per packet per viewer): the same bytes `write(to:)` gives.
+    public static func write(marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32, ssrc: UInt32,
+                             payload: ByteBuffer, to buffer: inout ByteBuffer) {
+        writeFixedHeader(first: 0x80, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber,
+                         timestamp: timestamp, ssrc: ssrc, to: &buffer)
+        buffer.writeImmutableBuffer(payload)
+    }
+
+    /// The 12 bytes every packet starts with; `first` is version 2 with the P, X and CC bits.
+    private static func writeFixedHeader(first: UInt8, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16,
+                                         timestamp: UInt32, ssrc: UInt32, to buffer: inout ByteBuffer) {
+        buffer.writeInteger(first)
+        buffer.writeInteger((marker ? 0x80 : 0) | (payloadType & 0x7F))
+        buffer.writeInteger(sequenceNumber)
+        buffer.writeInteger(timestamp)
+        buffer.writeInteger(ssrc)
     }
 
     /// The packet as bytes.
