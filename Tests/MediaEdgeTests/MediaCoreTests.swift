@@ -70,12 +70,16 @@ import Testing
 
         mutating func advance(milliseconds: UInt64) { nanos += milliseconds * 1_000_000 }
 
+        /// The next RTP packet of the video source, as a datagram.
+        mutating func packet(_ payload: [UInt8], marker: Bool, ssrc: UInt32 = 0xCAFE) -> ByteBuffer {
+            defer { sequence &+= 1 }
+            return RTPPacket(marker: marker, payloadType: 96, sequenceNumber: sequence, timestamp: timestamp, ssrc: ssrc,
+                             payload: ByteBuffer(bytes: payload)).bytes
+        }
+
         /// One RTP packet into the video ingest.
         mutating func ingest(_ payload: [UInt8], marker: Bool, ssrc: UInt32 = 0xCAFE) {
-            let packet = RTPPacket(marker: marker, payloadType: 96, sequenceNumber: sequence, timestamp: timestamp, ssrc: ssrc,
-                                   payload: ByteBuffer(bytes: payload))
-            sequence &+= 1
-            core.ingest(stream: "cam", kind: .video, datagram: packet.bytes, now: now)
+            core.ingest(stream: "cam", kind: .video, datagram: packet(payload, marker: marker, ssrc: ssrc), now: now)
         }
 
         /// SPS + PPS + an IDR in two FU-A fragments: one access unit.
@@ -98,20 +102,22 @@ import Testing
         }
 
         /// Offer, answer, ICE check, DTLS handshake: a playing viewer.
-        mutating func connect(_ viewer: FakeViewer, fingerprint: String? = nil) throws {
+        mutating func connect(_ viewer: FakeViewer, fingerprint: String? = nil, from address: TransportAddress = MediaCoreTests.client)
+            throws
+        {
             let (id, answer) = try core.addViewer(stream: "cam", offer: viewer.offer(fingerprint: fingerprint), token: nil, now: now)
             try viewer.take(answer: answer, id: id)
-            core.receive(viewer.check(), from: MediaCoreTests.client, now: now)
+            core.receive(viewer.check(), from: address, now: now)
             let replies = drain()
             #expect(replies.count == 1)
             let response = try STUNMessage(bytes: replies[0].bytes)
             #expect(response.type == STUNMessageType(method: .binding, class: .successResponse))
             #expect(response.verifyIntegrity(key: Array(viewer.password.utf8)))
             #expect(response.fingerprintIsValid == true)
-            #expect(try response.xorAddress(.xorMappedAddress) == MediaCoreTests.client)
+            #expect(try response.xorAddress(.xorMappedAddress) == address)
             var toServer = viewer.dtls.start()
             for _ in 0..<10 where !toServer.isEmpty {
-                for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: MediaCoreTests.client, now: now) }
+                for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: address, now: now) }
                 toServer = []
                 for datagram in core.outbox where PacketKind(firstByte: datagram.bytes.readableBytesView.first!) == .dtls {
                     toServer += viewer.dtls.receive(Array(datagram.bytes.readableBytesView))
@@ -161,6 +167,44 @@ import Testing
         #expect(live[0].sequenceNumber == first.last!.sequenceNumber &+ 1)
         #expect(live[0].timestamp &- first[0].timestamp > 0 && live[0].timestamp &- first[0].timestamp < 90000)
         #expect(rig.core.counters.viewersStarted == 1 && rig.core.counters.keyframesSent == 1)
+    }
+
+    /// One read of an ingest socket can give several datagrams. They are forwarded viewer by
+    /// viewer, and each viewer gets every one, in order, renumbered as one at a time would be.
+    @Test func aBurstOfDatagramsReachesEachViewerWholeAndInOrder() throws {
+        var rig = try Rig()
+        rig.keyframe()
+        let first = try FakeViewer(), second = try FakeViewer()
+        let secondAddress = TransportAddress(ip: IPAddress("127.0.0.1")!, port: 40002)
+        try rig.connect(first)
+        _ = try rig.received(by: first)  // the cached keyframe
+        try rig.connect(second, from: secondAddress)
+        _ = try rig.received(by: second)
+
+        // A frame, a new keyframe (SPS, PPS, two FU-A fragments), a frame: one burst.
+        var burst = [rig.packet([0x41, 0x9A, 0x01], marker: true)]
+        rig.timestamp &+= 3000
+        burst += [rig.packet([0x67, 0x42, 0xC0, 0x1E, 0xDA], marker: false), rig.packet([0x68, 0xCE, 0x3C, 0x80], marker: false),
+                  rig.packet([0x7C, 0x85, 0xAA], marker: false), rig.packet([0x7C, 0x45, 0xBB], marker: true)]
+        rig.timestamp &+= 3000
+        burst.append(rig.packet([0x41, 0x9A, 0x02], marker: true))
+        let sentBefore = rig.core.counters.packetsSent
+        rig.core.ingest(stream: "cam", kind: .video, datagrams: burst, now: rig.now)
+
+        let out = rig.drain()
+        let destinations = out.map { $0.to }
+        let expected = Array(repeating: MediaCoreTests.client, count: 6) + Array(repeating: secondAddress, count: 6)
+        #expect(destinations == expected)
+        #expect(rig.core.counters.packetsSent == sentBefore + 12)
+        let sent = burst.map { try! RTPPacket(datagram: $0) }
+        for (viewer, address) in [(first, MediaCoreTests.client), (second, secondAddress)] {
+            let got = try out.filter { $0.to == address }.map { try RTPPacket(datagram: ByteBuffer(bytes: try viewer.srtpIn!.unprotect(srtp: $0.bytes))) }
+            #expect(got.map { Array($0.payload.readableBytesView) } == sent.map { Array($0.payload.readableBytesView) })
+            #expect(got.map(\.marker) == sent.map(\.marker))
+            #expect(got.allSatisfy { $0.ssrc == viewer.videoSSRC })
+            #expect(zip(got, got.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 })
+            #expect(zip(got, sent).allSatisfy { $0.timestamp &- got[0].timestamp == $1.timestamp &- sent[0].timestamp })
+        }
     }
 
     @Test func nackResendsAsRTXAndPLIResendsTheKeyframeAtTheNextFrame() throws {

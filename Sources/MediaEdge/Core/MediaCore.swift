@@ -101,6 +101,8 @@ package final class MediaCore {
     let allocator = ByteBufferAllocator()
 
     var streams: [String: StreamState] = [:]
+    /// The packets of the burst `ingest` is forwarding, kept for its storage.
+    private var burst: [(packet: MediaPacket, keyframe: [MediaPacket])] = []
     var viewers: [String: Viewer] = [:]
     private var byUfrag: [String: Viewer] = [:]
     private var byAddress: [TransportAddress: Viewer] = [:]
@@ -147,22 +149,37 @@ package final class MediaCore {
 
     /// Takes one datagram from a stream's ingest socket and sends it on to every playing viewer.
     package func ingest(stream name: String, kind: IngestTrack.Kind, datagram: ByteBuffer, now: MediaTime) {
+        ingest(stream: name, kind: kind, datagrams: CollectionOfOne(datagram), now: now)
+    }
+
+    /// Takes the datagrams one read of a stream's ingest socket gave, in order, and sends them
+    /// on to every playing viewer: viewer by viewer, each getting all of them in turn, so its
+    /// SRTP and track state are fetched from memory once per burst rather than once per packet.
+    /// Each viewer gets what one `ingest` per datagram would have sent it.
+    package func ingest(stream name: String, kind: IngestTrack.Kind, datagrams: some Collection<ByteBuffer>, now: MediaTime) {
         guard let state = streams[name] else { return }
-        let packet: MediaPacket?
-        switch kind {
-        case .video: packet = state.video?.receive(datagram, nowNanos: now.nanos)
-        case .audio: packet = state.audio?.receive(datagram, nowNanos: now.nanos)
-        }
-        guard let packet else { return }
-        let keyframe = kind == .video ? state.video!.keyframe : []
-        for viewer in state.viewers where viewer.state == .playing && viewer.selected != nil {
-            // The track is changed where it lives (no copy out and back per packet).
+        burst.removeAll(keepingCapacity: true)
+        for datagram in datagrams {
             switch kind {
-            case .video where viewer.video != nil: forward(packet, keyframe: keyframe, on: &viewer.video!, of: viewer, now: now)
-            case .audio where viewer.audio != nil: forward(packet, keyframe: keyframe, on: &viewer.audio!, of: viewer, now: now)
-            default: continue
+            case .video:
+                // With each packet the keyframe cache as it stood then: a joiner mid-burst gets that one.
+                if let packet = state.video?.receive(datagram, nowNanos: now.nanos) { burst.append((packet, state.video!.keyframe)) }
+            case .audio:
+                if let packet = state.audio?.receive(datagram, nowNanos: now.nanos) { burst.append((packet, [])) }
             }
         }
+        guard !burst.isEmpty else { return }
+        for viewer in state.viewers where viewer.state == .playing && viewer.selected != nil {
+            for (packet, keyframe) in burst {
+                // The track is changed where it lives (no copy out and back per packet).
+                switch kind {
+                case .video where viewer.video != nil: forward(packet, keyframe: keyframe, on: &viewer.video!, of: viewer, now: now)
+                case .audio where viewer.audio != nil: forward(packet, keyframe: keyframe, on: &viewer.audio!, of: viewer, now: now)
+                default: continue
+                }
+            }
+        }
+        burst.removeAll(keepingCapacity: true)  // lets go of the packets and keyframes now
     }
 
     private func forward(_ packet: MediaPacket, keyframe: [MediaPacket], on track: inout OutboundTrack, of viewer: Viewer,

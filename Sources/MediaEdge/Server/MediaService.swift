@@ -363,11 +363,18 @@ final class IngestHandler: ChannelInboundHandler {
         self.kind = kind
     }
 
+    /// What this read of the socket gave so far; forwarded as one burst when the read ends.
+    private var pending: [ByteBuffer] = []
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        engine.core.ingest(stream: stream, kind: kind, datagram: unwrapInboundIn(data).data, now: MediaEngine.now())
+        pending.append(unwrapInboundIn(data).data)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { engine.flush() }
+    func channelReadComplete(context: ChannelHandlerContext) {
+        engine.core.ingest(stream: stream, kind: kind, datagrams: pending, now: MediaEngine.now())
+        pending.removeAll(keepingCapacity: true)
+        engine.flush()
+    }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         engine.logger.trace("ingest socket error", metadata: ["error": "\(error)"])
