@@ -170,16 +170,26 @@ import Testing
     }
 
     /// One read of an ingest socket can give several datagrams. They are forwarded viewer by
-    /// viewer, and each viewer gets every one, in order, renumbered as one at a time would be.
+    /// viewer, and each viewer gets every one, in order, renumbered as one at a time would be;
+    /// a keyframe a PLI asked for is the one cached when its packet came, not one later in the burst.
     @Test func aBurstOfDatagramsReachesEachViewerWholeAndInOrder() throws {
         var rig = try Rig()
         rig.keyframe()
         let first = try FakeViewer(), second = try FakeViewer()
         let secondAddress = TransportAddress(ip: IPAddress("127.0.0.1")!, port: 40002)
         try rig.connect(first)
-        _ = try rig.received(by: first)  // the cached keyframe
+        let cached = try rig.received(by: first).map { Array($0.payload.readableBytesView) }  // the cached keyframe
         try rig.connect(second, from: secondAddress)
         _ = try rig.received(by: second)
+        #expect(cached.count == 4)
+        rig.frame()  // both are live
+        _ = rig.drain()
+        // The first viewer asks for a keyframe: it goes in before the burst's first frame.
+        rig.advance(milliseconds: 500)
+        rig.core.receive(try Self.srtcp(.pictureLossIndication(senderSSRC: 1, mediaSSRC: first.videoSSRC), viewer: first),
+                         from: Self.client, now: rig.now)
+        #expect(rig.drain().isEmpty)
+        #expect(rig.core.counters.plis == 1 && rig.core.counters.srtcpFailures == 0)
 
         // A frame, a new keyframe (SPS, PPS, two FU-A fragments), a frame: one burst.
         var burst = [rig.packet([0x41, 0x9A, 0x01], marker: true)]
@@ -193,16 +203,21 @@ import Testing
 
         let out = rig.drain()
         let destinations = out.map { $0.to }
-        let expected = Array(repeating: MediaCoreTests.client, count: 6) + Array(repeating: secondAddress, count: 6)
+        let expected = Array(repeating: MediaCoreTests.client, count: 4 + 6) + Array(repeating: secondAddress, count: 6)
         #expect(destinations == expected)
-        #expect(rig.core.counters.packetsSent == sentBefore + 12)
+        #expect(rig.core.counters.packetsSent == sentBefore + 16)
         let sent = burst.map { try! RTPPacket(datagram: $0) }
         for (viewer, address) in [(first, MediaCoreTests.client), (second, secondAddress)] {
-            let got = try out.filter { $0.to == address }.map { try RTPPacket(datagram: ByteBuffer(bytes: try viewer.srtpIn!.unprotect(srtp: $0.bytes))) }
+            var got = try out.filter { $0.to == address }.map { try RTPPacket(datagram: ByteBuffer(bytes: try viewer.srtpIn!.unprotect(srtp: $0.bytes))) }
+            #expect(zip(got, got.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 })
+            #expect(got.allSatisfy { $0.ssrc == viewer.videoSSRC })
+            if viewer === first {
+                let inserted = got.prefix(4)
+                #expect(inserted.map { Array($0.payload.readableBytesView) } == cached)  // the old keyframe, not the burst's
+                got.removeFirst(4)
+            }
             #expect(got.map { Array($0.payload.readableBytesView) } == sent.map { Array($0.payload.readableBytesView) })
             #expect(got.map(\.marker) == sent.map(\.marker))
-            #expect(got.allSatisfy { $0.ssrc == viewer.videoSSRC })
-            #expect(zip(got, got.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 })
             #expect(zip(got, sent).allSatisfy { $0.timestamp &- got[0].timestamp == $1.timestamp &- sent[0].timestamp })
         }
     }

@@ -162,7 +162,7 @@ package final class MediaCore {
         for datagram in datagrams {
             switch kind {
             case .video:
-                // With each packet the keyframe cache as it stood then: a joiner mid-burst gets that one.
+                // With each packet the keyframe cache as it stood then: what a PLI re-sends before it.
                 if let packet = state.video?.receive(datagram, nowNanos: now.nanos) { burst.append((packet, state.video!.keyframe)) }
             case .audio:
                 if let packet = state.audio?.receive(datagram, nowNanos: now.nanos) { burst.append((packet, [])) }

@@ -167,6 +167,9 @@ package final class DTLSEndpoint {
     }
 
     private func advanceHandshake() {
+        // SSL_get_error reads the thread's error queue, which other OpenSSL users on this
+        // thread (SRTP's ciphers, other viewers) may have left entries in: start it empty.
+        ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             state = .connected

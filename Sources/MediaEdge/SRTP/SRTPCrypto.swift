@@ -39,6 +39,7 @@ enum SRTPCrypto {
         }
         let result = srtp_replace_auth_type(hmacSHA1Type, srtp_auth_type_id_t(SRTP_HMAC_SHA1))
         if result == srtp_err_status_ok { status.installed.append("HMAC-SHA1") } else { status.refused.append("HMAC-SHA1: status \(result.rawValue)") }
+        ERR_clear_error()  // what a refused replacement's failed calls left for this thread
         return status
     }
 }
@@ -74,12 +75,11 @@ private func permanent(_ text: String) -> UnsafePointer<CChar> {
     return UnsafePointer(pointer)
 }
 
-/// The `srtp_cipher_t` libsrtp2 holds, with our state after it in the same allocation.
+/// The `srtp_cipher_t` libsrtp2 holds, and our state, which it points to.
 private func allocateCipher<State>(
-    _ out: UnsafeMutablePointer<srtp_cipher_pointer_t?>?, type: UnsafeMutablePointer<srtp_cipher_type_t>,
+    _ out: UnsafeMutablePointer<srtp_cipher_pointer_t?>, type: UnsafeMutablePointer<srtp_cipher_type_t>,
     keyLength: Int32, algorithm: Int32, state: State
 ) -> srtp_err_status_t {
-    guard let out else { return srtp_err_status_bad_param }
     let cipher = UnsafeMutablePointer<srtp_cipher_t>.allocate(capacity: 1)
     let statePointer = UnsafeMutablePointer<State>.allocate(capacity: 1)
     statePointer.initialize(to: state)
@@ -95,6 +95,8 @@ private func deallocateCipher<State>(_ cipher: srtp_cipher_pointer_t?, as: State
         let state = raw.assumingMemoryBound(to: State.self)
         release(state.pointee)
         state.deinitialize(count: 1)
+        // Zeroed before it goes back (the counter-mode salt), as libsrtp2 does with its own.
+        UnsafeMutableRawPointer(state).initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<State>.size)
         state.deallocate()
     }
     cipher.deinitialize(count: 1)
@@ -115,7 +117,9 @@ private func gcmState(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<G
 
 /// `keyLength` counts the 12-byte salt libsrtp2 keeps with the key.
 private func gcmAlloc(_ out: UnsafeMutablePointer<srtp_cipher_pointer_t?>?, _ keyLength: Int32, _ tagLength: Int32) -> srtp_err_status_t {
-    guard keyLength == aes128KeyLength + Int32(SRTP_AEAD_SALT_LEN), gcmTagLengths.contains(tagLength) else { return srtp_err_status_bad_param }
+    guard let out, keyLength == aes128KeyLength + Int32(SRTP_AEAD_SALT_LEN), gcmTagLengths.contains(tagLength) else {
+        return srtp_err_status_bad_param
+    }
     guard let context = EVP_CIPHER_CTX_new() else { return srtp_err_status_alloc_fail }
     return allocateCipher(out, type: gcm128Type, keyLength: keyLength, algorithm: SRTP_AES_GCM_128,
                           state: GCMState(context: context, tagLength: tagLength))
@@ -238,7 +242,7 @@ private func icmState(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<I
 
 /// `keyLength` counts the 14-byte salt.
 private func icmAlloc(_ out: UnsafeMutablePointer<srtp_cipher_pointer_t?>?, _ keyLength: Int32, _ tagLength: Int32) -> srtp_err_status_t {
-    guard keyLength == aes128KeyLength + Int32(SRTP_SALT_LEN) else { return srtp_err_status_bad_param }
+    guard let out, keyLength == aes128KeyLength + Int32(SRTP_SALT_LEN) else { return srtp_err_status_bad_param }
     guard let context = EVP_CIPHER_CTX_new() else { return srtp_err_status_alloc_fail }
     return allocateCipher(out, type: icm128Type, keyLength: keyLength, algorithm: SRTP_AES_ICM_128, state: ICMState(context: context))
 }
@@ -251,9 +255,11 @@ private func icmDealloc(_ cipher: srtp_cipher_pointer_t?) -> srtp_err_status_t {
 private func icmInit(_ raw: UnsafeMutableRawPointer?, _ key: UnsafePointer<UInt8>?) -> srtp_err_status_t {
     guard let key else { return srtp_err_status_bad_param }
     let state = icmState(raw)
-    var block = [UInt8](repeating: 0, count: 16)
-    for index in 0..<Int(SRTP_SALT_LEN) { block[index] = key[Int(aes128KeyLength) + index] }
-    state.pointee.offset = block.withUnsafeBytes { ($0.loadUnaligned(as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+    var offset = (UInt64(0), UInt64(0))
+    withUnsafeMutableBytes(of: &offset) { block in
+        for index in 0..<Int(SRTP_SALT_LEN) { block[index] = key[Int(aes128KeyLength) + index] }
+    }
+    state.pointee.offset = offset
     return EVP_CipherInit_ex(state.pointee.context, aes128CTR, nil, key, nil, 1) == 1 ? srtp_err_status_ok : srtp_err_status_init_fail
 }
 
@@ -361,9 +367,10 @@ private func hmacStart(_ raw: UnsafeMutableRawPointer?) -> srtp_err_status_t {
 }
 
 private func hmacUpdate(_ raw: UnsafeMutableRawPointer?, _ message: UnsafePointer<UInt8>?, _ length: Int32) -> srtp_err_status_t {
+    guard length >= 0 else { return srtp_err_status_bad_param }
     guard length > 0 else { return srtp_err_status_ok }
     guard let message else { return srtp_err_status_bad_param }
-    return EVP_MAC_update(hmacState(raw).pointee.context, message, Int(length)) == 1 ? srtp_err_status_ok : srtp_err_status_auth_fail
+    return EVP_MAC_update(hmacState(raw).pointee.context, message, Int(length)) == 1 ? srtp_err_status_ok : srtp_err_status_algo_fail
 }
 
 /// Takes the last bytes of the message (SRTP's rollover counter), then writes the first
@@ -382,7 +389,7 @@ private func hmacCompute(
         tag.update(from: bytes, count: Int(tagLength))
         return true
     }
-    return done ? srtp_err_status_ok : srtp_err_status_auth_fail
+    return done ? srtp_err_status_ok : srtp_err_status_algo_fail  // OpenSSL failed: not a forged packet
 }
 
 /// RFC 2202 test case 1.

@@ -371,6 +371,18 @@ final class IngestHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        forwardPending()
+    }
+
+    /// A read that ends in an error closes the channel without a read-complete: what it
+    /// gave before the error still goes out.
+    func channelInactive(context: ChannelHandlerContext) {
+        forwardPending()
+        context.fireChannelInactive()
+    }
+
+    private func forwardPending() {
+        guard !pending.isEmpty else { return }
         engine.core.ingest(stream: stream, kind: kind, datagrams: pending, now: MediaEngine.now())
         pending.removeAll(keepingCapacity: true)
         engine.flush()
