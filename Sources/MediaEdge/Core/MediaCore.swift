@@ -101,8 +101,6 @@ package final class MediaCore {
     let allocator = ByteBufferAllocator()
 
     var streams: [String: StreamState] = [:]
-    /// The packets of the burst `ingest` is forwarding, kept for its storage.
-    private var burst: [(packet: MediaPacket, keyframe: [MediaPacket])] = []
     var viewers: [String: Viewer] = [:]
     private var byUfrag: [String: Viewer] = [:]
     private var byAddress: [TransportAddress: Viewer] = [:]
@@ -158,7 +156,8 @@ package final class MediaCore {
     /// Each viewer gets what one `ingest` per datagram would have sent it.
     package func ingest(stream name: String, kind: IngestTrack.Kind, datagrams: some Collection<ByteBuffer>, now: MediaTime) {
         guard let state = streams[name] else { return }
-        burst.removeAll(keepingCapacity: true)
+        var burst: [(packet: MediaPacket, keyframe: [MediaPacket])] = []
+        burst.reserveCapacity(datagrams.count)
         for datagram in datagrams {
             switch kind {
             case .video:
@@ -179,7 +178,6 @@ package final class MediaCore {
                 }
             }
         }
-        burst.removeAll(keepingCapacity: true)  // lets go of the packets and keyframes now
     }
 
     private func forward(_ packet: MediaPacket, keyframe: [MediaPacket], on track: inout OutboundTrack, of viewer: Viewer,

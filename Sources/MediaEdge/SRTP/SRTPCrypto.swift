@@ -75,30 +75,39 @@ private func permanent(_ text: String) -> UnsafePointer<CChar> {
     return UnsafePointer(pointer)
 }
 
-/// The `srtp_cipher_t` libsrtp2 holds, and our state, which it points to.
+/// Our state for a cipher or an auth, where libsrtp2's `srtp_cipher_t` / `srtp_auth_t` points.
+private func allocateState<State>(_ state: State) -> UnsafeMutableRawPointer {
+    let pointer = UnsafeMutablePointer<State>.allocate(capacity: 1)
+    pointer.initialize(to: state)
+    return UnsafeMutableRawPointer(pointer)
+}
+
+/// Lets go of what `allocateState` made: `release` (its OpenSSL context) first, then the
+/// memory, zeroed before it goes back (the counter-mode salt), as libsrtp2 does with its own.
+private func deallocateState<State>(_ raw: UnsafeMutableRawPointer?, as: State.Type, release: (State) -> Void) {
+    guard let raw else { return }
+    let state = raw.assumingMemoryBound(to: State.self)
+    release(state.pointee)
+    state.deinitialize(count: 1)
+    raw.initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<State>.size)
+    raw.deallocate()
+}
+
+/// The `srtp_cipher_t` libsrtp2 holds, pointing to our state.
 private func allocateCipher<State>(
     _ out: UnsafeMutablePointer<srtp_cipher_pointer_t?>, type: UnsafeMutablePointer<srtp_cipher_type_t>,
     keyLength: Int32, algorithm: Int32, state: State
 ) -> srtp_err_status_t {
     let cipher = UnsafeMutablePointer<srtp_cipher_t>.allocate(capacity: 1)
-    let statePointer = UnsafeMutablePointer<State>.allocate(capacity: 1)
-    statePointer.initialize(to: state)
-    cipher.initialize(to: srtp_cipher_t(type: UnsafePointer(type), state: UnsafeMutableRawPointer(statePointer),
-                                        key_len: keyLength, algorithm: algorithm))
+    cipher.initialize(to: srtp_cipher_t(type: UnsafePointer(type), state: allocateState(state), key_len: keyLength,
+                                        algorithm: algorithm))
     out.pointee = cipher
     return srtp_err_status_ok
 }
 
 private func deallocateCipher<State>(_ cipher: srtp_cipher_pointer_t?, as: State.Type, release: (State) -> Void) -> srtp_err_status_t {
     guard let cipher else { return srtp_err_status_bad_param }
-    if let raw = cipher.pointee.state {
-        let state = raw.assumingMemoryBound(to: State.self)
-        release(state.pointee)
-        state.deinitialize(count: 1)
-        // Zeroed before it goes back (the counter-mode salt), as libsrtp2 does with its own.
-        UnsafeMutableRawPointer(state).initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<State>.size)
-        state.deallocate()
-    }
+    deallocateState(cipher.pointee.state, as: State.self, release: release)
     cipher.deinitialize(count: 1)
     cipher.deallocate()
     return srtp_err_status_ok
@@ -334,9 +343,7 @@ private func hmacAlloc(_ out: UnsafeMutablePointer<srtp_auth_pointer_t?>?, _ key
         return srtp_err_status_alloc_fail
     }
     let auth = UnsafeMutablePointer<srtp_auth_t>.allocate(capacity: 1)
-    let state = UnsafeMutablePointer<HMACState>.allocate(capacity: 1)
-    state.initialize(to: HMACState(context: context))
-    auth.initialize(to: srtp_auth_t(type: UnsafePointer(hmacSHA1Type), state: UnsafeMutableRawPointer(state),
+    auth.initialize(to: srtp_auth_t(type: UnsafePointer(hmacSHA1Type), state: allocateState(HMACState(context: context)),
                                     out_len: tagLength, key_len: keyLength, prefix_len: 0))
     out.pointee = auth
     return srtp_err_status_ok
@@ -344,12 +351,7 @@ private func hmacAlloc(_ out: UnsafeMutablePointer<srtp_auth_pointer_t?>?, _ key
 
 private func hmacDealloc(_ auth: srtp_auth_pointer_t?) -> srtp_err_status_t {
     guard let auth else { return srtp_err_status_bad_param }
-    if let raw = auth.pointee.state {
-        let state = raw.assumingMemoryBound(to: HMACState.self)
-        EVP_MAC_CTX_free(state.pointee.context)  // which cleanses the key
-        state.deinitialize(count: 1)
-        state.deallocate()
-    }
+    deallocateState(auth.pointee.state, as: HMACState.self) { EVP_MAC_CTX_free($0.context) }  // which cleanses the key
     auth.deinitialize(count: 1)
     auth.deallocate()
     return srtp_err_status_ok
