@@ -1,5 +1,6 @@
 import Foundation
 import Store
+import Synchronization
 
 /// A stream that is told, rather than waiting, when events are stored for its peer (the SSE
 /// streams served straight from NIO, see `EventStreamHandler`). The calls come from the
@@ -15,12 +16,18 @@ package protocol EventSubscriber: Sendable {
 /// themselves live in SQLite; the hub only says "look again". A version per peer closes the
 /// gap between reading the events and starting to wait.
 ///
+/// Its state sits behind a lock, not in an actor: every signaling request tells the hub of the
+/// event it stored, and streams check in and out of it. Calls are short and synchronous, so a
+/// request handler needs no executor switch (and no suspension point) to make them.
+/// Subscribers are told and waiters resumed after the lock is let go, so that what they do
+/// (a stream closing as it writes) cannot come back into a held lock.
+///
 /// Waits time out through one sweeper task for the whole hub (every `tick`), not a timer
 /// task per wait: a parked stream then costs a dictionary entry, which matters at 10k
 /// connected peers. Deadlines are kept in buckets of one tick, so a sweep looks only at the
 /// waits that are due, not at every parked stream (10k of them took the hub away from
 /// `notify` for milliseconds four times a second).
-package actor EventHub {
+package final class EventHub: Sendable {
     /// A parked stream: resumed by `notify`, by its deadline, by cancellation or by
     /// shutdown, whichever comes first.
     private struct Waiter {
@@ -28,88 +35,115 @@ package actor EventHub {
         var deadline: ContinuousClock.Instant
     }
 
-    private var versions: [String: Int] = [:]
-    private var waiters: [String: [UInt64: Waiter]] = [:]
-    /// Waits by the tick their deadline falls in. Entries whose wait already ended (woken,
-    /// cancelled) stay until their tick comes and are skipped then.
-    private var deadlines: [Int64: [(peer: String, id: UInt64)]] = [:]
-    /// The first tick not swept yet.
-    private var nextTickToSweep: Int64?
+    private struct State {
+        var versions: [String: Int] = [:]
+        var waiters: [String: [UInt64: Waiter]] = [:]
+        /// Waits by the tick their deadline falls in. Entries whose wait already ended (woken,
+        /// cancelled) stay until their tick comes and are skipped then.
+        var deadlines: [Int64: [(peer: String, id: UInt64)]] = [:]
+        /// The first tick not swept yet.
+        var nextTickToSweep: Int64?
+        var nextWaiterID: UInt64 = 0
+        var openStreams: [String: Int] = [:]
+        var subscribers: [String: [UInt64: any EventSubscriber]] = [:]
+        var sweeper: Task<Void, Never>?
+        var isShuttingDown = false
+    }
+
+    private let state = Mutex(State())
     private let start = ContinuousClock.now
-    private var nextWaiterID: UInt64 = 0
-    private var openStreams: [String: Int] = [:]
-    private var subscribers: [String: [UInt64: any EventSubscriber]] = [:]
-    private var sweeper: Task<Void, Never>?
     private let tick: Duration
-    /// Set on graceful shutdown: waits return at once and streams end.
-    package private(set) var isShuttingDown = false
 
     package init(tick: Duration = .milliseconds(250)) { self.tick = tick }
 
-    package func version(of peer: String) -> Int { versions[peer, default: 0] }
+    package func version(of peer: String) -> Int { state.withLock { $0.versions[peer, default: 0] } }
+
+    /// Set on graceful shutdown: waits return at once and streams end.
+    package var isShuttingDown: Bool { state.withLock { $0.isShuttingDown } }
 
     /// The event that was just stored for its peer: subscribers get it, waiters are woken.
     package func notify(_ event: EventRecord) {
         let peer = event.peerID
-        versions[peer, default: 0] += 1
-        if let listening = subscribers[peer] {
+        let (listening, waiting) = state.withLock { state in
+            state.versions[peer, default: 0] += 1
+            return (state.subscribers[peer], state.waiters.removeValue(forKey: peer))
+        }
+        if let listening {
             for subscriber in listening.values { subscriber.eventStored(event) }
         }
-        if let waiting = waiters.removeValue(forKey: peer) {
+        if let waiting {
             for waiter in waiting.values { waiter.continuation.resume() }
         }
     }
 
     /// Wakes every waiter and makes later waits return at once.
     package func shutDown() {
-        isShuttingDown = true
-        for waiting in waiters.values {
+        let (waiting, listening, sweeper) = state.withLock { state in
+            state.isShuttingDown = true
+            defer {
+                state.waiters.removeAll()
+                state.deadlines.removeAll()
+                state.subscribers.removeAll()
+                state.sweeper = nil
+            }
+            return (state.waiters, state.subscribers, state.sweeper)
+        }
+        for waiting in waiting.values {
             for waiter in waiting.values { waiter.continuation.resume() }
         }
-        waiters.removeAll()
-        deadlines.removeAll()
-        for listening in subscribers.values {
+        for listening in listening.values {
             for subscriber in listening.values { subscriber.hubShutDown() }
         }
-        subscribers.removeAll()
         sweeper?.cancel()
-        sweeper = nil
     }
 
     /// Returns when the peer's version moves past `seen`, or after `timeout` (to within one
     /// tick), or when the calling task is cancelled.
     package func wait(_ peer: String, since seen: Int, timeout: Duration) async {
-        if versions[peer, default: 0] != seen || isShuttingDown { return }
-        nextWaiterID += 1
-        let id = nextWaiterID
+        let id: UInt64? = state.withLock { state in
+            if state.versions[peer, default: 0] != seen || state.isShuttingDown { return nil }
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        guard let id else { return }
         startSweeper()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                guard !Task.isCancelled else {
-                    continuation.resume()
-                    return
-                }
                 let deadline = ContinuousClock.now + timeout
-                waiters[peer, default: [:]][id] = Waiter(continuation: continuation, deadline: deadline)
-                deadlines[tickIndex(of: deadline), default: []].append((peer, id))
+                let parked = state.withLock { state in
+                    // Checked again under the lock: an event, a shutdown or a cancellation
+                    // (whose handler found nothing to wake yet) may have come in between.
+                    guard state.versions[peer, default: 0] == seen, !state.isShuttingDown, !Task.isCancelled else {
+                        return false
+                    }
+                    state.waiters[peer, default: [:]][id] = Waiter(continuation: continuation, deadline: deadline)
+                    state.deadlines[tickIndex(of: deadline), default: []].append((peer, id))
+                    return true
+                }
+                if !parked { continuation.resume() }
             }
         } onCancel: {
-            Task { await self.wake(peer, id) }
+            wake(peer, id)
         }
     }
 
     private func wake(_ peer: String, _ id: UInt64) {
-        waiters[peer]?.removeValue(forKey: id)?.continuation.resume()
-        if waiters[peer]?.isEmpty == true { waiters[peer] = nil }
+        let waiter = state.withLock { state in
+            defer { if state.waiters[peer]?.isEmpty == true { state.waiters[peer] = nil } }
+            return state.waiters[peer]?.removeValue(forKey: id)
+        }
+        waiter?.continuation.resume()
     }
 
     private func startSweeper() {
-        guard sweeper == nil, !isShuttingDown else { return }
-        let tick = tick
-        sweeper = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: tick)
-                guard let self, await self.sweep() else { return }
+        state.withLock { state in
+            guard state.sweeper == nil, !state.isShuttingDown else { return }
+            let tick = tick
+            state.sweeper = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: tick)
+                    guard let self, self.sweep() else { return }
+                }
             }
         }
     }
@@ -121,57 +155,71 @@ package actor EventHub {
 
     /// Resumes every waiter past its deadline; false once the hub has shut down.
     private func sweep() -> Bool {
-        guard !isShuttingDown else { return false }
         let now = ContinuousClock.now
         let current = tickIndex(of: now)
-        // Buckets before the current tick are wholly due; the current one is checked per wait.
-        var index = nextTickToSweep ?? deadlines.keys.min() ?? current
-        while index <= current {
-            if let due = deadlines[index] {
-                var later: [(peer: String, id: UInt64)] = []
-                for (peer, id) in due {
-                    guard let waiter = waiters[peer]?[id] else { continue }  // already ended
-                    if waiter.deadline <= now {
-                        waiters[peer]?.removeValue(forKey: id)
-                        if waiters[peer]?.isEmpty == true { waiters[peer] = nil }
-                        waiter.continuation.resume()
-                    } else {
-                        later.append((peer, id))
+        let due: [Waiter]? = state.withLock { state in
+            guard !state.isShuttingDown else { return nil }
+            var due: [Waiter] = []
+            // Buckets before the current tick are wholly due; the current one is checked per wait.
+            var index = state.nextTickToSweep ?? state.deadlines.keys.min() ?? current
+            while index <= current {
+                if let bucket = state.deadlines[index] {
+                    var later: [(peer: String, id: UInt64)] = []
+                    for (peer, id) in bucket {
+                        guard let waiter = state.waiters[peer]?[id] else { continue }  // already ended
+                        if waiter.deadline <= now {
+                            state.waiters[peer]?.removeValue(forKey: id)
+                            if state.waiters[peer]?.isEmpty == true { state.waiters[peer] = nil }
+                            due.append(waiter)
+                        } else {
+                            later.append((peer, id))
+                        }
                     }
+                    state.deadlines[index] = later.isEmpty ? nil : later
                 }
-                deadlines[index] = later.isEmpty ? nil : later
+                if index == current { break }
+                index += 1
             }
-            if index == current { break }
-            index += 1
+            state.nextTickToSweep = current
+            return due
         }
-        nextTickToSweep = current
+        guard let due else { return false }
+        for waiter in due { waiter.continuation.resume() }
         return true
     }
 
     /// How many streams and polls are parked right now (for tests and metrics).
-    package var waiting: Int { waiters.values.reduce(0) { $0 + $1.count } }
+    package var waiting: Int { state.withLock { $0.waiters.values.reduce(0) { $0 + $1.count } } }
 
-    package func streamOpened(_ peer: String) { openStreams[peer, default: 0] += 1 }
+    package func streamOpened(_ peer: String) { state.withLock { $0.openStreams[peer, default: 0] += 1 } }
 
     package func streamClosed(_ peer: String) {
-        let count = openStreams[peer, default: 1] - 1
-        openStreams[peer] = count > 0 ? count : nil
+        state.withLock { state in
+            let count = state.openStreams[peer, default: 1] - 1
+            state.openStreams[peer] = count > 0 ? count : nil
+        }
     }
 
     /// Registers a stream to be told of the peer's events until `unsubscribe`; it counts as an
     /// open stream. Nil once the hub has shut down.
     package func subscribe(_ peer: String, _ subscriber: any EventSubscriber) -> UInt64? {
-        guard !isShuttingDown else { return nil }
-        nextWaiterID += 1
-        subscribers[peer, default: [:]][nextWaiterID] = subscriber
-        return nextWaiterID
+        state.withLock { state in
+            guard !state.isShuttingDown else { return nil }
+            state.nextWaiterID += 1
+            state.subscribers[peer, default: [:]][state.nextWaiterID] = subscriber
+            return state.nextWaiterID
+        }
     }
 
     package func unsubscribe(_ peer: String, _ id: UInt64) {
-        subscribers[peer]?.removeValue(forKey: id)
-        if subscribers[peer]?.isEmpty == true { subscribers[peer] = nil }
+        state.withLock { state in
+            state.subscribers[peer]?.removeValue(forKey: id)
+            if state.subscribers[peer]?.isEmpty == true { state.subscribers[peer] = nil }
+        }
     }
 
     /// True while the peer holds an SSE or WebSocket stream (it counts as online).
-    package func isStreaming(_ peer: String) -> Bool { openStreams[peer] != nil || subscribers[peer] != nil }
+    package func isStreaming(_ peer: String) -> Bool {
+        state.withLock { $0.openStreams[peer] != nil || $0.subscribers[peer] != nil }
+    }
 }

@@ -148,7 +148,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             var accepted: (peer: String, subscription: UInt64)?
             if let peer = try? await RendezvousAPI.authenticate(token: token, database: services.database,
                                                                presence: services.presence),
-               let id = await services.hub.subscribe(peer.id, subscriber) {
+               let id = services.hub.subscribe(peer.id, subscriber) {
                 accepted = (peer.id, id)
             }
             loop.execute { handler.value.authenticated(accepted, from: start) }
@@ -258,16 +258,25 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func unsubscribe(_ peer: String, _ id: UInt64) {
-        let hub = services.hub
-        Task { await hub.unsubscribe(peer, id) }
+        services.hub.unsubscribe(peer, id)
     }
 
-    /// The hub's handle on one stream: hops to the stream's event loop.
+    /// The hub's handle on one stream. An event stored by a request on the stream's own event
+    /// loop (always, with one loop) is written at once, not queued for a later turn of the
+    /// loop; from another loop it hops there. The hub calls without holding its lock, and
+    /// `deliver` checks the event follows the stream's cursor (else it reads the Store), so
+    /// events reaching it out of order from two loops are still sent in order.
     private struct Subscriber: EventSubscriber {
         let handler: NIOLoopBound<EventStreamHandler>
         let loop: any EventLoop
 
-        func eventStored(_ event: EventRecord) { loop.execute { handler.value.deliver(event) } }
+        func eventStored(_ event: EventRecord) {
+            if loop.inEventLoop {
+                handler.value.deliver(event)
+            } else {
+                loop.execute { handler.value.deliver(event) }
+            }
+        }
         func hubShutDown() { loop.execute { handler.value.hubShutDown() } }
     }
 }

@@ -49,7 +49,7 @@ enum EventsAPI {
         guard let seconds = Int(wait), (0...configuration.maximumLongPollSeconds).contains(seconds) else {
             throw Problem(.badRequest, detail: "wait must be 0-\(configuration.maximumLongPollSeconds) seconds")
         }
-        let seen = await hub.version(of: peerID)
+        let seen = hub.version(of: peerID)
         var events = try database.events(for: peerID, after: cursor, acknowledged: true)
         if events.isEmpty && seconds > 0 {
             await hub.wait(peerID, since: seen, timeout: .seconds(seconds))
@@ -106,14 +106,14 @@ enum EventPump {
     ) async {
         var cursor = start
         var acknowledged = true
-        await hub.streamOpened(peer)
+        hub.streamOpened(peer)
         // Graceful shutdown ends the stream; the client reconnects with its cursor.
         await withGracefulShutdownHandler {
             do {
                 try await opened()
-                while !Task.isCancelled, await !hub.isShuttingDown {
+                while !Task.isCancelled, !hub.isShuttingDown {
                     // The version before the read: whatever is stored after it wakes the wait below.
-                    let seen = await hub.version(of: peer)
+                    let seen = hub.version(of: peer)
                     let events = try database.events(for: peer, after: cursor, acknowledged: acknowledged,
                                                            limit: batch)
                     acknowledged = false
@@ -124,14 +124,14 @@ enum EventPump {
                     }
                     // Caught up as of `seen`: wait for news (returns at once if some came meanwhile).
                     await hub.wait(peer, since: seen, timeout: heartbeat)
-                    if await hub.version(of: peer) == seen, await !hub.isShuttingDown { try await keepalive() }
+                    if hub.version(of: peer) == seen, !hub.isShuttingDown { try await keepalive() }
                 }
             } catch {
                 // The client went away (a write failed): end the stream.
             }
         } onGracefulShutdown: {
-            Task { await hub.shutDown() }
+            hub.shutDown()
         }
-        await hub.streamClosed(peer)
+        hub.streamClosed(peer)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Store
+import Synchronization
 import Wire
 
 /// RendezvousConfiguration is what the peer API needs to know besides the database.
@@ -110,9 +111,9 @@ package enum RendezvousAPI {
                 var online: Bool
                 var last_seen: Date?
             }
-            let lastSeen = [peer.lastSeenAt, await presence.lastSeen(peer.id)].compactMap { $0 }.max()
+            let lastSeen = [peer.lastSeenAt, presence.lastSeen(peer.id)].compactMap { $0 }.max()
             let recentlySeen = lastSeen.map { Date().timeIntervalSince($0) <= Double(configuration.onlineWindow) }
-            let online = await hub.isStreaming(peer.id) || recentlySeen == true
+            let online = hub.isStreaming(peer.id) || recentlySeen == true
             return try json(PeerResponse(id: peer.id, online: online, last_seen: lastSeen))
         }
     }
@@ -144,7 +145,7 @@ package enum RendezvousAPI {
     {
         guard let token, !token.isEmpty, token.utf8.count <= 256,
               let id = try database.peerID(forToken: token) else { throw unauthorized() }
-        await presence.seen(id)
+        presence.seen(id)
         return AuthenticatedPeer(id: id)
     }
 
@@ -215,13 +216,20 @@ package enum RendezvousAPI {
 /// over 5 ms came in the tenth of each second after it. Until a time is stored, `lastSeen`
 /// answers from memory, so presence reads never lag; a stop loses at most one interval of
 /// `last_seen_at` updates.
-package actor PresenceTracker {
+///
+/// Its state sits behind a lock rather than in an actor: every API request marks its peer as
+/// seen, a dictionary lookup that needs no executor switch.
+package final class PresenceTracker: Sendable {
+    private struct State {
+        /// When each peer was last seen, to within 10 s.
+        var lastSeenAt: [String: Date] = [:]
+        var unstored: [String: Date] = [:]
+        var flusher: Task<Void, Never>?
+    }
+
     private let database: SwitchboardDatabase
     private let flushInterval: Duration
-    /// When each peer was last seen, to within 10 s.
-    private var lastSeenAt: [String: Date] = [:]
-    private var unstored: [String: Date] = [:]
-    private var flusher: Task<Void, Never>?
+    private let state = Mutex(State())
 
     package init(database: SwitchboardDatabase, flushInterval: Duration = .milliseconds(100)) {
         self.database = database
@@ -230,26 +238,33 @@ package actor PresenceTracker {
 
     package func seen(_ id: String) {
         let now = Date()
-        if let last = lastSeenAt[id], now.timeIntervalSince(last) < 10 { return }
-        lastSeenAt[id] = now
-        unstored[id] = now
-        if lastSeenAt.count > 200_000 { lastSeenAt = lastSeenAt.filter { now.timeIntervalSince($0.value) < 10 } }
-        guard flusher == nil else { return }
-        let interval = flushInterval
-        flusher = Task { [weak self] in
-            try? await Task.sleep(for: interval)
-            await self?.flush()
+        state.withLock { state in
+            if let last = state.lastSeenAt[id], now.timeIntervalSince(last) < 10 { return }
+            state.lastSeenAt[id] = now
+            state.unstored[id] = now
+            if state.lastSeenAt.count > 200_000 {
+                state.lastSeenAt = state.lastSeenAt.filter { now.timeIntervalSince($0.value) < 10 }
+            }
+            guard state.flusher == nil else { return }
+            let interval = flushInterval
+            state.flusher = Task { [weak self] in
+                try? await Task.sleep(for: interval)
+                await self?.flush()
+            }
         }
     }
 
     /// When the peer was last seen by this process (to within 10 s), nil if not lately.
-    package func lastSeen(_ id: String) -> Date? { lastSeenAt[id] }
+    package func lastSeen(_ id: String) -> Date? { state.withLock { $0.lastSeenAt[id] } }
 
     /// Stores the times taken since the last flush.
     package func flush() async {
-        flusher = nil
+        let unstored = state.withLock { state in
+            state.flusher = nil
+            defer { state.unstored.removeAll() }
+            return state.unstored
+        }
         let batch = unstored.compactMap { id, at in (try? PeerID(id)).map { (id: $0, at: at) } }
-        unstored.removeAll()
         try? await database.touch(batch)
     }
 }

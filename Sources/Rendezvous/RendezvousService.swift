@@ -34,7 +34,7 @@ package struct RendezvousService: Service, CustomStringConvertible {
                     let expired = try await database.expireOffers(eventTTL: configuration.eventTTL) { id in
                         #"{"session":"\#(id)"}"#
                     }
-                    for event in expired { await hub.notify(event) }
+                    for event in expired { hub.notify(event) }
                     if ticks % purgeEvery == 0 {
                         try await database.purgeExpiredEvents()
                         try await database.purgeOldSessions(retention: configuration.sessionRetention)
@@ -47,6 +47,6 @@ package struct RendezvousService: Service, CustomStringConvertible {
             }
         }
         // Shutting down: end every event stream so clients reconnect elsewhere or later.
-        await hub.shutDown()
+        hub.shutDown()
     }
 }

@@ -49,7 +49,7 @@ enum SessionsAPI {
             } catch let error as SessionError {
                 throw problem(error)
             }
-            await hub.notify(event)
+            hub.notify(event)
 
             let callerServers = servers(for: callerID.rawValue, mode: mode, configuration: configuration)
             var headers: HTTPFields = [
@@ -93,7 +93,7 @@ enum SessionsAPI {
                     let data = try eventJSON(AnswerEvent(session: id, sdp: answer))
                     let (session, event) = try await database.answerSession(
                         id, by: peer.id, sdp: answer, ifMatch: ifMatch, eventTTL: configuration.eventTTL, eventData: data)
-                    await hub.notify(event)
+                    hub.notify(event)
                     return Response(status: .noContent, headers: [.eTag: etag(session.version)])
                 } else if type.hasPrefix("application/trickle-ice-sdpfrag") {
                     let fragment = try await body(&request, contentType: "application/trickle-ice-sdpfrag",
@@ -105,7 +105,7 @@ enum SessionsAPI {
                     let data = try eventJSON(CandidatesEvent(session: id, sdpfrag: fragment))
                     let (session, event) = try await database.trickle(
                         id, by: peer.id, ifMatch: ifMatch, eventTTL: configuration.eventTTL, eventData: data)
-                    await hub.notify(event)
+                    hub.notify(event)
                     return Response(status: .noContent, headers: [.eTag: etag(session.version)])
                 }
                 throw Problem(.unsupportedMediaType, detail: "send application/sdp or application/trickle-ice-sdpfrag")
@@ -121,7 +121,7 @@ enum SessionsAPI {
                 let data = try eventJSON(SessionOnlyEvent(session: id))
                 let event = try await database.closeSession(id, by: peer.id, eventTTL: configuration.eventTTL,
                                                             eventData: data)
-                await hub.notify(event)
+                hub.notify(event)
                 return Response(status: .noContent)
             } catch let error as SessionError {
                 throw problem(error)

@@ -58,7 +58,7 @@ package enum WebSocketAPI {
                             continue
                         }
                         try await database.acknowledgeEvents(for: peer.id, upTo: ack.ack)
-                        await presence.seen(peer.id)
+                        presence.seen(peer.id)
                     }
                 }
                 group.addTask {

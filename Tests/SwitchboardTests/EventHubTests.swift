@@ -1,6 +1,7 @@
 import Foundation
 import Rendezvous
 @testable import Store
+import Synchronization
 import Testing
 
 @Suite struct EventHubTests {
@@ -16,19 +17,19 @@ import Testing
 
     @Test func aNotifyWakesOnlyThatPeersWaiters() async throws {
         let hub = EventHub(tick: .milliseconds(20))
-        let seen = await hub.version(of: "bob")
+        let seen = hub.version(of: "bob")
         let started = ContinuousClock.now
         async let bob: Void = hub.wait("bob", since: seen, timeout: .seconds(30))
         async let alice: Void = hub.wait("alice", since: 0, timeout: .seconds(30))
-        while await hub.waiting < 2 { try await Task.sleep(for: .milliseconds(5)) }
-        await hub.notify(stored(for: "bob"))
+        while hub.waiting < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        hub.notify(stored(for: "bob"))
         await bob
         #expect(ContinuousClock.now - started < Self.slack)
-        #expect(await hub.waiting == 1)  // alice is still parked
-        await hub.notify(stored(for: "alice"))
+        #expect(hub.waiting == 1)  // alice is still parked
+        hub.notify(stored(for: "alice"))
         await alice
         #expect(ContinuousClock.now - started < Self.slack)
-        #expect(await hub.waiting == 0)
+        #expect(hub.waiting == 0)
     }
 
     @Test func aWaitTimesOutWithinATick() async {
@@ -51,8 +52,8 @@ import Testing
                     return (peer, ContinuousClock.now - started)
                 }
             }
-            while await hub.waiting < 5 { try? await Task.sleep(for: .milliseconds(2)) }
-            await hub.notify(stored(for: "d"))
+            while hub.waiting < 5 { try? await Task.sleep(for: .milliseconds(2)) }
+            hub.notify(stored(for: "d"))
             var ended: [String: Duration] = [:]
             for await (peer, after) in group { ended[peer] = after }
             return ended
@@ -62,32 +63,78 @@ import Testing
             #expect(ended[peer]! >= .milliseconds(milliseconds), "\(peer) ended early")
             #expect(ended[peer]! < .milliseconds(milliseconds) + Self.slack, "\(peer) ended late")
         }
-        #expect(await hub.waiting == 0)
+        #expect(hub.waiting == 0)
     }
 
     @Test func aStaleVersionOrShutdownReturnsAtOnce() async {
         let hub = EventHub()
-        await hub.notify(stored(for: "bob"))
+        hub.notify(stored(for: "bob"))
         let started = ContinuousClock.now
         await hub.wait("bob", since: 0, timeout: .seconds(30))  // version is 1 already
         async let parked: Void = hub.wait("carol", since: 0, timeout: .seconds(30))
-        while await hub.waiting < 1 { try? await Task.sleep(for: .milliseconds(5)) }
-        await hub.shutDown()
+        while hub.waiting < 1 { try? await Task.sleep(for: .milliseconds(5)) }
+        hub.shutDown()
         await parked
         await hub.wait("dave", since: 0, timeout: .seconds(30))
         #expect(ContinuousClock.now - started < Self.slack)
-        #expect(await hub.isShuttingDown)
+        #expect(hub.isShuttingDown)
     }
 
     @Test func cancellingAWaiterResumesIt() async {
         let hub = EventHub()
         let task = Task { await hub.wait("bob", since: 0, timeout: .seconds(30)) }
-        while await hub.waiting < 1 { try? await Task.sleep(for: .milliseconds(5)) }
+        while hub.waiting < 1 { try? await Task.sleep(for: .milliseconds(5)) }
         let started = ContinuousClock.now
         task.cancel()
         await task.value
         #expect(ContinuousClock.now - started < Self.slack)
-        #expect(await hub.waiting == 0)
+        #expect(hub.waiting == 0)
+    }
+
+    @Test func aTaskCancelledBeforeItWaitsDoesNotPark() async {
+        let hub = EventHub()
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            await hub.wait("bob", since: 0, timeout: .seconds(30))
+        }
+        let started = ContinuousClock.now
+        await task.value
+        #expect(ContinuousClock.now - started < Self.slack)
+        #expect(hub.waiting == 0)
+    }
+
+    /// Records what the hub tells a stream.
+    final class Recording: EventSubscriber {
+        let told = Mutex<(events: [Int64], shutDown: Bool)>(([], false))
+        func eventStored(_ event: EventRecord) { told.withLock { $0.events.append(event.id) } }
+        func hubShutDown() { told.withLock { $0.shutDown = true } }
+    }
+
+    @Test func subscribersAreToldInTheNotifyingCallUntilTheyLeave() throws {
+        let hub = EventHub()
+        let bob = Recording(), carol = Recording()
+        let subscription = try #require(hub.subscribe("bob", bob))
+        _ = try #require(hub.subscribe("carol", carol))
+        #expect(hub.isStreaming("bob"))
+        var event = stored(for: "bob")
+        hub.notify(event)
+        event.id = 2
+        hub.notify(event)
+        // Told before notify returned: no task or hop in between.
+        let toldBob = bob.told.withLock { $0.events }
+        #expect(toldBob == [1, 2])
+        hub.unsubscribe("bob", subscription)
+        #expect(!hub.isStreaming("bob"))
+        event.id = 3
+        hub.notify(event)
+        let afterLeaving = bob.told.withLock { $0.events }
+        #expect(afterLeaving == [1, 2])
+        let toldCarol = carol.told.withLock { $0.events }
+        #expect(toldCarol.isEmpty)
+        hub.shutDown()
+        #expect(carol.told.withLock { $0.shutDown })
+        #expect(!bob.told.withLock { $0.shutDown })
+        #expect(hub.subscribe("dave", Recording()) == nil)
     }
 }
 
@@ -99,12 +146,12 @@ import Testing
         for name in ["alice", "bob"] { _ = try database.addPeer(try PeerID(name)) }
         let presence = PresenceTracker(database: database, flushInterval: .seconds(3600))
         let before = Date()
-        await presence.seen("alice")
-        await presence.seen("bob")
-        await presence.seen("alice")  // within 10 s: the first time stands
-        let alice = try #require(await presence.lastSeen("alice"))
+        presence.seen("alice")
+        presence.seen("bob")
+        presence.seen("alice")  // within 10 s: the first time stands
+        let alice = try #require(presence.lastSeen("alice"))
         #expect(alice >= before.addingTimeInterval(-1))
-        #expect(await presence.lastSeen("carol") == nil)
+        #expect(presence.lastSeen("carol") == nil)
         // Not stored until the flush, then both in one go.
         #expect(try database.peer(try PeerID("alice"))?.lastSeenAt == nil)
         await presence.flush()
