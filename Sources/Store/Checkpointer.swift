@@ -3,41 +3,76 @@ import GRDB
 import GRDBSQLite
 import Synchronization
 
-/// WALCheckpointer moves the bulk of WAL checkpointing off the committing thread.
+/// When the background checkpoints run (see `WALCheckpointer`), in WAL pages.
+package struct CheckpointPolicy: Sendable, Equatable {
+    /// Pages committed since the last checkpoint that make the next one.
+    package var threshold: Int32
+    /// WAL length at which a checkpoint also starts the WAL over; at least `threshold`.
+    package var restartLength: Int32
+
+    package init(threshold: Int32 = 1000, restartLength: Int32 = 16000) {
+        self.threshold = max(1, threshold)
+        self.restartLength = max(restartLength, self.threshold)
+    }
+}
+
+/// WALCheckpointer moves WAL checkpointing off the committing thread, and keeps the syncs
+/// a checkpoint needs out of the commits that requests wait for.
 ///
 /// SQLite's automatic checkpoint runs inside the commit that pushes the WAL past its limit:
 /// that commit copies every page of the WAL into the database file and syncs both files, a
 /// 15–20 ms stall at a thousand signaling sessions a second, for that request and for every
-/// request queued behind the write lock. Here the writer's WAL hook only notices that the WAL
-/// passed `threshold` pages and wakes a background queue, which
-/// 1. runs a PASSIVE checkpoint on a connection of its own, concurrently with the writer:
-///    this copies nearly everything;
-/// 2. then copies what was committed meanwhile with the write lock held (a few pages, about
-///    a millisecond), so the WAL is fully copied and the next commit starts it over from the
-///    beginning. Without step 2 a steady stream of commits keeps the WAL one step ahead of a
-///    concurrent checkpoint, and it is never reset.
+/// request queued behind the write lock. Here the writer's WAL hook only notices that
+/// `threshold` pages were committed since the last checkpoint (`CheckpointPolicy`) and wakes
+/// a background queue, which
+/// 1. runs a PASSIVE checkpoint on a connection of its own, concurrently with the writer. It
+///    copies what was committed so far, and picks up where the last one stopped.
+/// 2. Once the WAL is `restartLength` pages long, it also copies what was committed meanwhile
+///    with the write lock held (a few pages), so the WAL is fully copied, and then starts the
+///    WAL over itself with a write that changes nothing. Without the copy, a steady stream of
+///    commits keeps the WAL one step ahead of a concurrent checkpoint, and it is never reset.
+///    Without the write, the next request's commit would start it over, and SQLite syncs the
+///    new WAL header in that commit.
+///
+/// Step 2 holds the write lock through three syncs (the WAL, the database, the new header),
+/// each 0.7–5 ms on this machine's disk, and every request that writes meanwhile waits, with
+/// the requests queued behind it. When it ran after every checkpoint (each 1000 pages), at a
+/// thousand sessions a second (20 pages each) the event loop waited twenty times a second for
+/// it, and synced a new WAL header in a request's commit twenty times more: in 4 s, 84 waits
+/// for the write lock and 74 syncs on the loop's thread; now 14 and none. The WAL grows to
+/// `restartLength` pages between resets (64 MB by default, about a second at that rate);
+/// checkpoints still copy it every `threshold` pages, so a restart finds little left to do.
+/// With no commit during a checkpoint (a quiet server) it copies everything, and SQLite
+/// starts the WAL over in the next commit as usual.
+///
 /// A checkpoint that fails (the disk, another process holding a lock) is counted, and the
 /// next commit past the threshold tries again; SQLite's checkpoint on close still runs.
 final class WALCheckpointer: Sendable {
     let path: String
-    let threshold: Int32
+    let policy: CheckpointPolicy
     private let queue = DispatchQueue(label: "switchboard.checkpoint")
     private let scheduled = Atomic<Bool>(false)
+    /// The WAL's length, in pages, when the last checkpoint ran (0 once it started the WAL
+    /// over): the next runs `threshold` pages later. Counting from where the copy got to
+    /// instead would run one after every commit while a reader's snapshot holds the copy back.
+    let lengthAtLastRun = Atomic<Int32>(0)
     private let connection = Mutex<DatabaseQueue?>(nil)
     /// Step 2, set once the pool is open: a checkpoint with the pool's write lock held.
-    private let finisher = Mutex<(@Sendable () throws -> Void)?>(nil)
+    private let finisher = Mutex<(@Sendable () throws -> Int32)?>(nil)
     private let counters = Mutex<Counters>(Counters())
 
     struct Counters: Equatable {
         var runs = 0
         var failures = 0
+        /// Runs that started the WAL over.
+        var restarts = 0
         /// What the last failed checkpoint said.
         var lastFailure: String?
     }
 
-    init(path: String, threshold: Int32 = 1000) {
+    init(path: String, policy: CheckpointPolicy = CheckpointPolicy()) {
         self.path = path
-        self.threshold = threshold
+        self.policy = policy
     }
 
     /// How many background checkpoints ran, and how many of those failed.
@@ -59,13 +94,19 @@ final class WALCheckpointer: Sendable {
         sqlite3_wal_hook(db.sqliteConnection, nil, nil)
     }
 
-    /// Sets step 2: `finish` must run a PASSIVE checkpoint while holding the write lock.
-    func finishWith(_ finish: @escaping @Sendable () throws -> Void) {
+    /// Sets step 2: `finish` must run a PASSIVE checkpoint while holding the write lock and,
+    /// when that copied everything, make a write that starts the WAL over (`startOver`). It
+    /// returns the WAL's length after it: 0 when it started the WAL over.
+    func finishWith(_ finish: @escaping @Sendable () throws -> Int32) {
         finisher.withLock { $0 = finish }
     }
 
+    /// `frames` is the length of the WAL after a commit.
     private func committed(frames: Int32) {
-        guard frames >= threshold, !scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // Shorter than at the last run: the WAL has started over since.
+        let last = lengthAtLastRun.load(ordering: .relaxed)
+        let committed = frames >= last ? frames - last : frames
+        guard committed >= policy.threshold, !scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
         queue.async { [self] in
             checkpointNow()
             scheduled.store(false, ordering: .releasing)
@@ -75,6 +116,7 @@ final class WALCheckpointer: Sendable {
     /// Runs both steps now, on the calling thread.
     func checkpointNow() {
         var failure: String?
+        var restarted = false
         do {
             let db = try connection.withLock { connection in
                 if let connection { return connection }
@@ -84,13 +126,25 @@ final class WALCheckpointer: Sendable {
                 connection = opened
                 return opened
             }
-            try Self.retryingBusy { try db.writeWithoutTransaction { db in _ = try db.checkpoint(.passive) } }
-            if let finish = finisher.withLock({ $0 }) { try Self.retryingBusy(finish) }
+            var length = 0
+            try Self.retryingBusy {
+                try db.writeWithoutTransaction { db in
+                    length = try db.checkpoint(.passive).walFrameCount
+                    lengthAtLastRun.store(Int32(clamping: length), ordering: .relaxed)
+                }
+            }
+            if length >= policy.restartLength, let finish = finisher.withLock({ $0 }) {
+                var left: Int32 = 0
+                try Self.retryingBusy { left = try finish() }
+                lengthAtLastRun.store(left, ordering: .relaxed)
+                restarted = left == 0
+            }
         } catch {
             failure = "\(error)"
         }
         counters.withLock { counters in
             counters.runs += 1
+            if restarted { counters.restarts += 1 }
             if let failure {
                 counters.failures += 1
                 counters.lastFailure = failure
@@ -111,6 +165,23 @@ final class WALCheckpointer: Sendable {
                 Thread.sleep(forTimeInterval: 0.002 * Double(attempt))
             }
         }
+    }
+
+    /// Step 2's write, on the writer's connection outside any transaction, right after a
+    /// checkpoint that copied the whole WAL: it commits a page that changes nothing (the
+    /// unused `user_version` header field, set to what it holds), so this commit is the one
+    /// that starts the WAL over and syncs its new header. Returns 0 then, or the WAL's length
+    /// if the copy left pages behind (a reader's snapshot held it back): that WAL stays, and a
+    /// later checkpoint tries again.
+    static func startOver(_ db: Database, after checkpoint: (walFrameCount: Int, checkpointedFrameCount: Int)) throws
+        -> Int32
+    {
+        guard checkpoint.walFrameCount > 0, checkpoint.checkpointedFrameCount == checkpoint.walFrameCount else {
+            return Int32(clamping: max(1, checkpoint.walFrameCount))
+        }
+        let version = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
+        try db.execute(sql: "PRAGMA user_version = \(version)")
+        return 0
     }
 
     /// Waits for a scheduled checkpoint to finish.

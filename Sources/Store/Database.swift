@@ -22,6 +22,7 @@ package final class SwitchboardDatabase: Sendable {
         dataDirectory: String,
         migrations: [Migration] = Migration.embedded,
         busyTimeout: Duration = .seconds(5),
+        checkpoints: CheckpointPolicy = CheckpointPolicy(),
         now: @escaping @Sendable () -> Date = Date.init
     ) throws {
         do {
@@ -32,7 +33,7 @@ package final class SwitchboardDatabase: Sendable {
             throw StoreError.cannotOpen(path: dataDirectory, message: "cannot create data directory: \(error.localizedDescription)")
         }
         let path = (dataDirectory as NSString).appendingPathComponent(Self.fileName)
-        try self.init(path: path, migrations: migrations, busyTimeout: busyTimeout, now: now)
+        try self.init(path: path, migrations: migrations, busyTimeout: busyTimeout, checkpoints: checkpoints, now: now)
     }
 
     /// Opens (creating if needed) the database file at `path` and applies pending migrations.
@@ -40,6 +41,7 @@ package final class SwitchboardDatabase: Sendable {
         path: String,
         migrations: [Migration] = Migration.embedded,
         busyTimeout: Duration = .seconds(5),
+        checkpoints: CheckpointPolicy = CheckpointPolicy(),
         now: @escaping @Sendable () -> Date = Date.init
     ) throws {
         var configuration = Configuration()
@@ -50,14 +52,14 @@ package final class SwitchboardDatabase: Sendable {
         // waits for the lock (busy timeout) up front instead of failing with SQLITE_BUSY
         // when another process (the CLI next to a running server) writes.
         configuration.label = "switchboard"
-        let checkpointer = WALCheckpointer(path: path)
+        let checkpointer = WALCheckpointer(path: path, policy: checkpoints)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             if !db.configuration.readonly { checkpointer.install(on: db) }
         }
         let pool = try Self.openPool(path: path, configuration: configuration, patience: busyTimeout)
         checkpointer.finishWith { [weak pool] in
-            try pool?.writeWithoutTransaction { db in _ = try db.checkpoint(.passive) }
+            try pool?.writeWithoutTransaction { db in try WALCheckpointer.startOver(db, after: db.checkpoint(.passive)) } ?? 0
         }
         self.pool = pool
         self.checkpointer = checkpointer

@@ -15,50 +15,89 @@ import Testing
         }
     }
 
-    @Test func aWALPastTheThresholdIsCheckpointedInTheBackgroundAndStartsOver() throws {
-        let database = try SwitchboardDatabase(dataDirectory: dir.path)
+    /// A small policy, so that a test reaches the restart length quickly.
+    static let restartEveryRun = CheckpointPolicy(threshold: 1000, restartLength: 1000)
+
+    func userVersion(_ database: SwitchboardDatabase) throws -> Int {
+        try database.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA user_version") ?? -1 }
+    }
+
+    @Test func aWALPastTheRestartLengthIsCopiedAndStartedOverByTheCheckpointer() throws {
+        let database = try SwitchboardDatabase(dataDirectory: dir.path, checkpoints: Self.restartEveryRun)
         #expect(database.checkpointer.counts == .init(runs: 0, failures: 0))
         try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
         // One commit of more pages than the threshold: the hook schedules one checkpoint.
-        let threshold = Int(database.checkpointer.threshold)
+        let threshold = Int(database.checkpointer.policy.threshold)
         try database.writeInPlace { db in
             for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
         }
         database.checkpointer.drain()
-        #expect(database.checkpointer.counts == .init(runs: 1, failures: 0))
-        // Everything was copied, so the next commit starts the WAL over from its beginning
-        // (left alone, it would still hold the thousand pages above).
+        #expect(database.checkpointer.counts == .init(runs: 1, failures: 0, restarts: 1))
+        // Everything was copied and the checkpointer's own write started the WAL over, so it
+        // holds that one page, with no request's commit needed (left alone, it would still
+        // hold the thousand pages above).
+        #expect(try walFrames() <= 2)
+        #expect(database.checkpointer.lengthAtLastRun.load(ordering: .relaxed) == 0)
         try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
         #expect(try walFrames() <= 5)
         #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") } == threshold + 1)
+        #expect(try userVersion(database) == 0)  // the write changed nothing
+    }
+
+    @Test func belowTheRestartLengthACheckpointCopiesAndKeepsTheWAL() throws {
+        // The default: checkpoints every 1000 pages, the WAL started over every 16000.
+        let database = try SwitchboardDatabase(dataDirectory: dir.path)
+        #expect(database.checkpointer.policy == CheckpointPolicy(threshold: 1000, restartLength: 16000))
+        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
+        let threshold = Int(database.checkpointer.policy.threshold)
+        try database.writeInPlace { db in
+            for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
+        }
+        database.checkpointer.drain()
+        #expect(database.checkpointer.counts == .init(runs: 1, failures: 0, restarts: 0))
+        let length = Int(database.checkpointer.lengthAtLastRun.load(ordering: .relaxed))
+        #expect(length >= threshold)
+        // With no commit during the checkpoint it copied everything, so SQLite itself starts
+        // the WAL over in the next commit (under load there always is one, and the WAL grows
+        // to the restart length). The next run waits for another thousand pages.
+        for _ in 0..<10 {
+            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
+        }
+        database.checkpointer.drain()
+        #expect(database.checkpointer.counts.runs == 1)
+        #expect(try walFrames() <= 20)
     }
 
     @Test func underSteadySmallCommitsTheWALStaysBounded() throws {
         // The signaling hot path: many small commits while checkpoints run concurrently. The
-        // WAL is started over after each checkpoint instead of growing with every commit.
-        let database = try SwitchboardDatabase(dataDirectory: dir.path)
+        // WAL is started over once it reaches the restart length instead of growing with
+        // every commit.
+        let database = try SwitchboardDatabase(
+            dataDirectory: dir.path, checkpoints: CheckpointPolicy(threshold: 100, restartLength: 500))
         try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
-        let threshold = Int(database.checkpointer.threshold)
-        for _ in 0..<(3 * threshold) {
+        let commits = 3000
+        for _ in 0..<commits {
             try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(3000))") }
         }
         database.checkpointer.drain()
         let counts = database.checkpointer.counts
-        #expect(counts.runs >= 1)
+        #expect(counts.runs >= 2)
+        #expect(counts.restarts >= 1)
         #expect(counts.failures == 0, "\(counts.lastFailure ?? "")")
-        // Each commit above wrote at least one page, 3× the threshold in all: a WAL shorter
-        // than that was started over while the commits went on.
-        #expect(try walFrames() < 3 * threshold)
-        #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") } == 3 * threshold)
+        // Each commit above wrote at least one page: a WAL shorter than the number of commits
+        // was started over while the commits went on.
+        #expect(try walFrames() < commits)
+        #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") } == commits)
+        #expect(try userVersion(database) == 0)
     }
 
     @Test func aReaderHoldingASnapshotDelaysTheResetUntilItEnds() throws {
         // An admin's sqlite3 session with an open read transaction: checkpoints cannot copy
         // past its snapshot, so the WAL keeps growing; once it ends, the next checkpoint
-        // catches up and the WAL starts over.
-        let database = try SwitchboardDatabase(dataDirectory: dir.path)
+        // catches up and starts the WAL over.
+        let database = try SwitchboardDatabase(dataDirectory: dir.path, checkpoints: Self.restartEveryRun)
         try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
-        let threshold = Int(database.checkpointer.threshold)
+        let threshold = Int(database.checkpointer.policy.threshold)
         func fill() throws {
             try database.writeInPlace { db in
                 for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
@@ -75,11 +114,20 @@ import Testing
         try fill()
         try fill()
         #expect(try walFrames() >= 2 * threshold)  // held back by the open snapshot
+        #expect(database.checkpointer.counts.restarts == 0)
+        // Small commits meanwhile do not each set off another checkpoint: the next one waits
+        // for a threshold's worth of pages, as always.
+        let runs = database.checkpointer.counts.runs
+        for _ in 0..<50 {
+            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
+            database.checkpointer.drain()
+        }
+        #expect(database.checkpointer.counts.runs == runs)
         try admin.inDatabase { db in try db.execute(sql: "COMMIT") }
         try fill()
         #expect(database.checkpointer.counts.failures == 0)
-        try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
-        #expect(try walFrames() <= 5)
+        #expect(database.checkpointer.counts.restarts == 1)
+        #expect(try walFrames() <= 2)
     }
 
     @Test func aBusyCheckpointIsTriedAgainAndOtherErrorsAreNot() throws {
@@ -99,6 +147,11 @@ import Testing
             try WALCheckpointer.retryingBusy { tries += 1; throw DatabaseError(resultCode: .SQLITE_IOERR) }
         }
         #expect(tries == 1)
+    }
+
+    @Test func aPolicyKeepsItsLimitsInOrder() {
+        #expect(CheckpointPolicy(threshold: 0, restartLength: 0) == CheckpointPolicy(threshold: 1, restartLength: 1))
+        #expect(CheckpointPolicy(threshold: 500, restartLength: 100).restartLength == 500)
     }
 
     @Test func belowTheThresholdNothingRuns() throws {
