@@ -14,10 +14,10 @@ import Store
 ///
 /// Why: a stream served by a Hummingbird handler keeps its connection's task suspended inside
 /// the handler for hours, and that task holds every async frame the request went through
-/// (about 25 KB at 10k streams). Here a stream costs this handler, a hub entry and a
-/// heartbeat timer; Hummingbird's task for the connection waits for a next request with a
-/// shallow stack. Events are read and written on the channel's event loop when the hub says
-/// some were stored, with no task in between.
+/// (about 25 KB at 10k streams). Here a stream costs this handler, a hub entry and a place on
+/// its loop's heartbeat wheel (`Heartbeats`); Hummingbird's task for the connection waits for
+/// a next request with a shallow stack. Events are read and written on the channel's event
+/// loop when the hub says some were stored, with no task in between.
 ///
 /// Anything the fast path does not handle goes to the routed handler in `EventsAPI`, which
 /// answers it with the same semantics: a missing or bad token (401 after the check here
@@ -34,7 +34,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var database: SwitchboardDatabase
         var hub: EventHub
         var presence: PresenceTracker
-        var heartbeat: Duration
+        var heartbeats: Heartbeats
         var serverName: String
     }
 
@@ -57,7 +57,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var cursor: Int64 = 0
     /// The first read acknowledges the client's cursor (Last-Event-ID); later ones do not.
     private var acknowledged = true
-    private var heartbeat: RepeatedTask?
+    private var heartbeat: Heartbeats.Membership?
     private var wroteSinceHeartbeat = false
     /// Events are waiting for the channel to become writable again.
     private var pumpWhenWritable = false
@@ -180,14 +180,9 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         fields[.server] = services.serverName
         context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
         write(EventPump.openingComment(for: peer), context: context)
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        // The first beat comes at a random point of the first period: streams that open
-        // together (10k clients reconnecting after a restart) do not all beat together ever after.
-        let period = TimeAmount(services.heartbeat)
-        let firstBeat = TimeAmount.nanoseconds(.random(in: max(1, period.nanoseconds / 10)...max(1, period.nanoseconds)))
-        heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: firstBeat, delay: period) { _ in
-            handler.value.beat()
-        }
+        // Streams that open together (10k clients reconnecting after a restart) are spread
+        // over the period's ticks, so they do not all beat together ever after.
+        heartbeat = services.heartbeats.join(on: context.eventLoop) { [weak self] in self?.beat() }
         pump()
     }
 
@@ -250,7 +245,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func endStream() {
-        heartbeat?.cancel()
+        if let heartbeat { services.heartbeats.leave(heartbeat) }
         heartbeat = nil
         if case .streaming = state, let subscription { unsubscribe(peer, subscription) }
         subscription = nil

@@ -110,7 +110,7 @@ package enum HTTPServer {
     ) -> some ApplicationProtocol & Sendable {
         let presence = PresenceTracker(database: database)
         let streams = EventStreamHandler.Services(
-            database: database, hub: hub, presence: presence, heartbeat: rendezvous.sseHeartbeat,
+            database: database, hub: hub, presence: presence, heartbeats: Heartbeats(period: rendezvous.sseHeartbeat),
             serverName: configuration.serverName)
         return Application(
             router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,

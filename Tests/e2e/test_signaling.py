@@ -384,7 +384,7 @@ def test_a_silent_stream_gets_keepalives(sb):
             time.sleep(0.05)
         keepalives = [at for at, text in stream.comments if text == ": keepalive"]
         assert len(keepalives) >= 2, stream.comments
-        # One period apart (the first comes at a random point of the first period).
+        # One period apart (the first comes at the stream's tick within the first period).
         assert 0.5 <= keepalives[1] - keepalives[0] <= 2.5, keepalives
         assert stream.events == []
         stream.close()
