@@ -216,11 +216,19 @@ extension SwitchboardDatabase {
     }
 
     /// Drops expired events and tokens; returns how many events went. Runs in transactions
-    /// of at most `batch` rows (see `deleteInBatches`).
+    /// of at most `batch` rows.
+    ///
+    /// Events are stored oldest first with one TTL, so the expired ones are the first rows of
+    /// the table: the purge deletes from the start up to the first event that has not expired
+    /// (migration 0007 dropped the expiry index this used to take, a WAL page per event).
+    /// After a restart with a shorter TTL, events behind an older, longer-lived one wait for
+    /// it; readers never see an expired event either way.
     @discardableResult
     package func purgeExpiredEvents(batch: Int = 1000) async throws -> Int {
         try await purgeExpiredTokens(batch: batch)
-        return try await deleteInBatches("events", key: "id", where: "expires_at <= ?", [unixNow], batch: batch)
+        let now = unixNow
+        let end = try await firstRow(of: "events", where: "expires_at > ?", [now])
+        return try await deleteOldestRows("events", before: end, where: "expires_at <= ?", [now], batch: batch)
     }
 
     /// Deletes sessions that have not changed for `retention` seconds: answered (a call
@@ -228,12 +236,53 @@ extension SwitchboardDatabase {
     /// is left to expire first, so its caller hears of it. A session is kept at least a
     /// minute whatever the retention, because the per-minute session limit counts the
     /// caller's recent rows. Its events go with the event TTL as usual.
+    ///
+    /// Sessions are stored oldest first, and one unchanged for the retention was made before
+    /// it: the purge looks only at the sessions made before then, from the start of the table.
     @discardableResult
     package func purgeOldSessions(retention: Int, batch: Int = 500) async throws -> Int {
         let now = unixNow
-        return try await deleteInBatches(
-            "sessions", key: "id", where: "updated_at <= ? AND created_at <= ? AND state <> 'offered'",
-            [now - Int64(retention), now - Int64(OfferAdmission.standardWindow)], batch: batch)
+        let changedBy = now - Int64(retention), madeBy = now - Int64(OfferAdmission.standardWindow)
+        let end = try await firstRow(of: "sessions", where: "created_at > ?", [min(changedBy, madeBy)])
+        return try await deleteOldestRows(
+            "sessions", before: end, where: "updated_at <= ? AND created_at <= ? AND state <> 'offered'",
+            [changedBy, madeBy], batch: batch)
+    }
+
+    /// The rowid of the first row of `table` (oldest first) that matches `condition`, or one
+    /// past the last row when none does. A scan from the start that stops there, on a reader.
+    func firstRow(of table: String, where condition: String, _ arguments: StatementArguments) async throws -> Int64 {
+        try await pool.read { db in
+            if let first = try Int64.fetchOne(
+                db, sql: "SELECT rowid FROM \(table) WHERE \(condition) ORDER BY rowid LIMIT 1", arguments: arguments) {
+                return first
+            }
+            return (try Int64.fetchOne(db, sql: "SELECT max(rowid) FROM \(table)") ?? 0) + 1
+        }
+    }
+
+    /// Deletes the rows of `table` before rowid `end` that match `condition`, oldest first,
+    /// `batch` rows per write transaction (see `deleteInBatches`). Each batch goes on from
+    /// where the last one stopped, so rows that are kept are looked at once.
+    func deleteOldestRows(_ table: String, before end: Int64, where condition: String,
+                          _ arguments: StatementArguments, batch: Int) async throws -> Int {
+        let select = "SELECT rowid FROM \(table) WHERE rowid > ? AND rowid < ? AND (\(condition)) ORDER BY rowid LIMIT ?"
+        let delete = "DELETE FROM \(table) WHERE rowid BETWEEN ? AND ? AND (\(condition))"
+        var after = Int64.min
+        var total = 0
+        while true {
+            let (deleted, last, full) = try writeInPlace { db -> (Int, Int64?, Bool) in
+                let rows = try Int64.fetchAll(db.cachedStatement(sql: select), arguments: [after, end] + arguments + [batch])
+                guard let first = rows.first, let last = rows.last else { return (0, nil, false) }
+                try db.cachedStatement(sql: delete).execute(arguments: [first, last] + arguments)
+                return (db.changesCount, last, rows.count == batch)
+            }
+            total += deleted
+            guard let last, full else { return total }
+            after = last
+            try Task.checkCancellation()
+            await Task.yield()
+        }
     }
 
     /// Deletes the rows of `table` that match `condition`, `batch` rows per write transaction,

@@ -230,8 +230,41 @@ import Testing
         // The pending index holds only waiting offers, and the expiry query can use it.
         #expect(try await plan("SELECT id, caller FROM sessions WHERE state = 'offered' AND offer_expires_at <= 5")
             .contains("USING INDEX sessions_pending"))
-        #expect(try await plan("SELECT id FROM sessions WHERE updated_at <= 5").contains("sessions_by_update"))
-        #expect(try await plan("SELECT id FROM events WHERE expires_at <= 5").contains("events_by_expiry"))
+        // The purges go through the oldest rows by rowid, with no index of their own to keep.
+        for table in ["events", "sessions"] {
+            #expect(try await plan("SELECT rowid FROM \(table) WHERE rowid > 1 AND rowid < 9 AND (created_at <= 5) ORDER BY rowid LIMIT 3")
+                .contains("SEARCH \(table) USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"))
+            #expect(try await plan("DELETE FROM \(table) WHERE rowid BETWEEN 1 AND 9 AND (created_at <= 5)")
+                .contains("USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"))
+        }
+        let indexes = try await db.pool.read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name IN ('events', 'sessions')")
+        }
+        #expect(!indexes.contains("sessions_by_update") && !indexes.contains("events_by_expiry"))
+    }
+
+    @Test func thePurgesTakeTheOldestRowsAndStopAtTheFirstKeptOne() async throws {
+        // Three expired events, then one that lives longer (as if stored before a restart with
+        // a longer TTL), then an expired one behind it: the purge stops at the live one.
+        for n in 1...3 { _ = try await offer("s\(n)") }
+        let (_, longLived) = try await offer("s4")
+        try await db.pool.write { db in
+            try db.execute(sql: "UPDATE events SET expires_at = expires_at + 1000 WHERE id = ?", arguments: [longLived.id])
+        }
+        _ = try await offer("s5")
+        clock.advance(by: 300)
+        #expect(try await db.purgeExpiredEvents(batch: 2) == 3)  // batches of 2 and 1
+        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.id) == [longLived.id])
+        clock.advance(by: 1000)
+        #expect(try await db.purgeExpiredEvents(batch: 2) == 2)
+        #expect(try await db.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events") } == 0)
+        #expect(try await db.purgeExpiredEvents(batch: 2) == 0)  // an empty table
+        // Sessions: a kept one (still waiting) among old ones does not stop the purge.
+        try await db.pool.write { db in try db.execute(sql: "UPDATE sessions SET state = 'closed' WHERE id <> 's2'") }
+        try await db.pool.write { db in try db.execute(sql: "UPDATE sessions SET state = 'offered' WHERE id = 's2'") }
+        #expect(try await db.purgeOldSessions(retention: 100, batch: 1) == 4)
+        let left = try await db.pool.read { db in try String.fetchAll(db, sql: "SELECT id FROM sessions") }
+        #expect(left == ["s2"])
     }
 
     @Test func removingAPeerTakesItsSessionsAndEventsWithIt() async throws {
