@@ -34,9 +34,10 @@ package struct CheckpointPolicy: Sendable, Equatable {
 ///    Without the write, the next request's commit would start it over, and SQLite syncs the
 ///    new WAL header in that commit.
 ///
-/// Step 2 holds the write lock through three syncs (the WAL, the database, the new header),
-/// each 0.7–5 ms on this machine's disk, and every request that writes meanwhile waits, with
-/// the requests queued behind it. When it ran after every checkpoint (each 1000 pages), at a
+/// Step 2 holds the write lock through three syncs (the WAL, the database, the new header):
+/// measured at 1000 sessions/s, 1–17 ms for the copy and its two syncs and 0.3 ms for the
+/// restart write. Every request that writes meanwhile waits, with the requests queued behind
+/// it. When it ran after every checkpoint (each 1000 pages), at a
 /// thousand sessions a second (20 pages each) the event loop waited twenty times a second for
 /// it, and synced a new WAL header in a request's commit twenty times more: in 4 s, 84 waits
 /// for the write lock and 74 syncs on the loop's thread; now 14 and none. The WAL grows to
@@ -71,6 +72,11 @@ final class WALCheckpointer: Sendable {
         /// What the last failed checkpoint said.
         var lastFailure: String?
     }
+
+    /// Before step 2: copies without the lock, at most this many, until one finds fewer than
+    /// `smallRemainder` new pages.
+    static let catchUpPasses = 3
+    static let smallRemainder = 64
 
     init(path: String, policy: CheckpointPolicy = CheckpointPolicy()) {
         self.path = path
@@ -128,14 +134,25 @@ final class WALCheckpointer: Sendable {
                 connection = opened
                 return opened
             }
-            var length = 0
-            try Self.retryingBusy {
-                try db.writeWithoutTransaction { db in
-                    length = try db.checkpoint(.passive).walFrameCount
-                    lengthAtLastRun.store(Int32(clamping: length), ordering: .relaxed)
+            func copy() throws -> Int {
+                var length = 0
+                try Self.retryingBusy {
+                    try db.writeWithoutTransaction { db in length = try db.checkpoint(.passive).walFrameCount }
                 }
+                lengthAtLastRun.store(Int32(clamping: length), ordering: .relaxed)
+                return length
             }
+            var length = try copy()
             if length >= policy.restartLength, let finish = finisher.withLock({ $0 }) {
+                // Catch up without the lock first: what was committed while the copy above ran
+                // (hundreds of pages under load) would otherwise be copied, and synced to the
+                // database file, with every request's write waiting. At 1000 sessions/s while
+                // purging, step 2's hold went from a median of 13.4 ms to 10.0.
+                for _ in 0..<Self.catchUpPasses {
+                    let before = length
+                    length = try copy()
+                    if length - before < Self.smallRemainder { break }
+                }
                 var left: Int32 = 0
                 try Self.retryingBusy { left = try finish() }
                 lengthAtLastRun.store(left, ordering: .relaxed)
