@@ -45,9 +45,9 @@ import Testing
     }
 
     @Test func belowTheRestartLengthACheckpointCopiesAndKeepsTheWAL() throws {
-        // The default: checkpoints every 1000 pages, the WAL started over every 32000.
+        // The default: checkpoints every 1000 pages, the WAL started over every 16000.
         let database = try SwitchboardDatabase(dataDirectory: dir.path)
-        #expect(database.checkpointer.policy == CheckpointPolicy(threshold: 1000, restartLength: 32000))
+        #expect(database.checkpointer.policy == CheckpointPolicy(threshold: 1000, restartLength: 16000))
         try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
         let threshold = Int(database.checkpointer.policy.threshold)
         try database.writeInPlace { db in
