@@ -18,6 +18,19 @@ import Testing
     /// A small policy, so that a test reaches the restart length quickly.
     static let restartEveryRun = CheckpointPolicy(threshold: 1000, restartLength: 1000)
 
+    /// One commit of `threshold` pages into a filler table, which sets off one checkpoint;
+    /// returns once it ran. Returns the threshold.
+    @discardableResult
+    func fillOneThreshold(_ database: SwitchboardDatabase) throws -> Int {
+        let threshold = Int(database.checkpointer.policy.threshold)
+        try database.writeInPlace { db in
+            try db.execute(sql: "CREATE TABLE IF NOT EXISTS filler (data BLOB)")
+            for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
+        }
+        database.checkpointer.drain()
+        return threshold
+    }
+
     func userVersion(_ database: SwitchboardDatabase) throws -> Int {
         try database.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA user_version") ?? -1 }
     }
@@ -25,13 +38,7 @@ import Testing
     @Test func aWALPastTheRestartLengthIsCopiedAndStartedOverByTheCheckpointer() throws {
         let database = try SwitchboardDatabase(dataDirectory: dir.path, checkpoints: Self.restartEveryRun)
         #expect(database.checkpointer.counts == .init(runs: 0, failures: 0))
-        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
-        // One commit of more pages than the threshold: the hook schedules one checkpoint.
-        let threshold = Int(database.checkpointer.policy.threshold)
-        try database.writeInPlace { db in
-            for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
-        }
-        database.checkpointer.drain()
+        let threshold = try fillOneThreshold(database)
         #expect(database.checkpointer.counts == .init(runs: 1, failures: 0, restarts: 1))
         // Everything was copied and the checkpointer's own write started the WAL over, so it
         // holds that one page, with no request's commit needed (left alone, it would still
@@ -48,12 +55,7 @@ import Testing
         // The default: checkpoints every 1000 pages, the WAL started over every 16000.
         let database = try SwitchboardDatabase(dataDirectory: dir.path)
         #expect(database.checkpointer.policy == CheckpointPolicy(threshold: 1000, restartLength: 16000))
-        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
-        let threshold = Int(database.checkpointer.policy.threshold)
-        try database.writeInPlace { db in
-            for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
-        }
-        database.checkpointer.drain()
+        let threshold = try fillOneThreshold(database)
         #expect(database.checkpointer.counts == .init(runs: 1, failures: 0, restarts: 0))
         let length = Int(database.checkpointer.lengthAtLastRun.load(ordering: .relaxed))
         #expect(length >= threshold)
@@ -98,12 +100,6 @@ import Testing
         let database = try SwitchboardDatabase(dataDirectory: dir.path, checkpoints: Self.restartEveryRun)
         try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
         let threshold = Int(database.checkpointer.policy.threshold)
-        func fill() throws {
-            try database.writeInPlace { db in
-                for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
-            }
-            database.checkpointer.drain()
-        }
         var holding = Configuration()
         holding.allowsUnsafeTransactions = true  // a transaction left open across accesses, on purpose
         let admin = try DatabaseQueue(path: dir.databasePath, configuration: holding)
@@ -111,8 +107,8 @@ import Testing
             try db.execute(sql: "BEGIN")
             _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM filler")
         }
-        try fill()
-        try fill()
+        try fillOneThreshold(database)
+        try fillOneThreshold(database)
         #expect(try walFrames() >= 2 * threshold)  // held back by the open snapshot
         #expect(database.checkpointer.counts.restarts == 0)
         // Small commits meanwhile do not each set off another checkpoint: the next one waits
@@ -124,7 +120,7 @@ import Testing
         }
         #expect(database.checkpointer.counts.runs == runs)
         try admin.inDatabase { db in try db.execute(sql: "COMMIT") }
-        try fill()
+        try fillOneThreshold(database)
         #expect(database.checkpointer.counts.failures == 0)
         #expect(database.checkpointer.counts.restarts == 1)
         #expect(try walFrames() <= 2)
