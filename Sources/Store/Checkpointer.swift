@@ -57,10 +57,12 @@ final class WALCheckpointer: Sendable {
     let policy: CheckpointPolicy
     private let queue = DispatchQueue(label: "switchboard.checkpoint")
     private let scheduled = Atomic<Bool>(false)
-    /// The WAL's length, in pages, when the last checkpoint ran (0 once it started the WAL
-    /// over): the next runs `threshold` pages later. Counting from where the copy got to
+    /// The WAL's length, in pages, when the last checkpoint ran (1, its own write's page, once
+    /// it started the WAL over): the next runs `threshold` pages later. Counting from where the copy got to
     /// instead would run one after every commit while a reader's snapshot holds the copy back.
     let lengthAtLastRun = Atomic<Int32>(0)
+    /// The WAL's length after the last commit, as the hook saw it.
+    let lengthAtLastCommit = Atomic<Int32>(0)
     private let connection = Mutex<DatabaseQueue?>(nil)
     /// Step 2, set once the pool is open: a checkpoint with the pool's write lock held.
     private let finisher = Mutex<(@Sendable () throws -> Int32)?>(nil)
@@ -106,13 +108,15 @@ final class WALCheckpointer: Sendable {
 
     /// Sets step 2: `finish` must run a PASSIVE checkpoint while holding the write lock and,
     /// when that copied everything, make a write that starts the WAL over (`startOver`). It
-    /// returns the WAL's length after it: 0 when it started the WAL over.
+    /// returns the WAL's length after it (after the write: `lengthAtLastCommit`), or -1 when
+    /// the database is gone.
     func finishWith(_ finish: @escaping @Sendable () throws -> Int32) {
         finisher.withLock { $0 = finish }
     }
 
     /// `frames` is the length of the WAL after a commit.
     private func committed(frames: Int32) {
+        lengthAtLastCommit.store(frames, ordering: .relaxed)
         // Shorter than at the last run: the WAL has started over since.
         let last = lengthAtLastRun.load(ordering: .relaxed)
         let committed = frames >= last ? frames - last : frames
@@ -157,10 +161,14 @@ final class WALCheckpointer: Sendable {
                     length = try copy()
                     if length - before < Self.smallRemainder { break }
                 }
-                var left: Int32 = 0
+                var left: Int32 = -1
                 try Self.retryingBusy { left = try finish() }
-                lengthAtLastRun.store(left, ordering: .relaxed)
-                restarted = left == 0
+                if left >= 0 {
+                    lengthAtLastRun.store(left, ordering: .relaxed)
+                    // Shorter than before: the write started it over. It does not when a
+                    // reader still holds a place in the WAL; the write is then appended.
+                    restarted = left < length
+                }
             }
         } catch {
             failure = "\(error)"
@@ -209,18 +217,18 @@ final class WALCheckpointer: Sendable {
     /// Step 2's write, on the writer's connection outside any transaction, right after a
     /// checkpoint that copied the whole WAL: it commits a page that changes nothing (the
     /// unused `user_version` header field, set to what it holds), so this commit is the one
-    /// that starts the WAL over and syncs its new header. Returns 0 then, or the WAL's length
-    /// if the copy left pages behind (a reader's snapshot held it back): that WAL stays, and a
-    /// later checkpoint tries again.
+    /// that starts the WAL over and syncs its new header. Returns nil once it wrote (the WAL's
+    /// length is then the hook's), or the WAL's length if the copy left pages behind (a
+    /// reader's snapshot held it back): that WAL stays, and a later checkpoint tries again.
     static func startOver(_ db: Database, after checkpoint: (walFrameCount: Int, checkpointedFrameCount: Int)) throws
-        -> Int32
+        -> Int32?
     {
         guard checkpoint.walFrameCount > 0, checkpoint.checkpointedFrameCount == checkpoint.walFrameCount else {
             return Int32(clamping: max(1, checkpoint.walFrameCount))
         }
         let version = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
         try db.execute(sql: "PRAGMA user_version = \(version)")
-        return 0
+        return nil
     }
 
     /// Waits for a scheduled checkpoint to finish.

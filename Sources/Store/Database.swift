@@ -58,8 +58,12 @@ package final class SwitchboardDatabase: Sendable {
             if !db.configuration.readonly { checkpointer.install(on: db) }
         }
         let pool = try Self.openPool(path: path, configuration: configuration, patience: busyTimeout)
-        checkpointer.finishWith { [weak pool] in
-            try pool?.writeWithoutTransaction { db in try WALCheckpointer.startOver(db, after: db.checkpoint(.passive)) } ?? 0
+        checkpointer.finishWith { [weak pool, unowned checkpointer] in
+            guard let pool else { return -1 }
+            return try pool.writeWithoutTransaction { db in
+                try WALCheckpointer.startOver(db, after: db.checkpoint(.passive))
+                    ?? checkpointer.lengthAtLastCommit.load(ordering: .relaxed)
+            }
         }
         self.pool = pool
         self.checkpointer = checkpointer

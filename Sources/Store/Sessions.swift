@@ -271,9 +271,15 @@ extension SwitchboardDatabase {
     /// transactions of 100 held the write lock for milliseconds ten times a second, and offers
     /// waited behind each (p99 13.7 ms while purging). Small transactions with pauses spread
     /// that work over the second, between the requests' own writes.
+    ///
+    /// A call stops after `budget` and returns what it deleted; the next one (the purge runs
+    /// every second) goes on. A backlog (after the server was down, or a shorter retention)
+    /// is then cleared over many seconds, and the housekeeping that shares the purges' turn,
+    /// expiring unanswered offers, still runs every second or so.
     func deleteOldestRows(_ table: String, before end: Int64, where condition: String,
                           _ arguments: StatementArguments, batch: Int,
-                          pause: Duration = .milliseconds(2)) async throws -> Int {
+                          pause: Duration = .milliseconds(2), budget: Duration = .milliseconds(250)) async throws -> Int {
+        let deadline = ContinuousClock.now + budget
         let select = "SELECT rowid FROM \(table) WHERE rowid > ? AND rowid < ? AND (\(condition)) ORDER BY rowid LIMIT ?"
         let delete = "DELETE FROM \(table) WHERE rowid BETWEEN ? AND ? AND (\(condition))"
         var after = Int64.min
@@ -286,7 +292,7 @@ extension SwitchboardDatabase {
                 return (db.changesCount, last, rows.count == batch)
             }
             total += deleted
-            guard let last, full else { return total }
+            guard let last, full, ContinuousClock.now < deadline else { return total }
             after = last
             try await Task.sleep(for: pause)
         }

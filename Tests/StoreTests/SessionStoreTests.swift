@@ -243,6 +243,16 @@ import Testing
         #expect(!indexes.contains("sessions_by_update") && !indexes.contains("events_by_expiry"))
     }
 
+    @Test func aPurgeCallStopsAtItsBudgetAndTheNextGoesOn() async throws {
+        for n in 1...5 { _ = try await offer("s\(n)") }
+        clock.advance(by: 300)
+        // No time at all: one batch, then the call returns.
+        #expect(try await db.deleteOldestRows("events", before: .max, where: "expires_at <= ?", [db.unixNow],
+                                              batch: 2, budget: .zero) == 2)
+        #expect(try await db.deleteOldestRows("events", before: .max, where: "expires_at <= ?", [db.unixNow],
+                                              batch: 2) == 3)
+    }
+
     @Test func thePurgesTakeTheOldestRowsAndStopAtTheFirstKeptOne() async throws {
         // Three expired events, then one that lives longer (as if stored before a restart with
         // a longer TTL), then an expired one behind it: the purge stops at the live one.
