@@ -146,7 +146,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let services = services
         Task {
             var accepted: (peer: String, subscription: UInt64)?
-            if let peer = try? await RendezvousAPI.authenticate(token: token, database: services.database,
+            if let peer = try? RendezvousAPI.authenticate(token: token, database: services.database,
                                                                presence: services.presence),
                let id = services.hub.subscribe(peer.id, subscriber) {
                 accepted = (peer.id, id)

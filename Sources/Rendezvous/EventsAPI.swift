@@ -12,7 +12,7 @@ enum EventsAPI {
     static func addRoutes(to v1: RouterGroup<SwitchboardRequestContext>, database: SwitchboardDatabase,
                           configuration: RendezvousConfiguration, hub: EventHub, presence: PresenceTracker) {
         v1.get("events") { request, context -> Response in
-            let peer = try await RendezvousAPI.authenticate(request, database: database, presence: presence)
+            let peer = try RendezvousAPI.authenticate(request, database: database, presence: presence)
             let query = request.uri.queryParameters
             if query["after"] != nil || query["wait"] != nil {
                 return try await longPoll(peer.id, request: request, database: database, hub: hub,

@@ -94,14 +94,14 @@ package enum RendezvousAPI {
         }
 
         v1.get("ice-servers") { request, context -> Response in
-            let peer = try await authenticate(request, database: database, presence: presence)
+            let peer = try authenticate(request, database: database, presence: presence)
             return try json(iceServers(for: peer.id, configuration: configuration))
         }
 
         // A peer the caller may reach; any other ID — unknown, disabled, or not allowed —
         // gets the same 404, so the API does not tell which IDs exist.
         v1.get("peers/:id") { request, context -> Response in
-            let caller = try await authenticate(request, database: database, presence: presence)
+            let caller = try authenticate(request, database: database, presence: presence)
             let notFound = Problem(.notFound, detail: "no such peer")
             guard let text = context.parameters.get("id"), let id = try? PeerID(text),
                   try await database.mayReach(from: try PeerID(caller.id), to: id, open: configuration.aclOpen),
@@ -134,13 +134,13 @@ package enum RendezvousAPI {
 
     /// The logged-in peer of a request, or 401. Marks the peer as seen.
     package static func authenticate(_ request: Request, database: SwitchboardDatabase,
-                                     presence: PresenceTracker) async throws -> AuthenticatedPeer {
-        try await authenticate(token: bearerToken(header: request.headers[.authorization]), database: database,
+                                     presence: PresenceTracker) throws -> AuthenticatedPeer {
+        try authenticate(token: bearerToken(header: request.headers[.authorization]), database: database,
                                presence: presence)
     }
 
     /// The peer holding `token`, or 401. Marks the peer as seen.
-    static func authenticate(token: String?, database: SwitchboardDatabase, presence: PresenceTracker) async throws
+    static func authenticate(token: String?, database: SwitchboardDatabase, presence: PresenceTracker) throws
         -> AuthenticatedPeer
     {
         guard let token, !token.isEmpty, token.utf8.count <= 256,

@@ -18,7 +18,7 @@ enum SessionsAPI {
                           configuration: RendezvousConfiguration, hub: EventHub, presence: PresenceTracker) {
         v1.post("peers/:id/sessions") { request, context -> Response in
             var request = request
-            let caller = try await RendezvousAPI.authenticate(request, database: database, presence: presence)
+            let caller = try RendezvousAPI.authenticate(request, database: database, presence: presence)
             let callerID = try PeerID(caller.id)
             let offer = try await body(&request, contentType: "application/sdp", limit: configuration.maximumBodyBytes)
             do { try SDPText.validateDescription(offer) } catch {
@@ -69,7 +69,7 @@ enum SessionsAPI {
         }
 
         v1.get("sessions/:sid") { request, context -> Response in
-            let peer = try await RendezvousAPI.authenticate(request, database: database, presence: presence)
+            let peer = try RendezvousAPI.authenticate(request, database: database, presence: presence)
             guard let id = context.parameters.get("sid"), let session = try await database.session(id, for: peer.id) else {
                 throw Problem(.notFound, detail: "no such session")
             }
@@ -80,7 +80,7 @@ enum SessionsAPI {
 
         v1.patch("sessions/:sid") { request, context -> Response in
             var request = request
-            let peer = try await RendezvousAPI.authenticate(request, database: database, presence: presence)
+            let peer = try RendezvousAPI.authenticate(request, database: database, presence: presence)
             guard let id = context.parameters.get("sid") else { throw Problem(.notFound, detail: "no such session") }
             let type = request.headers[.contentType]?.lowercased() ?? ""
             do {
@@ -115,7 +115,7 @@ enum SessionsAPI {
         }
 
         v1.delete("sessions/:sid") { request, context -> Response in
-            let peer = try await RendezvousAPI.authenticate(request, database: database, presence: presence)
+            let peer = try RendezvousAPI.authenticate(request, database: database, presence: presence)
             guard let id = context.parameters.get("sid") else { throw Problem(.notFound, detail: "no such session") }
             do {
                 let data = try eventJSON(SessionOnlyEvent(session: id))

@@ -40,7 +40,7 @@ package enum WebSocketAPI {
             ? RendezvousAPI.bearerToken(header: header) : query["access_token"].map(String.init)
         let peer: RendezvousAPI.AuthenticatedPeer
         do {
-            peer = try await RendezvousAPI.authenticate(token: token, database: database, presence: presence)
+            peer = try RendezvousAPI.authenticate(token: token, database: database, presence: presence)
         } catch let problem as Problem {
             return refuse(problem)
         }

@@ -58,8 +58,9 @@ final class WALCheckpointer: Sendable {
     private let queue = DispatchQueue(label: "switchboard.checkpoint")
     private let scheduled = Atomic<Bool>(false)
     /// The WAL's length, in pages, when the last checkpoint ran (1, its own write's page, once
-    /// it started the WAL over): the next runs `threshold` pages later. Counting from where the copy got to
-    /// instead would run one after every commit while a reader's snapshot holds the copy back.
+    /// it started the WAL over): the next runs `threshold` pages later. Counting from where
+    /// the copy got to instead would run one after every commit while a reader's snapshot
+    /// holds the copy back.
     let lengthAtLastRun = Atomic<Int32>(0)
     /// The WAL's length after the last commit, as the hook saw it.
     let lengthAtLastCommit = Atomic<Int32>(0)

@@ -299,9 +299,9 @@ extension SwitchboardDatabase {
     }
 
     /// Deletes the rows of `table` that match `condition`, `batch` rows per write transaction,
-    /// until none is left. At a thousand sessions a second a minute's expired events are
-    /// 120k rows: one transaction for all of them held the write lock, and every request
-    /// behind it, for a long time; between batches other writes get their turn.
+    /// until none is left; between batches other writes get their turn. For rows found by an
+    /// index of their own and kept in no useful order (login tokens, by expiry); events and
+    /// sessions, stored oldest first, go through `deleteOldestRows`.
     func deleteInBatches(_ table: String, key: String, where condition: String,
                                  _ arguments: StatementArguments, batch: Int) async throws -> Int {
         let sql = "DELETE FROM \(table) WHERE \(key) IN (SELECT \(key) FROM \(table) WHERE \(condition) LIMIT ?)"
