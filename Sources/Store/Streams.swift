@@ -10,13 +10,17 @@ package struct MediaStream: Sendable, Equatable {
     package var audioPort: Int?
     /// Hex SHA-256 of the bearer token viewers must present, when the stream has one.
     package var tokenSHA256: String?
+    /// The addresses ingest takes RTP from; nil: the first sender, until it goes silent.
+    package var source: CIDR?
     package var createdAt: Date
 
-    package init(name: String, videoPort: Int?, audioPort: Int?, tokenSHA256: String? = nil, createdAt: Date = Date()) {
+    package init(name: String, videoPort: Int?, audioPort: Int?, tokenSHA256: String? = nil, source: CIDR? = nil,
+                 createdAt: Date = Date()) {
         self.name = name
         self.videoPort = videoPort
         self.audioPort = audioPort
         self.tokenSHA256 = tokenSHA256
+        self.source = source
         self.createdAt = createdAt
     }
 
@@ -74,8 +78,8 @@ extension SwitchboardDatabase {
     /// Registers a stream. With `withToken`, a random bearer token is generated, its hash
     /// stored, and the token returned (shown once).
     @discardableResult
-    package func addStream(name: String, videoPort: Int?, audioPort: Int?, withToken: Bool = false, actor: Actor = .cli)
-        throws -> String?
+    package func addStream(name: String, videoPort: Int?, audioPort: Int?, withToken: Bool = false, source: CIDR? = nil,
+                           actor: Actor = .cli) throws -> String?
     {
         guard Self.isValidStreamName(name) else { throw StoreError.invalidStreamName(name) }
         guard videoPort != nil || audioPort != nil else { throw StoreError.streamNeedsPort }
@@ -99,12 +103,16 @@ extension SwitchboardDatabase {
                 if taken { throw StoreError.portInUse(port) }
             }
             try db.execute(
-                sql: "INSERT INTO streams (name, video_port, audio_port, token_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [name, videoPort, audioPort, token.map(Self.tokenHash), now])
+                sql: """
+                    INSERT INTO streams (name, video_port, audio_port, token_sha256, source_cidr, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [name, videoPort, audioPort, token.map(Self.tokenHash), source?.description, now])
             var detail = ["name": name]
             if let videoPort { detail["video_port"] = String(videoPort) }
             if let audioPort { detail["audio_port"] = String(audioPort) }
             if token != nil { detail["token"] = "yes" }
+            if let source { detail["source"] = source.description }
             try Self.audit(db, at: now, actor: actor, action: "stream.add", peer: nil, detail: detail)
         }
         return token
@@ -124,6 +132,7 @@ extension SwitchboardDatabase {
             try Row.fetchAll(db, sql: "SELECT * FROM streams ORDER BY name").map { row in
                 MediaStream(name: row["name"], videoPort: row["video_port"], audioPort: row["audio_port"],
                             tokenSHA256: row["token_sha256"],
+                            source: (row["source_cidr"] as String?).flatMap { CIDR($0) },
                             createdAt: Date(timeIntervalSince1970: TimeInterval(row["created_at"] as Int64)))
             }
         }

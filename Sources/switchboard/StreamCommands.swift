@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Store
+import Wire
 
 struct StreamCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,12 +20,21 @@ struct StreamCommand: AsyncParsableCommand {
         var audioPort: Int?
         @Flag(help: "Require a bearer token to play; it is printed once and only its hash is kept.")
         var token = false
+        @Option(help: ArgumentHelp(
+            "Take RTP only from these addresses (e.g. 192.0.2.10 or 192.0.2.0/24); others are counted drops.",
+            discussion: "Without it the ingest ports follow the first sender until it has been silent for 3 s."))
+        var source: String?
+
+        func validate() throws {
+            if let source, CIDR(source) == nil { throw ValidationError("--source: \"\(source)\" is not an address or range") }
+        }
 
         func run() async throws {
             let issued = try await common.openDatabase().addStream(
-                name: name, videoPort: videoPort, audioPort: audioPort, withToken: token)
+                name: name, videoPort: videoPort, audioPort: audioPort, withToken: token, source: source.flatMap { CIDR($0) })
             let ports = [videoPort.map { "video udp/\($0)" }, audioPort.map { "audio udp/\($0)" }].compactMap { $0 }
-            Output.line("stream \(name) added (\(ports.joined(separator: ", ")))")
+            let from = source.flatMap { CIDR($0) }.map { ", from \($0)" } ?? ""
+            Output.line("stream \(name) added (\(ports.joined(separator: ", "))\(from))")
             if let issued { Output.line("token: \(issued)") }
         }
     }
@@ -42,17 +52,18 @@ struct StreamCommand: AsyncParsableCommand {
                     var video_port: Int?
                     var audio_port: Int?
                     var token_required: Bool
+                    var source: String?
                     var created_at: Date
                 }
                 Output.json(streams.map {
                     StreamJSON(name: $0.name, video_port: $0.videoPort, audio_port: $0.audioPort,
-                               token_required: $0.tokenSHA256 != nil, created_at: $0.createdAt)
+                               token_required: $0.tokenSHA256 != nil, source: $0.source?.description, created_at: $0.createdAt)
                 })
                 return
             }
-            Output.table(header: ["NAME", "VIDEO", "AUDIO", "TOKEN", "CREATED"], rows: streams.map {
+            Output.table(header: ["NAME", "VIDEO", "AUDIO", "TOKEN", "SOURCE", "CREATED"], rows: streams.map {
                 [$0.name, $0.videoPort.map(String.init) ?? "-", $0.audioPort.map(String.init) ?? "-",
-                 $0.tokenSHA256 == nil ? "no" : "yes", Output.time($0.createdAt)]
+                 $0.tokenSHA256 == nil ? "no" : "yes", $0.source?.description ?? "any", Output.time($0.createdAt)]
             })
         }
     }

@@ -10,6 +10,8 @@ import Testing
 /// RTX, PLI, Sender Reports, consent expiry, and what it drops.
 @Suite struct MediaCoreTests {
     static let client = TransportAddress(ip: IPAddress("127.0.0.1")!, port: 40000)
+    /// Where the test's camera sends ingest RTP from.
+    static let camera = TransportAddress(ip: IPAddress("127.0.0.1")!, port: 50000)
     static let offerText = try! String(contentsOf: WHEPAnswerTests.examples.appendingPathComponent("aiortc-whep-offer.sdp"),
                                        encoding: .utf8)
 
@@ -58,6 +60,8 @@ import Testing
         var nanos: UInt64 = 1_000_000_000
         var sequence: UInt16 = 1000
         var timestamp: UInt32 = 90000
+        /// The wall clock at `nanos` 0, in Unix seconds.
+        var wallBase: Double = 1_800_000_000
 
         init() throws {
             let context = try DTLSContext(certificate: try DTLSCertificate.generate())
@@ -66,7 +70,7 @@ import Testing
             _ = core.setStreams([MediaStream(name: "cam", videoPort: 5004, audioPort: 5006)])
         }
 
-        var now: MediaTime { MediaTime(nanos: nanos, wall: 1_800_000_000 + Double(nanos) / 1e9) }
+        var now: MediaTime { MediaTime(nanos: nanos, wall: wallBase + Double(nanos) / 1e9) }
 
         mutating func advance(milliseconds: UInt64) { nanos += milliseconds * 1_000_000 }
 
@@ -79,7 +83,8 @@ import Testing
 
         /// One RTP packet into the video ingest.
         mutating func ingest(_ payload: [UInt8], marker: Bool, ssrc: UInt32 = 0xCAFE) {
-            core.ingest(stream: "cam", kind: .video, datagram: packet(payload, marker: marker, ssrc: ssrc), now: now)
+            core.ingest(stream: "cam", kind: .video, datagram: packet(payload, marker: marker, ssrc: ssrc),
+                        from: MediaCoreTests.camera, now: now)
         }
 
         /// SPS + PPS + an IDR in two FU-A fragments: one access unit.
@@ -199,7 +204,7 @@ import Testing
         rig.timestamp &+= 3000
         burst.append(rig.packet([0x41, 0x9A, 0x02], marker: true))
         let sentBefore = rig.core.counters.packetsSent
-        rig.core.ingest(stream: "cam", kind: .video, datagrams: burst, now: rig.now)
+        rig.core.ingest(stream: "cam", kind: .video, datagrams: burst.map { ($0, Self.camera) }, now: rig.now)
 
         let out = rig.drain()
         let destinations = out.map { $0.to }
@@ -360,23 +365,79 @@ import Testing
             RTPPacket(marker: marker, payloadType: 96, sequenceNumber: sequence, timestamp: timestamp, ssrc: ssrc,
                       payload: ByteBuffer(bytes: payload)).bytes
         }
-        _ = track.receive(packet(100, 5000, ssrc: 1), nowNanos: 0)
-        let before = track.receive(packet(101, 8000, ssrc: 1), nowNanos: 33_000_000)!
+        _ = track.receive(packet(100, 5000, ssrc: 1), from: Self.camera, nowNanos: 0)
+        let before = track.receive(packet(101, 8000, ssrc: 1), from: Self.camera, nowNanos: 33_000_000)!
         // ffmpeg restarted one second later: new SSRC, unrelated numbers.
-        let after = track.receive(packet(40000, 123_456, ssrc: 2), nowNanos: 1_033_000_000)!
+        let after = track.receive(packet(40000, 123_456, ssrc: 2), from: Self.camera, nowNanos: 1_033_000_000)!
         #expect(after.sequence == before.sequence &+ 1)
         #expect(after.timestamp &- before.timestamp == 90000)
         #expect(track.sourceRestarts == 1)
-        let next = track.receive(packet(40001, 126_456, ssrc: 2), nowNanos: 1_066_000_000)!
+        let next = track.receive(packet(40001, 126_456, ssrc: 2), from: Self.camera, nowNanos: 1_066_000_000)!
         #expect(next.sequence == after.sequence &+ 1 && next.timestamp == after.timestamp &+ 3000)
         #expect(track.packet(sequence: before.sequence)?.timestamp == 8000)
-        #expect(track.receive(ByteBuffer(bytes: [0x80, 0x60]), nowNanos: 0) == nil && track.malformed == 1)
+        #expect(track.receive(ByteBuffer(bytes: [0x80, 0x60]), from: Self.camera, nowNanos: 0) == nil
+                && track.drops.malformed == 1)
         // SPS in a STAP-A: the profile is read from inside it.
         _ = track.receive(packet(40002, 129_456, ssrc: 2, payload: [0x78, 0, 4, 0x67, 0x64, 0x00, 0x28, 0, 2, 0x68, 0x01],
-                                 marker: false), nowNanos: 1_100_000_000)
-        _ = track.receive(packet(40003, 129_456, ssrc: 2, payload: [0x65, 0x88]), nowNanos: 1_100_000_000)
+                                 marker: false), from: Self.camera, nowNanos: 1_100_000_000)
+        _ = track.receive(packet(40003, 129_456, ssrc: 2, payload: [0x65, 0x88]), from: Self.camera, nowNanos: 1_100_000_000)
         #expect(track.profile?.description == "640028")
         #expect(track.keyframe.count == 2)
+    }
+
+    /// Fault 1 of the hardening issue: an access unit of more than 65535 packets, then a
+    /// viewer joins. The unit is not cached (counted); the viewer gets the last good keyframe.
+    @Test func aViewerJoiningAfterAnOversizedAccessUnitGetsTheLastGoodKeyframe() throws {
+        var rig = try Rig()
+        rig.keyframe()
+        rig.ingest([0x67, 0x42, 0xC0, 0x1E, 0xDA], marker: false)
+        rig.ingest([0x68, 0xCE, 0x3C, 0x80], marker: false)
+        for index in 0..<70_000 { rig.ingest([0x65, 0x88, 0x84], marker: index == 69_999) }
+        rig.timestamp &+= 3000
+        #expect(rig.core.counters.ingest.oversizedFrame == 70_002)
+        let viewer = try FakeViewer()
+        try rig.connect(viewer)
+        let first = try rig.received(by: viewer)
+        #expect(first.map { $0.payload.getInteger(at: 0, as: UInt8.self)! & 0x1F } == [7, 8, 28, 28])
+        rig.frame()
+        #expect(try rig.received(by: viewer).count == 1)
+    }
+
+    /// Fault 3: the Sender Report's NTP time after 2036-02-07 and its RTP time after days
+    /// without media trapped. Now the NTP seconds wrap (era 1) and the RTP time wraps.
+    @Test func senderReportsAfterTheNTPEraEndsAndAfterDaysOfSilence() throws {
+        var rig = try Rig()
+        rig.wallBase = 2_100_000_000  // 2036-07-18
+        rig.keyframe()
+        let viewer = try FakeViewer()
+        try rig.connect(viewer)
+        let sent = try rig.received(by: viewer)
+        let keys = try viewer.dtls.srtpKeyingMaterial()
+        let srtcp = try SRTPSession(profile: keys.profile, key: keys.serverKey, salt: keys.serverSalt, direction: .inbound)
+        func report() throws -> (ntp: UInt64, rtp: UInt32)? {
+            rig.core.tick(now: rig.now)
+            for datagram in rig.drain() where RTPPacket.isRTCP(ByteBuffer(bytes: datagram.bytes)) {
+                let compound = try RTCPPacket.parseCompound(ByteBuffer(bytes: try srtcp.unprotect(srtcp: datagram.bytes)))
+                if case .senderReport(_, let ntp, let rtp, _, _, _) = compound.first { return (ntp, rtp) }
+            }
+            return nil
+        }
+        rig.advance(milliseconds: 1100)
+        let firstReport = try report()
+        let first = try #require(firstReport)
+        let wall = rig.now.wall
+        #expect(first.ntp >> 32 == UInt64(UInt32(truncatingIfNeeded: Int64(wall.rounded(.down)) + 2_208_988_800)))
+        #expect(first.ntp >> 32 < 100_000_000)  // era 1 started in 2036
+        #expect(first.rtp &- sent[0].timestamp == 99_000)  // 1.1 s at 90 kHz after the keyframe went out
+
+        // Sixty hours without media, consent kept: the RTP time moves on by the gap, wrapped.
+        rig.advance(milliseconds: 60 * 3600 * 1000)
+        rig.core.receive(viewer.check(useCandidate: false), from: Self.client, now: rig.now)
+        _ = rig.drain()
+        let laterReport = try report()
+        let later = try #require(laterReport)
+        let gap = UInt64(60 * 3600 + 1) * 1_000_000_000 + 100_000_000
+        #expect(later.rtp &- sent[0].timestamp == UInt32(truncatingIfNeeded: gap * 9 / 100_000))
     }
 
     static func srtcp(_ packet: RTCPPacket, viewer: FakeViewer) throws -> ByteBuffer {

@@ -84,10 +84,35 @@ import Testing
         #expect(main.media[0].formats == ["116", "117"])
         // High 4:2:2 (profile_idc 122) is nothing Chrome decodes: video is rejected, audio still plays.
         let (high, negotiated, _) = try Self.answer(chrome, video: H264.ProfileLevelID(hex: "7a001f")!)
-        #expect(high.media[0].port == 0 && high.media[0].mid == "0")
-        #expect(high.bundle == ["1"])
+        #expect(high.media[0].direction == "inactive" && high.media[0].mid == "0")
+        #expect(high.bundle == ["0", "1"])
         #expect(negotiated.videoPayloadType == nil && negotiated.audioPayloadType == 111)
         #expect(throws: WHEPAnswer.Failure.self) { try Self.answer(chrome, video: H264.ProfileLevelID(hex: "7a001f")!, audio: false) }
+    }
+
+    /// A video-only or audio-only stream played by a player that offers both: the section the
+    /// stream has nothing for stays in the bundle, inactive, with the transport attributes
+    /// and one of its own codecs (aiortc refuses an answer whose section lacks them, and
+    /// waits forever on a rejected section's own transport).
+    @Test(arguments: [(true, false), (false, true)])
+    func aSectionTheStreamHasNothingForIsInactiveInTheBundle(video: Bool, audio: Bool) throws {
+        let (answer, negotiated, _) = try Self.answer(try Self.offer("aiortc-whep-offer.sdp"),
+                                                      video: video ? Self.constrainedBaseline : nil, audio: audio)
+        let idle = answer.media[video ? 1 : 0]
+        #expect(idle.port == 8189 && idle.kind == (video ? "audio" : "video"))
+        #expect(idle.direction == "inactive" && idle.rtcpMux)
+        #expect(answer.iceCredentials(for: idle)?.ufrag == Self.local.ufrag)
+        #expect(answer.iceCredentials(for: idle)?.password == Self.local.password)
+        #expect(answer.fingerprints(for: idle).map(\.value) == [Self.local.fingerprint])
+        #expect(answer.value("setup", in: idle) == "passive")
+        #expect(idle.values("ssrc").isEmpty && idle.values("msid").isEmpty)
+        #expect(answer.bundle == ["0", "1"])
+        let codecs = try idle.codecs()
+        #expect(codecs.count == 1 && idle.formats == [String(codecs[0].payloadType)])
+        #expect(codecs[0].name.lowercased() == (video ? "opus" : "vp8"))
+        // Nothing is sent in it.
+        #expect((negotiated.videoPayloadType != nil) == video && (negotiated.audioPayloadType != nil) == audio)
+        #expect(answer.media[video ? 0 : 1].direction == "sendonly")
     }
 
     @Test func aDataChannelSectionIsRejectedAndLeftOutOfTheBundle() throws {
@@ -96,6 +121,7 @@ import Testing
         let (answer, _, _) = try Self.answer(text)
         #expect(answer.media.count == 3)
         #expect(answer.media[2].port == 0 && answer.media[2].mid == "2" && answer.media[2].proto == "UDP/DTLS/SCTP")
+        #expect(answer.iceCredentials(for: answer.media[2])?.ufrag == Self.local.ufrag && answer.media[2].direction == "inactive")
         #expect(answer.bundle == ["0", "1"])
     }
 

@@ -1,10 +1,11 @@
 """A WHEP player built on aiortc: what a viewer app does to play a Switchboard stream.
 
-    whep_viewer.py URL [--token T] [--frames N] [--duration S] [--timeout S] [--tamper-fingerprint]
+    whep_viewer.py URL [--token T] [--frames N] [--audio-frames N] [--duration S] [--timeout S]
+                   [--tamper-fingerprint]
 
 It offers recvonly video + audio, POSTs the offer to URL (retrying while the server answers
 409 + Retry-After, as WHEP players do), applies the answer, and decodes what arrives. It
-stops after --frames decoded video frames (and some audio), or after --duration seconds when
+stops after --frames decoded video frames and --audio-frames audio frames (default 10), or after --duration seconds when
 given, then DELETEs the viewer. The last stdout line is a JSON report: frames, audio frames,
 ms from POST to the first decoded frame, and the frame counts per second.
 
@@ -72,7 +73,7 @@ async def play(args):
             report["width"], report["height"] = frame.width, frame.height
             if report["first_frame_ms"] is None:
                 report["first_frame_ms"] = round((time.monotonic() - start) * 1000, 1)
-            if args.duration is None and report["frames"] >= args.frames and report["audio_frames"] >= 10:
+            if args.duration is None and report["frames"] >= args.frames and report["audio_frames"] >= args.audio_frames:
                 report.setdefault("done_ms", round((time.monotonic() - start) * 1000, 1))
                 done.set()
 
@@ -85,7 +86,7 @@ async def play(args):
             report["audio_frames"] += 1
             if report["first_audio_ms"] is None:
                 report["first_audio_ms"] = round((time.monotonic() - start) * 1000, 1)
-            if args.duration is None and report["frames"] >= args.frames and report["audio_frames"] >= 10:
+            if args.duration is None and report["frames"] >= args.frames and report["audio_frames"] >= args.audio_frames:
                 report.setdefault("done_ms", round((time.monotonic() - start) * 1000, 1))
                 done.set()
 
@@ -98,6 +99,8 @@ async def play(args):
     @pc.on("connectionstatechange")
     def on_state():
         report["connection"] = pc.connectionState
+        if pc.connectionState == "connected":
+            report.setdefault("connected_ms", round((time.monotonic() - start) * 1000, 1))
 
     await pc.setLocalDescription(await pc.createOffer())
     offer = pc.localDescription.sdp
@@ -144,6 +147,7 @@ def main():
     parser.add_argument("url")
     parser.add_argument("--token")
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--audio-frames", type=int, default=10)
     parser.add_argument("--duration", type=float)
     parser.add_argument("--timeout", type=float, default=20)
     parser.add_argument("--tamper-fingerprint", action="store_true")

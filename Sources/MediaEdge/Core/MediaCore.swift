@@ -76,6 +76,8 @@ package final class MediaCore {
         package var keyframesSent = 0
         /// Writes the kernel refused (firewall, no route, send buffer full); counted, not fatal.
         package var sendErrors = 0
+        /// What the ingest tracks refused or did not cache.
+        package var ingest = IngestTrack.Drops()
     }
 
     final class StreamState {
@@ -86,8 +88,8 @@ package final class MediaCore {
 
         init(config: MediaStream) {
             self.config = config
-            video = config.videoPort == nil ? nil : IngestTrack(kind: .video)
-            audio = config.audioPort == nil ? nil : IngestTrack(kind: .audio)
+            video = config.videoPort == nil ? nil : IngestTrack(kind: .video, pinnedSource: config.source)
+            audio = config.audioPort == nil ? nil : IngestTrack(kind: .audio, pinnedSource: config.source)
         }
     }
 
@@ -128,7 +130,9 @@ package final class MediaCore {
                 removeStream(name)
                 closed.append(name)
             } else {
-                state.config = config  // the token may have changed
+                state.config = config  // the token or the source pin may have changed
+                state.video?.pinnedSource = config.source
+                state.audio?.pinnedSource = config.source
             }
         }
         for (name, config) in wanted where streams[name] == nil {
@@ -146,26 +150,37 @@ package final class MediaCore {
     package func streamNames() -> [String] { streams.keys.sorted() }
 
     /// Takes one datagram from a stream's ingest socket and sends it on to every playing viewer.
-    package func ingest(stream name: String, kind: IngestTrack.Kind, datagram: ByteBuffer, now: MediaTime) {
-        ingest(stream: name, kind: kind, datagrams: CollectionOfOne(datagram), now: now)
+    package func ingest(stream name: String, kind: IngestTrack.Kind, datagram: ByteBuffer, from source: TransportAddress,
+                        now: MediaTime) {
+        ingest(stream: name, kind: kind, datagrams: CollectionOfOne((datagram: datagram, source: source)), now: now)
     }
 
     /// Takes the datagrams one read of a stream's ingest socket gave, in order, and sends them
     /// on to every playing viewer: viewer by viewer, each getting all of them in turn, so its
     /// SRTP and track state are fetched from memory once per burst rather than once per packet.
     /// Each viewer gets what one `ingest` per datagram would have sent it.
-    package func ingest(stream name: String, kind: IngestTrack.Kind, datagrams: some Collection<ByteBuffer>, now: MediaTime) {
+    package func ingest(stream name: String, kind: IngestTrack.Kind,
+                        datagrams: some Collection<(datagram: ByteBuffer, source: TransportAddress)>, now: MediaTime) {
         guard let state = streams[name] else { return }
         var burst: [(packet: MediaPacket, keyframe: [MediaPacket])] = []
         burst.reserveCapacity(datagrams.count)
-        for datagram in datagrams {
+        let dropsBefore = (kind == .video ? state.video?.drops : state.audio?.drops) ?? .init()
+        for (datagram, source) in datagrams {
             switch kind {
             case .video:
                 // With each packet the keyframe cache as it stood then: what a PLI re-sends before it.
-                if let packet = state.video?.receive(datagram, nowNanos: now.nanos) { burst.append((packet, state.video!.keyframe)) }
+                if let packet = state.video?.receive(datagram, from: source, nowNanos: now.nanos) {
+                    burst.append((packet, state.video!.keyframe))
+                }
             case .audio:
-                if let packet = state.audio?.receive(datagram, nowNanos: now.nanos) { burst.append((packet, [])) }
+                if let packet = state.audio?.receive(datagram, from: source, nowNanos: now.nanos) { burst.append((packet, [])) }
             }
+        }
+        let drops = ((kind == .video ? state.video?.drops : state.audio?.drops) ?? .init()) - dropsBefore
+        if drops != IngestTrack.Drops() {
+            counters.ingest.malformed += drops.malformed
+            counters.ingest.foreignSource += drops.foreignSource
+            counters.ingest.oversizedFrame += drops.oversizedFrame
         }
         guard !burst.isEmpty else { return }
         for viewer in state.viewers where viewer.state == .playing && viewer.selected != nil {
@@ -546,7 +561,7 @@ package final class MediaCore {
     /// A Sender Report per started track plus SDES CNAME (RFC 3550 §6.4.1, §6.5.1).
     private func sendReports(_ viewer: Viewer, now: MediaTime) {
         guard let selected = viewer.selected, let srtpOut = viewer.srtpOut else { return }
-        let ntp = UInt64((now.wall + 2_208_988_800) * 4_294_967_296)
+        let ntp = MediaClock.ntpTimestamp(unixSeconds: now.wall)
         var packets: [RTCPPacket] = []
         var sources: [(ssrc: UInt32, cname: String)] = []
         for track in [viewer.video, viewer.audio].compactMap({ $0 }) where track.packetsSent > 0 {

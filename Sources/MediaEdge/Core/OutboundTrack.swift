@@ -89,12 +89,17 @@ struct OutboundTrack {
         segments.append(.keyframe(start: nextSequence, timestamp: timestamp, packets: packets))
         trimSegments()
         lastKeyframeNanos = nowNanos
+        // IngestTrack bounds a keyframe far below 2^16 packets; the sequence numbers wrap as
+        // RTP's do either way.
         var sends: [Send] = []
+        sends.reserveCapacity(packets.count)
+        var sequence = nextSequence
         for (index, packet) in packets.enumerated() {
-            sends.append(Send(sequence: nextSequence &+ UInt16(index), timestamp: timestamp,
-                              marker: index == packets.count - 1, payload: packet.payload))
+            sends.append(Send(sequence: sequence, timestamp: timestamp, marker: index == packets.count - 1,
+                              payload: packet.payload))
+            sequence &+= 1
         }
-        nextSequence = nextSequence &+ UInt16(packets.count)
+        nextSequence = sequence
         return sends
     }
 
@@ -135,7 +140,7 @@ struct OutboundTrack {
     /// corresponds to its NTP time).
     func rtpTime(nowNanos: UInt64) -> UInt32 {
         guard lastSendNanos > 0 else { return timestampBase }
-        let elapsed = (nowNanos &- lastSendNanos) * UInt64(clockRate) / 1_000_000_000
-        return lastTimestamp &+ UInt32(truncatingIfNeeded: elapsed)
+        let gap = MediaClock.elapsed(from: lastSendNanos, to: nowNanos)
+        return lastTimestamp &+ MediaClock.rtpTicks(nanos: gap, clockRate: clockRate)
     }
 }

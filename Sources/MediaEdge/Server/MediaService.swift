@@ -364,10 +364,12 @@ final class IngestHandler: ChannelInboundHandler {
     }
 
     /// What this read of the socket gave so far; forwarded as one burst when the read ends.
-    private var pending: [ByteBuffer] = []
+    private var pending: [(datagram: ByteBuffer, source: TransportAddress)] = []
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        pending.append(unwrapInboundIn(data).data)
+        let envelope = unwrapInboundIn(data)
+        guard let source = TransportAddress(envelope.remoteAddress) else { return }
+        pending.append((envelope.data, source))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -410,6 +412,9 @@ final class MediaMetrics: Sendable {
     private let malformed = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "malformed")])
     private let srtcp = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "srtcp")])
     private let sendErrors = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "send_error")])
+    private let ingestMalformed = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "ingest_malformed")])
+    private let ingestSource = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "ingest_source")])
+    private let frameTooLarge = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "frame_too_large")])
     private let fingerprint = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "fingerprint")])
     private let dtls = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "handshake")])
     nonisolated(unsafe) private var last = MediaCore.Counters()  // touched only on the media loop
@@ -440,6 +445,9 @@ final class MediaMetrics: Sendable {
         malformed.increment(by: now.malformed - last.malformed)
         srtcp.increment(by: now.srtcpFailures - last.srtcpFailures)
         sendErrors.increment(by: now.sendErrors - last.sendErrors)
+        ingestMalformed.increment(by: now.ingest.malformed - last.ingest.malformed)
+        ingestSource.increment(by: now.ingest.foreignSource - last.ingest.foreignSource)
+        frameTooLarge.increment(by: now.ingest.oversizedFrame - last.ingest.oversizedFrame)
         fingerprint.increment(by: now.fingerprintMismatches - last.fingerprintMismatches)
         dtls.increment(by: now.dtlsFailures - last.dtlsFailures)
         last = now

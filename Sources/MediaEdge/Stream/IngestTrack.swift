@@ -18,13 +18,55 @@ package struct MediaPacket: Sendable {
 ///   never see the restart;
 /// - a history of recent packets for NACK (`historySize` slots, ≥ 1 s at several Mbps);
 /// - for video, the last complete keyframe (SPS + PPS + IDR access unit) for new viewers
-///   and PLI, and the SPS's profile-level-id for SDP answers.
+///   and PLI, and the SPS's profile-level-id for SDP answers;
+/// - one source address at a time: the first that sends RTP, until it has been silent for
+///   `sourceSilenceNanos` (as RTP receivers follow one sender), or only addresses in
+///   `pinnedSource` when the stream is pinned (`stream add --source`).
+///
+/// Everything here is read from unauthenticated UDP: every buffer has a bound, every number
+/// from a packet or a clock is used with wrapping or checked arithmetic, and what is refused
+/// is counted in `drops`.
 package struct IngestTrack {
     package enum Kind: String, Sendable { case video, audio }
+
+    /// Packets the track refused or could not keep, by reason (cumulative).
+    package struct Drops: Sendable, Equatable {
+        /// Not RTP, or RTP without payload.
+        package var malformed = 0
+        /// From an address other than the followed or pinned source.
+        package var foreignSource = 0
+        /// Packets of access units larger than the keyframe cache takes (`maxFramePackets`,
+        /// `maxFrameBytes`): still forwarded live, not cached.
+        package var oversizedFrame = 0
+
+        package init() {}
+
+        package static func - (lhs: Drops, rhs: Drops) -> Drops {
+            var result = Drops()
+            result.malformed = lhs.malformed - rhs.malformed
+            result.foreignSource = lhs.foreignSource - rhs.foreignSource
+            result.oversizedFrame = lhs.oversizedFrame - rhs.oversizedFrame
+            return result
+        }
+    }
 
     package let kind: Kind
     package let clockRate: UInt32
     package static let historySize = 2048
+    /// The largest access unit the keyframe cache assembles: 4096 packets or 4 MiB, far above
+    /// a 4K IDR frame at high quality (~1-2 MB); a keyframe is sent to a viewer with
+    /// consecutive 16-bit sequence numbers, so it must stay well below 65536 packets.
+    package static let maxFramePackets = 4096
+    package static let maxFrameBytes = 4 << 20
+    /// How long the followed source must be silent before another address may take over.
+    package static let sourceSilenceNanos: UInt64 = 3_000_000_000
+
+    /// Only addresses in this range are taken, whatever else sends (nil: follow the first).
+    package var pinnedSource: CIDR?
+    /// The address packets are taken from now, and when it last sent RTP.
+    package private(set) var source: TransportAddress?
+    private var lastSourceNanos: UInt64 = 0
+    package private(set) var drops = Drops()
 
     /// The SSRC and the offsets from the current source to the stream timeline.
     private var sourceSSRC: UInt32?
@@ -41,7 +83,6 @@ package struct IngestTrack {
     package private(set) var packetsReceived = 0
     package private(set) var bytesReceived = 0
     package private(set) var sourceRestarts = 0
-    package private(set) var malformed = 0
     package var hasData: Bool { packetsReceived > 0 }
 
     private var history: [MediaPacket?]
@@ -53,6 +94,9 @@ package struct IngestTrack {
     /// The access unit being received: its timestamp and packets so far.
     private var frameTimestamp: UInt32?
     private var framePackets: [MediaPacket] = []
+    private var frameBytes = 0
+    /// The access unit outgrew the cache's bounds: the rest of it is not assembled.
+    private var frameOversized = false
     private var frameHasIDR = false
     private var frameHasSPS = false
     private var frameHasPPS = false
@@ -60,29 +104,43 @@ package struct IngestTrack {
     package private(set) var keyframe: [MediaPacket] = []
     package private(set) var keyframesSeen = 0
 
-    package init(kind: Kind) {
+    package init(kind: Kind, pinnedSource: CIDR? = nil) {
         self.kind = kind
+        self.pinnedSource = pinnedSource
         clockRate = kind == .video ? 90000 : 48000
         history = Array(repeating: nil, count: Self.historySize)
     }
 
-    /// Takes one datagram from the ingest socket; returns the packet on the stream timeline,
-    /// or nil (counted) when it is not RTP.
-    package mutating func receive(_ datagram: ByteBuffer, nowNanos: UInt64) -> MediaPacket? {
-        guard let rtp = try? RTPPacket(datagram: datagram), !RTPPacket.isRTCP(datagram), rtp.payload.readableBytes > 0 else {
-            malformed += 1
+    /// Takes one datagram from the ingest socket, sent from `address`; returns the packet on
+    /// the stream timeline, or nil (counted in `drops`) when it is not RTP or not from the
+    /// source the track follows.
+    package mutating func receive(_ datagram: ByteBuffer, from address: TransportAddress, nowNanos: UInt64) -> MediaPacket? {
+        if let pinnedSource, !pinnedSource.contains(address.ip) {
+            drops.foreignSource += 1
             return nil
         }
+        if let source, source != address,
+           MediaClock.elapsed(from: lastSourceNanos, to: nowNanos) < Self.sourceSilenceNanos {
+            drops.foreignSource += 1
+            return nil
+        }
+        guard let rtp = try? RTPPacket(datagram: datagram), !RTPPacket.isRTCP(datagram), rtp.payload.readableBytes > 0 else {
+            drops.malformed += 1
+            return nil
+        }
+        source = address
+        lastSourceNanos = nowNanos
         if sourceSSRC != rtp.ssrc || isJump(from: lastSourceSequence, to: rtp.sequenceNumber) {
             if sourceSSRC != nil {
-                // Continue the timeline: next sequence number, timestamp advanced by the gap.
+                // Continue the timeline: next sequence number, timestamp advanced by the gap
+                // (RTP timestamps wrap, so only the gap modulo 2^32 matters).
                 sourceRestarts += 1
-                let elapsed = (nowNanos &- lastArrivalNanos) * UInt64(clockRate) / 1_000_000_000
+                let gap = MediaClock.elapsed(from: lastArrivalNanos, to: nowNanos)
+                let elapsed = MediaClock.rtpTicks(nanos: gap, clockRate: clockRate)
                 sequenceOffset = (lastSequence &+ 1) &- rtp.sequenceNumber
-                timestampOffset = (lastTimestamp &+ UInt32(truncatingIfNeeded: max(1, elapsed))) &- rtp.timestamp
+                timestampOffset = (lastTimestamp &+ max(1, elapsed)) &- rtp.timestamp
                 atFrameBoundary = true
-                framePackets = []
-                frameTimestamp = nil
+                startFrame(timestamp: nil)
             } else {
                 sequenceOffset = 0
                 timestampOffset = 0
@@ -116,15 +174,31 @@ package struct IngestTrack {
         return forward > 1000 && forward < UInt16.max - 100
     }
 
+    private mutating func startFrame(timestamp: UInt32?) {
+        frameTimestamp = timestamp
+        framePackets = []
+        frameBytes = 0
+        frameOversized = false
+        frameHasIDR = false
+        frameHasSPS = false
+        frameHasPPS = false
+    }
+
     private mutating func follow(_ packet: MediaPacket) {
-        if frameTimestamp != packet.timestamp {
-            frameTimestamp = packet.timestamp
-            framePackets = []
-            frameHasIDR = false
-            frameHasSPS = false
-            frameHasPPS = false
+        if frameTimestamp != packet.timestamp { startFrame(timestamp: packet.timestamp) }
+        if !frameOversized {
+            framePackets.append(packet)
+            frameBytes += packet.payload.readableBytes
+            if framePackets.count > Self.maxFramePackets || frameBytes > Self.maxFrameBytes {
+                // Too large to cache: what was assembled goes now, the rest is not kept.
+                drops.oversizedFrame += framePackets.count
+                frameOversized = true
+                framePackets = []
+                frameBytes = 0
+            }
+        } else {
+            drops.oversizedFrame += 1
         }
-        framePackets.append(packet)
         let view = packet.payload.readableBytesView
         for type in H264.nalTypes(startingIn: view) {
             switch type {
@@ -136,7 +210,7 @@ package struct IngestTrack {
         }
         rememberParameterSets(packet.payload)
         guard packet.marker else { return }
-        if frameHasIDR && (frameHasSPS && frameHasPPS || sps != nil && pps != nil) {
+        if !frameOversized, frameHasIDR && (frameHasSPS && frameHasPPS || sps != nil && pps != nil) {
             var unit: [MediaPacket] = []
             // Parameter sets the access unit did not carry itself go first, as single NAL packets.
             if !frameHasSPS, let sps { unit.append(MediaPacket(sequence: 0, timestamp: packet.timestamp, marker: false, payload: sps)) }
@@ -144,8 +218,7 @@ package struct IngestTrack {
             keyframe = unit + framePackets
             keyframesSeen += 1
         }
-        framePackets = []
-        frameTimestamp = nil
+        startFrame(timestamp: nil)
     }
 
     /// Keeps the latest SPS and PPS (single NAL packets and STAP-A members) and the profile.

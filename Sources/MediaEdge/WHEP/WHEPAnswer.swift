@@ -82,14 +82,14 @@ package enum WHEPAnswer {
         var plans: [Plan] = []
         var chosenVideo = false, chosenAudio = false
         let bundle = offer.bundle
-        var negotiated: Negotiated?
+        var transport: Negotiated?
         for media in offer.media {
             var plan = Plan(media: media)
             defer { plans.append(plan) }
-            guard media.port != 0, media.proto.uppercased().contains("SAVP"), ["recvonly", "sendrecv"].contains(media.direction)
+            guard media.port != 0, media.proto.uppercased().contains("SAVP"), media.kind == "audio" || media.kind == "video"
             else { continue }
             // One transport for everything: a second section must be in the bundle with the first.
-            if let first = plans.first(where: { $0.accepted }) {
+            if let first = plans.first(where: { $0.bundled }) {
                 guard let mid = media.mid, let firstMid = first.media.mid, bundle.contains(mid), bundle.contains(firstMid)
                 else { continue }
             }
@@ -99,23 +99,34 @@ package enum WHEPAnswer {
             } catch {
                 throw .badOffer(error.description)
             }
+            let receives = ["recvonly", "sendrecv"].contains(media.direction)
             switch media.kind {
-            case "video" where !chosenVideo:
-                guard let profile = source.video, let (codec, rtx) = pickH264(codecs, for: profile) else { continue }
-                plan.codec = codec
-                plan.rtx = rtx
-                chosenVideo = true
-            case "audio" where !chosenAudio && source.audio:
-                guard let codec = codecs.first(where: { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }) else {
-                    continue
+            case "video" where receives && !chosenVideo:
+                if let profile = source.video, let (codec, rtx) = pickH264(codecs, for: profile) {
+                    plan.codec = codec
+                    plan.rtx = rtx
+                    chosenVideo = true
                 }
-                plan.codec = codec
-                chosenAudio = true
+            case "audio" where receives && !chosenAudio && source.audio:
+                if let codec = codecs.first(where: { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }) {
+                    plan.codec = codec
+                    chosenAudio = true
+                }
             default:
-                continue
+                break
             }
-            // Transport parameters, from the first accepted section (BUNDLE shares them).
-            if negotiated == nil {
+            if plan.codec == nil {
+                // Nothing to send in this section (a video-only stream and the player's audio,
+                // say): it stays in the bundle, inactive, with one of its own codecs. A rejected
+                // section (port 0, out of the bundle) is what RFC 8829 offers, but aiortc
+                // starts ICE on a rejected section's own transport and waits for it before it
+                // receives anything else, so an audio-only stream never played there.
+                guard let codec = codecs.first else { continue }
+                plan.codec = codec
+                plan.inactive = true
+            }
+            // Transport parameters, from the first section taken (BUNDLE shares them).
+            if transport == nil {
                 guard media.rtcpMux else { throw .badOffer("a=rtcp-mux is required (one port carries RTP and RTCP)") }
                 guard let credentials = offer.iceCredentials(for: media) else {
                     throw .badOffer("the offer has no a=ice-ufrag / a=ice-pwd")
@@ -132,20 +143,20 @@ package enum WHEPAnswer {
                 guard ["actpass", "active", "passive"].contains(setup) else {
                     throw .badOffer("a=setup:\(setup) is not actpass, active or passive")
                 }
-                negotiated = Negotiated(
+                transport = Negotiated(
                     remoteUfrag: credentials.ufrag, remotePassword: credentials.password, remoteFingerprint: fingerprint,
                     dtlsClient: setup == "passive", reducedSizeRTCP: media.has("rtcp-rsize"))
             }
-            plan.accepted = true
+            plan.bundled = true
         }
-        guard var negotiated else {
+        guard var negotiated = transport, plans.contains(where: \.sends) else {
             var wanted: [String] = []
             if let video = source.video { wanted.append("H264 (packetization-mode=1, profile \(video))") }
             if source.audio { wanted.append("opus/48000/2") }
             throw .noCommonCodec("stream \(source.name) sends \(wanted.joined(separator: " and ")); "
                 + "the offer has no receiving section that takes it")
         }
-        for plan in plans where plan.accepted {
+        for plan in plans where plan.sends {
             if plan.media.kind == "video" {
                 negotiated.videoPayloadType = plan.codec?.payloadType
                 negotiated.rtxPayloadType = plan.rtx?.payloadType
@@ -158,9 +169,14 @@ package enum WHEPAnswer {
 
     private struct Plan {
         var media: SessionDescription.Media
-        var accepted = false
+        /// On the one transport (in the answer's BUNDLE group, a port, a codec).
+        var bundled = false
+        /// Bundled, but the stream has nothing for it: `a=inactive`.
+        var inactive = false
         var codec: SessionDescription.Codec?
         var rtx: SessionDescription.Codec?
+        /// A track of the stream goes out in this section.
+        var sends: Bool { bundled && !inactive }
     }
 
     /// The offer's first H.264 packetization-mode 1 format whose profile decodes the stream,
@@ -194,32 +210,37 @@ package enum WHEPAnswer {
             "s=-",
             "t=0 0",
         ]
-        let bundled = plans.filter(\.accepted).compactMap(\.media.mid)
+        let bundled = plans.filter(\.bundled).compactMap(\.media.mid)
         if !bundled.isEmpty, !offer.bundle.isEmpty { lines.append("a=group:BUNDLE " + bundled.joined(separator: " ")) }
         lines.append("a=ice-lite")
         lines.append("a=msid-semantic:WMS \(source.name)")
         for plan in plans {
             let media = plan.media
-            guard plan.accepted, let codec = plan.codec else {
-                // Rejected (RFC 8829 §5.3.1): port 0, the offer's formats, its mid.
+            guard plan.bundled, let codec = plan.codec else {
+                // Rejected (RFC 8829 §5.3.1): port 0, the offer's formats, its mid; with the
+                // transport attributes too, as Chromium writes them, since aiortc refuses an
+                // answer in which any section lacks ICE credentials or a DTLS role.
                 lines.append("m=\(media.kind) 0 \(media.proto) \(media.formats.joined(separator: " "))")
                 lines.append("c=IN IP4 0.0.0.0")
-                if let mid = media.mid { lines.append("a=mid:\(mid)") }
+                transportLines(&lines, local: local, negotiated: negotiated, mid: media.mid)
+                lines.append("a=inactive")
                 continue
             }
             let formats = [codec.payloadType] + (plan.rtx.map { [$0.payloadType] } ?? [])
             lines.append("m=\(media.kind) \(first?.port ?? 9) \(media.proto) \(formats.map(String.init).joined(separator: " "))")
             lines.append("c=IN \(family) \(address)")
-            lines.append("a=ice-ufrag:\(local.ufrag)")
-            lines.append("a=ice-pwd:\(local.password)")
-            lines.append("a=fingerprint:sha-256 \(local.fingerprint)")
-            lines.append("a=setup:\(negotiated.dtlsClient ? "active" : "passive")")
-            if let mid = media.mid { lines.append("a=mid:\(mid)") }
-            lines.append("a=sendonly")
+            transportLines(&lines, local: local, negotiated: negotiated, mid: media.mid)
+            lines.append(plan.inactive ? "a=inactive" : "a=sendonly")
             lines.append("a=rtcp-mux")
             if negotiated.reducedSizeRTCP { lines.append("a=rtcp-rsize") }
             let rate = codec.channels.map { "\(codec.clockRate)/\($0)" } ?? "\(codec.clockRate)"
             lines.append("a=rtpmap:\(codec.payloadType) \(codec.name)/\(rate)")
+            if plan.inactive {
+                // Nothing goes out here: the codec only makes the section acceptable.
+                if !codec.parameters.isEmpty { lines.append("a=fmtp:\(codec.payloadType) " + fmtp(codec.parameters, order: [])) }
+                candidateLines(&lines, local: local)
+                continue
+            }
             let trackID: String
             let ssrc: UInt32
             if media.kind == "video" {
@@ -247,12 +268,25 @@ package enum WHEPAnswer {
                 lines.append("a=ssrc:\(each) cname:\(local.cname)")
                 lines.append("a=ssrc:\(each) msid:\(source.name) \(trackID)")
             }
-            for (index, candidate) in local.candidates.enumerated() {
-                lines.append("a=candidate:\(index + 1) 1 udp \(2_130_706_431 - index) \(candidate.ip) \(candidate.port) typ host")
-            }
-            lines.append("a=end-of-candidates")
+            candidateLines(&lines, local: local)
         }
         return lines.joined(separator: "\r\n") + "\r\n"
+    }
+
+    /// ICE credentials, fingerprint, DTLS role and mid: the same in every section.
+    private static func transportLines(_ lines: inout [String], local: Local, negotiated: Negotiated, mid: String?) {
+        lines.append("a=ice-ufrag:\(local.ufrag)")
+        lines.append("a=ice-pwd:\(local.password)")
+        lines.append("a=fingerprint:sha-256 \(local.fingerprint)")
+        lines.append("a=setup:\(negotiated.dtlsClient ? "active" : "passive")")
+        if let mid { lines.append("a=mid:\(mid)") }
+    }
+
+    private static func candidateLines(_ lines: inout [String], local: Local) {
+        for (index, candidate) in local.candidates.enumerated() {
+            lines.append("a=candidate:\(index + 1) 1 udp \(2_130_706_431 - index) \(candidate.ip) \(candidate.port) typ host")
+        }
+        lines.append("a=end-of-candidates")
     }
 
     /// fmtp parameters, the known keys in `order` first, the rest sorted: a stable line.

@@ -1,0 +1,194 @@
+"""The media edge under hostile input, driven the way the faults were found: real UDP into a
+real ingest port, real WHEP viewers (aiortc) and the server's own metrics and memory."""
+import socket
+import struct
+import time
+
+from conftest import free_port, start_server
+from media_tools import ffmpeg_push_command
+from test_whep import metric, post_offer, viewer, wait_for_status
+
+import subprocess
+
+SPS = bytes([0x67, 0x42, 0xC0, 0x1E, 0xDA])  # Constrained Baseline 3.0
+PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
+IDR = bytes([0x65, 0x88, 0x84, 0x00])
+
+
+def rtp(sequence, timestamp, payload, marker=False, ssrc=0x5EED):
+    header = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | 96, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc)
+    return header + payload
+
+
+class Sender:
+    """An RTP sender on a UDP socket, paced so the kernel's receive buffer is not what drops."""
+
+    def __init__(self, port, source="127.0.0.1"):
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind((source, 0))
+        self.target = ("127.0.0.1", port)
+        self.sequence = 1
+
+    def send(self, timestamp, payload, marker=False):
+        self.socket.sendto(rtp(self.sequence, timestamp, payload, marker), self.target)
+        self.sequence += 1
+        if self.sequence % 100 == 0:
+            time.sleep(0.002)
+
+    def keyframe(self, timestamp, slices=1):
+        self.send(timestamp, SPS)
+        self.send(timestamp, PPS)
+        for index in range(slices):
+            self.send(timestamp, IDR, marker=index == slices - 1)
+
+    def close(self):
+        self.socket.close()
+
+
+def wait_for_metric(server, name, minimum, seconds=20):
+    """The edge publishes its counters twice a second."""
+    deadline = time.monotonic() + seconds
+    value = metric(server, name)
+    while value < minimum and time.monotonic() < deadline:
+        time.sleep(0.25)
+        value = metric(server, name)
+    return value
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def registered(sb, name, *args):
+    sb.ok("stream", "add", name, *args)
+
+
+def test_an_access_unit_of_seventy_thousand_packets_then_a_viewer_does_not_crash_the_server(sb):
+    """Fault 1: SPS, PPS and > 65535 IDR packets with one timestamp, then a WHEP viewer joins.
+    The process used to trap in the keyframe insert; now the unit is not cached (counted) and
+    the viewer gets the last good keyframe."""
+    video = free_port()
+    registered(sb, "cam", "--video-port", str(video))
+    server = start_server(sb)
+    try:
+        wait_for_status(server, "cam", 409)  # the edge knows the stream
+        time.sleep(0.5)  # and listens on its ingest port
+        sender = Sender(video)
+        sender.keyframe(3000)  # one good keyframe, so that the stream can be played at all
+        sender.keyframe(6000, slices=80_000)
+        dropped = wait_for_metric(server, 'switchboard_media_dropped_total{reason="frame_too_large"}', 66_000)
+        assert dropped >= 66_000, dropped  # enough of them arrived to have overflowed 16 bits
+        code, report = viewer(f"{server.base_url}/whep/cam", "--frames", "1", "--audio-frames", "0",
+                              "--duration", "3")
+        assert report["status"] == 201 and report.get("connected_ms") is not None, report
+        assert server.process.poll() is None, "the server died"
+        assert server.get("/healthz")[0] == 200
+        assert metric(server, "switchboard_media_keyframes_sent_total") >= 1
+        sender.close()
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+
+def test_a_frame_that_never_ends_does_not_grow_the_server(sb):
+    """Fault 2: 200k packets of 1 KB with one timestamp and no marker used to be kept (470 MB
+    more RSS); beyond the keyframe cache's 4 MiB they are counted and let go."""
+    video = free_port()
+    registered(sb, "cam", "--video-port", str(video))
+    server = start_server(sb)
+    try:
+        wait_for_status(server, "cam", 409)
+        time.sleep(0.5)
+        sender = Sender(video)
+        sender.keyframe(3000)
+        payload = bytes([0x41]) + bytes(1000)
+        before = rss_kib(server.process.pid)
+        for _ in range(200_000):
+            sender.send(9000, payload)
+        dropped = wait_for_metric(server, 'switchboard_media_dropped_total{reason="frame_too_large"}', 150_000)
+        grown = rss_kib(server.process.pid) - before
+        assert dropped >= 150_000, dropped
+        assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
+        assert server.get("/healthz")[0] == 200
+        sender.close()
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+
+def test_ingest_follows_one_source_and_a_pinned_stream_only_its_own(sb):
+    """A stranger cannot feed a stream: the first sender is followed until it has been silent
+    for 3 s, and `stream add --source` pins the addresses for good."""
+    follow, pinned = free_port(), free_port()
+    registered(sb, "open", "--video-port", str(follow))
+    listed = sb.ok("stream", "add", "locked", "--video-port", str(pinned), "--source", "127.0.0.5").stdout
+    assert "from 127.0.0.5/32" in listed
+    assert sb.sql("SELECT source_cidr FROM streams WHERE name = 'locked';").strip() == "127.0.0.5/32"
+    refused = sb.run("stream", "add", "bad", "--video-port", str(free_port()), "--source", "127.0.0.500")
+    assert refused.returncode != 0 and "--source" in refused.stderr
+    server = start_server(sb)
+    try:
+        wait_for_status(server, "open", 409)
+        wait_for_status(server, "locked", 409)
+        time.sleep(0.5)
+        # The pinned stream: a keyframe from anywhere else is dropped and counted; from the
+        # pinned address it is taken and the stream can be played.
+        stranger = Sender(pinned, "127.0.0.1")
+        stranger.keyframe(3000)
+        assert wait_for_metric(server, 'switchboard_media_dropped_total{reason="ingest_source"}', 3) >= 3
+        assert post_offer(server, "locked")[0] == 409
+        camera = Sender(pinned, "127.0.0.5")
+        camera.keyframe(6000)
+        deadline = time.monotonic() + 5
+        while post_offer(server, "locked")[0] != 201 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert post_offer(server, "locked")[0] == 201
+
+        # The open stream follows its first sender; a second one is dropped while it is live.
+        first, second = Sender(follow, "127.0.0.6"), Sender(follow, "127.0.0.7")
+        first.send(100, IDR, marker=True)
+        time.sleep(0.3)
+        counted = metric(server, 'switchboard_media_dropped_total{reason="ingest_source"}')
+        second.keyframe(3000)
+        assert wait_for_metric(server, 'switchboard_media_dropped_total{reason="ingest_source"}', counted + 3) >= counted + 3
+        assert post_offer(server, "open")[0] == 409  # the second sender's keyframe was not taken
+        for each in (stranger, camera, first, second):
+            each.close()
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+
+def play_single_kind_stream(sb, kind):
+    port = free_port()
+    registered(sb, "cam", f"--{kind}-port", str(port))
+    server = start_server(sb)
+    push = subprocess.Popen(ffmpeg_push_command(port if kind == "video" else None, port if kind == "audio" else None),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        frames = ["--frames", "30", "--audio-frames", "0"] if kind == "video" else ["--frames", "0", "--audio-frames", "20"]
+        code, report = viewer(f"{server.base_url}/whep/cam", *frames, "--timeout", "20")
+        return code, report
+    finally:
+        push.terminate()
+        push.wait(timeout=10)
+        server.process.kill()
+        server.process.wait()
+
+
+def test_aiortc_plays_a_video_only_stream(sb):
+    """Fault 7: the answer's rejected audio section carried no ICE credentials and aiortc
+    refused the whole answer."""
+    code, report = play_single_kind_stream(sb, "video")
+    assert code == 0 and report["status"] == 201, report
+    assert report["frames"] >= 30 and report["audio_frames"] == 0, report
+
+
+def test_aiortc_plays_an_audio_only_stream(sb):
+    code, report = play_single_kind_stream(sb, "audio")
+    assert code == 0 and report["status"] == 201, report
+    assert report["audio_frames"] >= 20 and report["frames"] == 0, report
