@@ -28,6 +28,8 @@ package struct RendezvousConfiguration: Sendable {
     package var eventTTL = 300
     /// Seconds a session is kept after its last change, whatever its state.
     package var sessionRetention = 86400
+    /// Seconds ended WHEP viewers and audit log rows are kept.
+    package var historyRetention = 90 * 86400
     /// Sessions one peer may start per minute (429 beyond).
     package var sessionsPerMinute = 60
     /// Longest long-poll wait a client may ask for.

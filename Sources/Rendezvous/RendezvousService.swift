@@ -30,8 +30,10 @@ package struct RendezvousService: Service, CustomStringConvertible {
 
     package func run() async throws {
         await cancelWhenGracefulShutdown {
+            var tick = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
+                tick &+= 1
                 do {
                     let expired = try await database.expireOffers(eventTTL: configuration.eventTTL) { id in
                         #"{"session":"\#(id)"}"#
@@ -39,6 +41,8 @@ package struct RendezvousService: Service, CustomStringConvertible {
                     for event in expired { hub.notify(event) }
                     try await database.purgeExpiredEvents()
                     try await database.purgeOldSessions(retention: configuration.sessionRetention)
+                    // History is kept for days: once a minute is plenty (and the first second after start).
+                    if tick % 60 == 1 { try await database.purgeOldHistory(retention: configuration.historyRetention) }
                 } catch is CancellationError {
                     break
                 } catch {

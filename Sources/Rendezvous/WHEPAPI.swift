@@ -27,7 +27,8 @@ enum WHEPAPI {
             let token = RendezvousAPI.bearerToken(header: request.headers[.authorization])
             let viewer: (id: String, answer: String)
             do throws(WHEPError) {
-                viewer = try await edge.play(stream: name, offer: offer, token: token)
+                let client = context.remoteAddress.flatMap(TransportAddress.init)?.ip
+                viewer = try await edge.play(stream: name, offer: offer, token: token, from: client)
             } catch {
                 throw problem(error)
             }
@@ -118,6 +119,11 @@ enum WHEPAPI {
         case .badOffer: Problem(.badRequest, detail: error.description, headers: cors)
         case .noCommonCodec: Problem(.notAcceptable, detail: error.description, headers: cors)
         case .unknownViewer: Problem(.notFound, detail: error.description, headers: cors)
+        case .streamBusy:
+            Problem(.serviceUnavailable, detail: error.description + "; retry shortly", headers: cors.merging([.retryAfter: "2"]))
+        case .sourceBusy:
+            Problem(.tooManyRequests, detail: error.description + "; let them connect or DELETE them first",
+                    headers: cors.merging([.retryAfter: "5"]))
         case .internalError: Problem(.serviceUnavailable, detail: error.description, headers: cors)
         }
     }

@@ -63,6 +63,7 @@ struct Serve: AsyncParsableCommand {
         var rendezvous = RelaySettings.rendezvous(relay: relayConfiguration, aclOpen: settings.acl == "open")
         rendezvous.offerTTL = settings.offerTTL
         rendezvous.sessionRetention = settings.sessionRetention
+        rendezvous.historyRetention = settings.historyRetention
         rendezvous.sessionsPerMinute = settings.sessionsPerMinute
         rendezvous.sseHeartbeat = .seconds(settings.eventKeepalive)
         var media = MediaEdgeConfiguration(
@@ -71,6 +72,8 @@ struct Serve: AsyncParsableCommand {
         media.listenPort = settings.mediaListen.port
         media.announce = settings.mediaAnnounce
         media.ingestHost = settings.ingestHost
+        media.maxPendingPerStream = settings.whepPendingPerStream
+        media.maxPendingPerSource = settings.whepPendingPerSource
         let mediaService = try await MediaService.make(
             configuration: media, database: database, logger: Logger(label: "switchboard.media"),
             onListening: { line in Output.line("  " + line) })
@@ -240,6 +243,21 @@ struct ServerOptions: ParsableArguments {
         valueName: "ip"))
     var ingestHost: String?
 
+    @Option(name: .customLong("whep-pending-per-stream"), help: ArgumentHelp(
+        "WHEP viewers of one stream still connecting (ICE + DTLS), 503 beyond (default 200; "
+            + "also SWITCHBOARD_WHEP_PENDING_PER_STREAM).", valueName: "n"))
+    var whepPendingPerStream: Int?
+
+    @Option(name: .customLong("whep-pending-per-source"), help: ArgumentHelp(
+        "WHEP viewers still connecting per client address (IPv6 /64), 429 beyond (default 16; "
+            + "also SWITCHBOARD_WHEP_PENDING_PER_SOURCE).", valueName: "n"))
+    var whepPendingPerSource: Int?
+
+    @Option(name: .customLong("history-retention"), help: ArgumentHelp(
+        "Seconds ended viewers (media_viewer_history) and audit log rows are kept (default 7776000 = 90 days; "
+            + "also SWITCHBOARD_HISTORY_RETENTION).", valueName: "seconds"))
+    var historyRetention: Int?
+
     /// The flags the user gave, as configuration values that outrank every other source.
     var flags: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
@@ -261,6 +279,15 @@ struct ServerOptions: ParsableArguments {
             values[AbsoluteConfigKey(Settings.Key.mediaAnnounce)] = .init(.string(mediaAnnounce), isSecret: false)
         }
         if let ingestHost { values[AbsoluteConfigKey(Settings.Key.ingestHost)] = .init(.string(ingestHost), isSecret: false) }
+        if let whepPendingPerStream {
+            values[AbsoluteConfigKey(Settings.Key.whepPendingPerStream)] = .init(.int(whepPendingPerStream), isSecret: false)
+        }
+        if let whepPendingPerSource {
+            values[AbsoluteConfigKey(Settings.Key.whepPendingPerSource)] = .init(.int(whepPendingPerSource), isSecret: false)
+        }
+        if let historyRetention {
+            values[AbsoluteConfigKey(Settings.Key.historyRetention)] = .init(.int(historyRetention), isSecret: false)
+        }
         return values
     }
 }

@@ -34,6 +34,12 @@ struct Settings: Sendable, Equatable {
     var mediaAnnounce: [String] = []
     /// Where stream ingest sockets listen for RTP.
     var ingestHost = "127.0.0.1"
+    /// WHEP viewers still connecting (ICE + DTLS), per stream (503 beyond) and per source
+    /// address or IPv6 /64 (429 beyond).
+    var whepPendingPerStream = 200
+    var whepPendingPerSource = 16
+    /// Seconds ended viewers (media_viewer_history) and audit log rows are kept.
+    var historyRetention = 90 * 86400
     /// Streams the configuration declares (`"streams": ["cam:5004:5006"]`), registered at start.
     var streams: [StreamSpec] = []
 
@@ -78,6 +84,9 @@ struct Settings: Sendable, Equatable {
         static let mediaListen: ConfigKey = "media-listen"
         static let mediaAnnounce: ConfigKey = "media-announce"
         static let ingestHost: ConfigKey = "ingest-host"
+        static let whepPendingPerStream: ConfigKey = "whep-pending-per-stream"
+        static let whepPendingPerSource: ConfigKey = "whep-pending-per-source"
+        static let historyRetention: ConfigKey = "history-retention"
         static let streams: ConfigKey = "streams"
     }
 
@@ -125,6 +134,14 @@ struct Settings: Sendable, Equatable {
         ingestHost = reader.string(forKey: Key.ingestHost, default: defaults.ingestHost)
         guard IPAddress(ingestHost) != nil else { throw SettingsError("ingest-host: \"\(ingestHost)\" is not an IP address") }
         streams = try reader.stringArray(forKey: Key.streams, default: []).map(StreamSpec.init(parsing:))
+        whepPendingPerStream = try Self.integer(reader, Key.whepPendingPerStream, default: defaults.whepPendingPerStream)
+        guard (1...100_000).contains(whepPendingPerStream) else { throw SettingsError("whep-pending-per-stream must be 1-100000") }
+        whepPendingPerSource = try Self.integer(reader, Key.whepPendingPerSource, default: defaults.whepPendingPerSource)
+        guard (1...100_000).contains(whepPendingPerSource) else { throw SettingsError("whep-pending-per-source must be 1-100000") }
+        historyRetention = try Self.integer(reader, Key.historyRetention, default: defaults.historyRetention)
+        guard (3600...315_360_000).contains(historyRetention) else {
+            throw SettingsError("history-retention must be 3600-315360000 seconds")
+        }
         if mediaAnnounce.isEmpty, let ip = IPAddress(mediaListen.host), ip == .v4(0) || ip == .v6(0) {
             throw SettingsError("media-listen \(mediaListen) is a wildcard: give --media-announce with the IP viewers reach")
         }

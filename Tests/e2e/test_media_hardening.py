@@ -192,3 +192,96 @@ def test_aiortc_plays_an_audio_only_stream(sb):
     code, report = play_single_kind_stream(sb, "audio")
     assert code == 0 and report["status"] == 201, report
     assert report["audio_frames"] >= 20 and report["frames"] == 0, report
+
+
+def post_from(server, source, name="cam"):
+    """POST the example offer to /whep/NAME from a given loopback address."""
+    import http.client
+    from test_whep import OFFER
+    host, port = server.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    try:
+        connection.request("POST", f"/whep/{name}", body=OFFER, headers={"Content-Type": "application/sdp"})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_a_flood_of_offers_is_capped_per_source_and_per_stream_and_leaves_no_history(sb):
+    """Fault 6: 5000 unauthenticated POSTs made 5000 pending viewers with an OpenSSL object
+    each and 5000 history rows. Pending viewers are capped per source (429) and per stream
+    (503), both with Retry-After; viewers that never did ICE leave no history row."""
+    video = free_port()
+    registered(sb, "cam", "--video-port", str(video))
+    server = start_server(sb, "--whep-pending-per-source", "16", "--whep-pending-per-stream", "40")
+    try:
+        wait_for_status(server, "cam", 409)
+        time.sleep(0.5)
+        sender = Sender(video)
+        sender.keyframe(3000)
+        deadline = time.monotonic() + 5
+        while post_from(server, "127.0.0.9")[0] != 201 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        results = [post_from(server, "127.0.0.1") for _ in range(100)]
+        statuses = [status for status, _, _ in results]
+        assert statuses.count(201) == 16 and statuses.count(429) == 84, statuses
+        refused = next(result for result in results if result[0] == 429)
+        assert refused[1]["Retry-After"] == "5" and refused[1]["Content-Type"] == "application/problem+json"
+        # Other sources fill the stream's cap (40 with 127.0.0.9's one): then 503 for everyone.
+        for source in ("127.0.0.2", "127.0.0.3"):
+            assert [post_from(server, source)[0] for _ in range(16)].count(201) in (16, 7)
+        busy = post_from(server, "127.0.0.4")
+        assert busy[0] == 503 and busy[1]["Retry-After"] == "2", busy[:2]
+        live = int(sb.sql("SELECT count(*) FROM media_viewers;").strip() or 0)
+        assert live <= 40
+        # Ending the pending viewers makes room and leaves no history: none of them did ICE.
+        for status, headers, _ in results:
+            if status == 201:
+                assert server_request(server, "DELETE", headers["Location"]) == 204
+        assert post_from(server, "127.0.0.1")[0] == 201
+        time.sleep(2.5)  # the edge writes viewer rows every 2 s
+        assert sb.sql("SELECT count(*) FROM media_viewer_history;").strip() == "0"
+        assert metric(server, 'switchboard_media_offers_refused_total{reason="source_busy"}') >= 84
+        assert metric(server, 'switchboard_media_offers_refused_total{reason="stream_busy"}') >= 1
+        assert metric(server, "switchboard_media_viewers_never_connected_total") >= 16
+        sender.close()
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+
+def server_request(server, method, path):
+    import urllib.request
+    request = urllib.request.Request(server.base_url + path, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_old_history_and_audit_rows_are_purged_by_age(sb):
+    """Ended viewers and the audit log are kept for --history-retention, then deleted."""
+    sb.ok("migrate")
+    now = int(time.time())
+    sb.sql(f"""
+        INSERT INTO media_viewer_history (viewer, stream, started_at, ended_at, end_reason)
+            VALUES ('old', 'cam', {now - 7300}, {now - 7200}, 'deleted'), ('new', 'cam', {now - 60}, {now - 30}, 'deleted');
+        INSERT INTO audit_log (at, actor, action, detail) VALUES ({now - 7200}, 'cli', 'test.old', '{{}}'),
+            ({now - 30}, 'cli', 'test.new', '{{}}');
+    """)
+    server = start_server(sb, "--history-retention", "3600")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            left = sb.sql("SELECT viewer FROM media_viewer_history ORDER BY id;").split()
+            if left == ["new"]:
+                break
+            time.sleep(0.3)
+        assert left == ["new"]
+        actions = sb.sql("SELECT action FROM audit_log WHERE action LIKE 'test.%' ORDER BY id;").split()
+        assert actions == ["test.new"]
+    finally:
+        server.process.kill()
+        server.process.wait()

@@ -24,6 +24,10 @@ package enum WHEPError: Error, Sendable, Equatable, CustomStringConvertible {
     case badOffer(String)
     case noCommonCodec(String)
     case unknownViewer
+    /// The stream has as many viewers still connecting as it takes (status 503).
+    case streamBusy(String)
+    /// This source has as many viewers still connecting as it may (status 429).
+    case sourceBusy
     case internalError(String)
 
     package var description: String {
@@ -33,6 +37,8 @@ package enum WHEPError: Error, Sendable, Equatable, CustomStringConvertible {
         case .noData(let name): "stream \(name) has not received media yet"
         case .badOffer(let text), .noCommonCodec(let text), .internalError(let text): text
         case .unknownViewer: "no such viewer"
+        case .streamBusy(let name): "stream \(name) has too many viewers still connecting"
+        case .sourceBusy: "too many viewers from this address are still connecting"
         }
     }
 }
@@ -51,6 +57,11 @@ package final class MediaCore {
         package var reportIntervalNanos: UInt64 = 1_000_000_000
         /// At most one keyframe resend per viewer in this time, whatever the PLI rate.
         package var keyframeIntervalNanos: UInt64 = 300_000_000
+        /// Viewers that have not finished ICE + DTLS yet, per stream and per source address
+        /// (IPv6 by /64): each holds a DTLS object until it plays or times out, and a POST
+        /// costs the caller nothing, so these bound what a flood of offers can hold.
+        package var maxPendingPerStream = 200
+        package var maxPendingPerSource = 16
 
         package init(candidates: [TransportAddress]) {
             self.candidates = candidates
@@ -74,6 +85,11 @@ package final class MediaCore {
         package var retransmitted = 0
         package var plis = 0
         package var keyframesSent = 0
+        /// Viewers that ended before ICE succeeded (not kept in the history).
+        package var viewersNeverConnected = 0
+        /// Offers refused by the pending caps.
+        package var refusedStreamBusy = 0
+        package var refusedSourceBusy = 0
         /// Writes the kernel refused (firewall, no route, send buffer full); counted, not fatal.
         package var sendErrors = 0
         /// What the ingest tracks refused or did not cache.
@@ -85,6 +101,7 @@ package final class MediaCore {
         var video: IngestTrack?
         var audio: IngestTrack?
         var viewers: [Viewer] = []
+        var pending = 0
 
         init(config: MediaStream) {
             self.config = config
@@ -106,6 +123,7 @@ package final class MediaCore {
     var viewers: [String: Viewer] = [:]
     private var byUfrag: [String: Viewer] = [:]
     private var byAddress: [TransportAddress: Viewer] = [:]
+    private var pendingBySource: [IPAddress: Int] = [:]
     private var ended: [(record: ViewerRecord, reason: String)] = []
 
     package init(configuration: Configuration, context: DTLSContext) {
@@ -236,11 +254,21 @@ package final class MediaCore {
         return WHEPAnswer.Source(name: name, video: nil, audio: true)
     }
 
-    /// Answers a WHEP offer: a new viewer, waiting for its ICE checks.
-    package func addViewer(stream name: String, offer text: String, token: String?, now: MediaTime)
-        throws(WHEPError) -> (id: String, answer: String)
+    /// Answers a WHEP offer from `client` (the POST's address): a new viewer, waiting for its
+    /// ICE checks.
+    package func addViewer(stream name: String, offer text: String, token: String?, from client: IPAddress? = nil,
+                           now: MediaTime) throws(WHEPError) -> (id: String, answer: String)
     {
         let source = try source(stream: name, token: token)
+        let client = client.map(Self.sourceKey)
+        if let client, pendingBySource[client, default: 0] >= configuration.maxPendingPerSource {
+            counters.refusedSourceBusy += 1
+            throw .sourceBusy
+        }
+        if streams[name]!.pending >= configuration.maxPendingPerStream {
+            counters.refusedStreamBusy += 1
+            throw .streamBusy(name)
+        }
         let offer: SessionDescription
         do {
             offer = try SessionDescription(parsing: text)
@@ -275,12 +303,36 @@ package final class MediaCore {
             throw .internalError("DTLS: \(error)")
         }
         let viewer = Viewer(id: id, stream: name, localUfrag: ufrag, localPassword: password,
-                            negotiated: answer.negotiated, local: local, dtls: dtls, nowNanos: now.nanos,
+                            negotiated: answer.negotiated, local: local, dtls: dtls, source: client, nowNanos: now.nanos,
                             wallSeconds: now.wall)
         viewers[id] = viewer
         byUfrag[ufrag] = viewer
         streams[name]!.viewers.append(viewer)
+        streams[name]!.pending += 1
+        if let client { pendingBySource[client, default: 0] += 1 }
         return (id, answer.sdp)
+    }
+
+    /// Pending viewers are counted per IPv4 address and per IPv6 /64 (what one host or one
+    /// customer network has); an IPv4-mapped address counts as its IPv4 address.
+    package static func sourceKey(_ address: IPAddress) -> IPAddress {
+        switch address {
+        case .v4: return address
+        case .v6(let value):
+            if value >> 32 == 0xFFFF { return .v4(UInt32(truncatingIfNeeded: value)) }
+            return .v6(value & (UInt128.max << 64))
+        }
+    }
+
+    /// The viewer plays or ends: it no longer counts against the pending caps.
+    private func leavePending(_ viewer: Viewer) {
+        guard viewer.countedPending else { return }
+        viewer.countedPending = false
+        streams[viewer.stream]?.pending -= 1
+        if let source = viewer.source {
+            let left = pendingBySource[source, default: 1] - 1
+            pendingBySource[source] = left > 0 ? left : nil
+        }
     }
 
     /// The viewer's stream, or nil if there is no such viewer.
@@ -302,10 +354,17 @@ package final class MediaCore {
 
     private func remove(_ viewer: Viewer, reason: String) {
         guard viewers.removeValue(forKey: viewer.id) != nil else { return }
+        leavePending(viewer)
         byUfrag.removeValue(forKey: viewer.localUfrag)
         for address in viewer.addresses where byAddress[address] === viewer { byAddress.removeValue(forKey: address) }
         streams[viewer.stream]?.viewers.removeAll { $0 === viewer }
-        ended.append((viewer.record, reason))
+        // The history is for viewers that got as far as DTLS: an offer that never did ICE
+        // (a flood of POSTs, a player that gave up) is only counted.
+        if viewer.reachedDTLS {
+            ended.append((viewer.record, reason))
+        } else {
+            counters.viewersNeverConnected += 1
+        }
     }
 
     /// Live viewers and those that ended since the last call, for the Store.
@@ -367,6 +426,7 @@ package final class MediaCore {
         if message.contains(.useCandidate) || viewer.selected == nil { viewer.selected = address }
         if viewer.state == .checking {
             viewer.state = .handshaking
+            viewer.reachedDTLS = true
             if viewer.negotiated.dtlsClient {
                 for datagram in viewer.dtls.start() { send(ByteBuffer(bytes: datagram), to: address) }
                 scheduleDTLSTimer(viewer, now: now)
@@ -415,6 +475,7 @@ package final class MediaCore {
             return
         }
         viewer.state = .playing
+        leavePending(viewer)
         viewer.nextDTLSTimerNanos = nil
         viewer.nextReportNanos = now.nanos + configuration.reportIntervalNanos
         counters.viewersStarted += 1

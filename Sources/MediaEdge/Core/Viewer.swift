@@ -25,6 +25,12 @@ final class Viewer {
     let cname: String
     var state = State.checking
     var failure: String?
+    /// Who asked for it (the WHEP POST's address, IPv6 by /64): pending viewers are capped per source.
+    let source: IPAddress?
+    /// Counted among its stream's and its source's pending viewers (until it plays or ends).
+    var countedPending = true
+    /// ICE succeeded once: a DTLS handshake began. Only such viewers go to the history.
+    var reachedDTLS = false
 
     /// The address media goes to: the last nominated (or, before one, the first valid) pair.
     var selected: TransportAddress? {
@@ -58,7 +64,7 @@ final class Viewer {
     var jitter = 0
 
     init(id: String, stream: String, localUfrag: String, localPassword: String, negotiated: WHEPAnswer.Negotiated,
-         local: WHEPAnswer.Local, dtls: DTLSEndpoint, nowNanos: UInt64, wallSeconds: Double) {
+         local: WHEPAnswer.Local, dtls: DTLSEndpoint, source: IPAddress?, nowNanos: UInt64, wallSeconds: Double) {
         var generator = SystemRandomNumberGenerator()
         self.id = id
         self.stream = stream
@@ -66,6 +72,7 @@ final class Viewer {
         localKey = STUNCredentials.shortTermKey(password: localPassword)
         self.negotiated = negotiated
         self.dtls = dtls
+        self.source = source
         createdNanos = nowNanos
         startedAt = wallSeconds
         lastConsentNanos = nowNanos

@@ -21,6 +21,9 @@ package struct MediaEdgeConfiguration: Sendable {
     package var certificatePath: String
     /// How often the Store's stream list is read and viewer rows written.
     package var syncInterval: Duration = .seconds(2)
+    /// Viewers still connecting, per stream and per client (see `MediaCore.Configuration`).
+    package var maxPendingPerStream = 200
+    package var maxPendingPerSource = 16
 
     package init(certificatePath: String) {
         self.certificatePath = certificatePath
@@ -73,11 +76,13 @@ package final class MediaEdge: Sendable {
     }
 
     /// Answers a viewer's offer for `stream`: (viewer id, SDP answer).
-    package func play(stream: String, offer: String, token: String?) async throws(WHEPError) -> (id: String, answer: String) {
+    package func play(stream: String, offer: String, token: String?, from client: IPAddress?) async throws(WHEPError)
+        -> (id: String, answer: String)
+    {
         let result = try? await loop.submit { [engine] () -> Result<(id: String, answer: String), WHEPError> in
             let engine = engine.value
             let result = Result { () throws(WHEPError) in
-                try engine.core.addViewer(stream: stream, offer: offer, token: token, now: MediaEngine.now())
+                try engine.core.addViewer(stream: stream, offer: offer, token: token, from: client, now: MediaEngine.now())
             }
             engine.flush()
             return result
@@ -132,7 +137,10 @@ package final class MediaService: Service {
             candidates.append(TransportAddress(ip: ip, port: UInt16(configuration.listenPort)))
         }
         let engine = try await loop.submit { [candidates] in
-            let core = MediaCore(configuration: .init(candidates: candidates), context: context)
+            var coreConfiguration = MediaCore.Configuration(candidates: candidates)
+            coreConfiguration.maxPendingPerStream = configuration.maxPendingPerStream
+            coreConfiguration.maxPendingPerSource = configuration.maxPendingPerSource
+            let core = MediaCore(configuration: coreConfiguration, context: context)
             return NIOLoopBound(MediaEngine(core: core, loop: loop, logger: logger), eventLoop: loop)
         }.get()
         return MediaService(engine: engine, loop: loop, configuration: configuration, database: database, logger: logger,
@@ -415,6 +423,9 @@ final class MediaMetrics: Sendable {
     private let ingestMalformed = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "ingest_malformed")])
     private let ingestSource = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "ingest_source")])
     private let frameTooLarge = Counter(label: "switchboard_media_dropped_total", dimensions: [("reason", "frame_too_large")])
+    private let streamBusy = Counter(label: "switchboard_media_offers_refused_total", dimensions: [("reason", "stream_busy")])
+    private let sourceBusy = Counter(label: "switchboard_media_offers_refused_total", dimensions: [("reason", "source_busy")])
+    private let neverConnected = Counter(label: "switchboard_media_viewers_never_connected_total")
     private let fingerprint = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "fingerprint")])
     private let dtls = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "handshake")])
     nonisolated(unsafe) private var last = MediaCore.Counters()  // touched only on the media loop
@@ -448,6 +459,9 @@ final class MediaMetrics: Sendable {
         ingestMalformed.increment(by: now.ingest.malformed - last.ingest.malformed)
         ingestSource.increment(by: now.ingest.foreignSource - last.ingest.foreignSource)
         frameTooLarge.increment(by: now.ingest.oversizedFrame - last.ingest.oversizedFrame)
+        streamBusy.increment(by: now.refusedStreamBusy - last.refusedStreamBusy)
+        sourceBusy.increment(by: now.refusedSourceBusy - last.refusedSourceBusy)
+        neverConnected.increment(by: now.viewersNeverConnected - last.viewersNeverConnected)
         fingerprint.increment(by: now.fingerprintMismatches - last.fingerprintMismatches)
         dtls.increment(by: now.dtlsFailures - last.dtlsFailures)
         last = now
