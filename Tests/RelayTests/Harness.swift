@@ -56,8 +56,10 @@ final class Harness {
     func respond(_ message: STUNMessage, integrity: Bool = true, from fiveTuple: FiveTuple? = nil)
         -> STUNMessage?
     {
-        guard case .respond(let bytes) = send(message, integrity: integrity, from: fiveTuple) else { return nil }
-        return try! STUNMessage(bytes: bytes)
+        switch send(message, integrity: integrity, from: fiveTuple) {
+        case .respond(let bytes), .respondAndEnd(let bytes, _, _): return try! STUNMessage(bytes: bytes)
+        default: return nil
+        }
     }
 
     /// Allocates as the server would: the core's plan, then the relayed socket "bound" at `relayPort`.

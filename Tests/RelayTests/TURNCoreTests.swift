@@ -191,11 +191,22 @@ import Wire
         #expect(try refreshed.lifetime() == 1200)
         harness.advance(seconds: 1100)
         #expect(harness.core.expire(time: harness.time).isEmpty)
-        let zero = try #require(harness.respond(STUNMessage(.refresh, .request, attributes: [.lifetime(0)])))
+        let outcome = harness.send(STUNMessage(.refresh, .request, attributes: [.lifetime(0)]))
+        guard case .respondAndEnd(let bytes, let allocation, let reason) = outcome else {
+            Issue.record("refresh 0 did not end the allocation: \(outcome)")
+            return
+        }
+        let zero = try STUNMessage(bytes: bytes)
         #expect(zero.isSuccess)
         #expect(try zero.lifetime() == 0)
-        let ended = harness.core.expire(time: harness.time)
-        #expect(ended.first?.1 == .refreshZero)
+        #expect(reason == .refreshZero && allocation.fiveTuple == harness.client)
+        // Gone at once: nothing is relayed, a retransmission gets 437 (success to the
+        // client, RFC 8656 §7.3), and the same 5-tuple may allocate again.
+        #expect(harness.core.allocationCount == 0)
+        #expect(harness.core.clientChannelData(channel: 0x4000, length: 10, from: harness.client, nowMillis: harness.time.millis) == nil)
+        #expect(harness.respond(STUNMessage(.refresh, .request, attributes: [.lifetime(0)]))?.errorCodeValue == 437)
+        #expect(harness.allocate().isSuccess)
+        #expect(harness.core.allocationCount == 1)
     }
 
     @Test func refreshWithoutAnAllocationIs437AndByAnotherUser441() throws {

@@ -40,6 +40,8 @@ final class TURNCore {
         case respond([UInt8])
         case allocate(AllocationPlan)
         case sendToPeer(Allocation, relayIndex: Int, peer: TransportAddress, payload: [UInt8])
+        /// Answer, then release what the allocation held: it has already left the core.
+        case respondAndEnd([UInt8], Allocation, EndReason)
     }
 
     /// Why an allocation ended, as written to `relay_usage.end_reason`.
@@ -330,11 +332,12 @@ final class TURNCore {
         }
         let requested = try request.lifetime()
         if requested == 0 {
+            // Ended now (RFC 8656 §7.3): nothing more is relayed, and an Allocate from the same
+            // 5-tuple starts a new one. A retransmission finds none and gets 437, which the
+            // RFC tells the client to take as success.
             let response = success(request, [.lifetime(0)], key: credentials.key)
-            allocation.expiresAt = time.millis  // the next expiry pass ends it with reason refresh-0
-            allocation.expiresAtUnix = time.unix
-            endedByRefresh.insert(allocation.id)
-            return .respond(response)
+            remove(fiveTuple)
+            return .respondAndEnd(response, allocation, .refreshZero)
         }
         let lifetime = requested.map { min(max($0, configuration.defaultLifetime), configuration.maximumLifetime) }
             ?? configuration.defaultLifetime
@@ -346,7 +349,6 @@ final class TURNCore {
 
     /// Allocations whose lifetime changed since the server last looked (for the live table).
     var refreshed: Set<Int> = []
-    private var endedByRefresh: Set<Int> = []
 
     // MARK: CreatePermission (RFC 8656 §10) and ChannelBind (§11)
 
@@ -497,16 +499,15 @@ final class TURNCore {
 
     // MARK: - Ending allocations
 
-    /// Removes allocations whose lifetime ran out (or were refreshed to 0) and prunes
+    /// Removes allocations whose lifetime ran out and prunes
     /// permissions and channels; returns what ended so the server can close sockets and
     /// record usage.
     func expire(time: RelayTime) -> [(Allocation, EndReason)] {
         var ended: [(Allocation, EndReason)] = []
         for (fiveTuple, allocation) in allocations {
             if allocation.expiresAt <= time.millis {
-                let reason: EndReason = endedByRefresh.remove(allocation.id) != nil ? .refreshZero : .expired
                 remove(fiveTuple)
-                ended.append((allocation, reason))
+                ended.append((allocation, .expired))
             } else {
                 allocation.expireBindings(nowMillis: time.millis)
             }
@@ -519,9 +520,8 @@ final class TURNCore {
     func disconnect(_ fiveTuple: FiveTuple) -> (Allocation, EndReason)? {
         pending[fiveTuple] = nil
         guard let allocation = allocations[fiveTuple] else { return nil }
-        let reason: EndReason = endedByRefresh.contains(allocation.id) ? .refreshZero : .disconnected
         remove(fiveTuple)
-        return (allocation, reason)
+        return (allocation, .disconnected)
     }
 
     /// Ends every allocation (shutdown after draining).
@@ -536,7 +536,6 @@ final class TURNCore {
         let count = allocationsPerUser[allocation.username, default: 1] - 1
         allocationsPerUser[allocation.username] = count > 0 ? count : nil
         refreshed.remove(allocation.id)
-        endedByRefresh.remove(allocation.id)
     }
 
     // MARK: - Responses

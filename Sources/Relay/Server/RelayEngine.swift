@@ -120,6 +120,9 @@ final class RelayEngine {
             break
         case .respond(let bytes):
             sendToClient(fiveTuple, bytes: bytes)
+        case .respondAndEnd(let bytes, let allocation, let reason):
+            sendToClient(fiveTuple, bytes: bytes)
+            end(allocation, reason: reason, now: now)
         case .allocate(let plan):
             bindRelay(plan)
         case .sendToPeer(let allocation, let index, let peer, let payload):
