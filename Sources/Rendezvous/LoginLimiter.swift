@@ -22,7 +22,7 @@ package final class LoginLimiter: Sendable {
     }
 
     private let buckets: Mutex<TokenBuckets<LoginSource>>
-    private static let evicted = Counter(label: "switchboard_login_limiter_evictions")
+    private static let evicted = Counter(label: "switchboard_login_limiter_evictions_total")
 
     package init(limits: Limits = Limits(burst: 20, interval: .seconds(5)), capacity: Int = 100_000) {
         buckets = Mutex(TokenBuckets(burst: limits.burst, interval: limits.interval, capacity: capacity))
