@@ -25,7 +25,8 @@ package final class EventLoopExecutor: TaskExecutor {
 /// happens when a task moves between threads, e.g. with NIO installed as the global executor).
 /// Actors and continuations the task awaits resume on the same loop. Blocking calls in a
 /// handler block that loop's other connections, so Store calls made in place must stay short
-/// (indexed lookups and small writes).
+/// (indexed lookups and small writes), and a write that finds another process holding the
+/// write lock suspends its task instead of waiting in SQLite (Store's `writeInPlace`).
 struct ConnectionOnItsLoop<Inner: ServerChildChannel>: ServerChildChannel {
     typealias Value = Inner.Value
     let inner: Inner

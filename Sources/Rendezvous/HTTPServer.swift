@@ -77,8 +77,8 @@ package enum HTTPServer {
 
     /// The HTTP server's own event loops. Request handlers run on their connection's loop and
     /// make short Store calls in place there (see `ConnectionOnItsLoop`); on loops of their own,
-    /// a Store call that waits (another process holding the write lock) can never hold up the
-    /// relay's or the media edge's packets, which use NIO's shared loops.
+    /// a slow Store call can never hold up the relay's or the media edge's packets, which use
+    /// NIO's shared loops. (None waits for the write lock there: see Store's `writeInPlace`.)
     /// One loop per core the process may run on.
     static let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: usableCores)
 

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Store
 
 /// Problem is an RFC 9457 problem document, the body of every HTTP error Switchboard sends.
 package struct Problem: Error, HTTPResponseError, Sendable {
@@ -65,6 +66,10 @@ package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
                               headers: [.allow: methods.map(\.rawValue).joined(separator: ", ")])
             }
             throw Problem(error.status, detail: error.body, headers: error.headers)
+        } catch StoreError.busy(_) {
+            // Another process held the write lock past the write timeout; nothing was written.
+            throw Problem(.serviceUnavailable, detail: "the database is busy with another write; try again shortly",
+                          headers: [.retryAfter: "1"])
         } catch let error as any HTTPResponseError {
             throw Problem(error.status)
         } catch {

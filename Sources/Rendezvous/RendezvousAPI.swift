@@ -66,17 +66,19 @@ package enum RendezvousAPI {
             }
             let login: LoginRequest = try await decodeJSON(&request, limit: configuration.maximumBodyBytes)
             let ip = context.clientIP
-            if let wait = await limiter.retryAfter(ip: ip, peerID: login.peer_id) {
-                throw Problem(.tooManyRequests, detail: "too many failed logins; try again later",
-                              headers: [.retryAfter: "\(wait)"])
+            let source = LoginSource(ip)
+            if let wait = limiter.admit(source) {
+                throw Problem(.tooManyRequests, detail: "too many failed logins from this address; try again later",
+                              headers: [.retryAfter: "\(LoginLimiter.retryAfterSeconds(wait))"])
             }
             // The same answer whether the ID is unknown, invalid, disabled or the key is wrong.
             guard let id = try? PeerID(login.peer_id), let peer = try database.verifyKey(id, key: login.key) else {
-                await limiter.recordFailure(ip: ip, peerID: login.peer_id)
+                // Audited under the ID only when it is a valid one (recordLoginFailure checks).
                 try await database.recordLoginFailure(peerID: login.peer_id, source: ip)
                 throw Problem(.unauthorized, detail: "unknown peer ID or wrong key",
                               headers: [.wwwAuthenticate: #"Bearer realm="switchboard""#])
             }
+            limiter.succeeded(source)
             let token = try await database.issueToken(
                 for: try PeerID(peer.id), lifetime: configuration.tokenLifetime, source: ip)
             struct LoginResponse: Encodable {

@@ -41,7 +41,7 @@ package struct ACLRule: Sendable, Equatable {
 extension SwitchboardDatabase {
     package func addACLRule(_ action: ACLRule.Action, from: ACLSubject, to: ACLSubject, actor: Actor = .cli) throws -> Int64 {
         let now = unixNow
-        return try writeInPlace { db in
+        return try writeWaiting { db in
             let existing = try Int64.fetchOne(db, sql: """
                 SELECT id FROM acl_rules WHERE action = ? AND from_kind = ? AND from_name = ? AND to_kind = ? AND to_name = ?
                 """, arguments: [action.rawValue, from.kind, from.name, to.kind, to.name])
@@ -58,7 +58,7 @@ extension SwitchboardDatabase {
 
     package func removeACLRule(id: Int64, actor: Actor = .cli) throws {
         let now = unixNow
-        try writeInPlace { db in
+        try writeWaiting { db in
             try db.cachedStatement(sql: "DELETE FROM acl_rules WHERE id = ?").execute(arguments: [id])
             guard db.changesCount == 1 else { throw StoreError.aclRuleNotFound(id) }
             try Self.audit(db, at: now, actor: actor, action: "acl.remove", peer: nil, detail: ["rule": "\(id)"])

@@ -27,7 +27,7 @@ extension SwitchboardDatabase {
         let hash = KeyHash.make(for: key)
         let now = unixNow
         let groupNames = Set(groups.map(\.rawValue)).sorted()
-        try writeInPlace { db in
+        try writeWaiting { db in
             if try Self.exists(db, id) { throw StoreError.peerExists(id.rawValue) }
             try db.cachedStatement(sql: """
                     INSERT INTO peers (id, key_hash, disabled, created_at, key_changed_at)
@@ -48,7 +48,7 @@ extension SwitchboardDatabase {
         let key = PeerKey.generate()
         let hash = KeyHash.make(for: key)
         let now = unixNow
-        try writeInPlace { db in
+        try writeWaiting { db in
             try db.cachedStatement(sql: "UPDATE peers SET key_hash = ?, key_changed_at = ? WHERE id = ?").execute(arguments: [hash, now, id.rawValue])
             guard db.changesCount == 1 else { throw StoreError.peerNotFound(id.rawValue) }
             try Self.audit(db, at: now, actor: actor, action: "peer.rotate-key", peer: id)
@@ -61,7 +61,7 @@ extension SwitchboardDatabase {
     @discardableResult
     package func setDisabled(_ id: PeerID, _ disabled: Bool, actor: Actor = .cli) throws -> Bool {
         let now = unixNow
-        return try writeInPlace { db in
+        return try writeWaiting { db in
             guard let current = try Bool.fetchOne(db.cachedStatement(sql: "SELECT disabled FROM peers WHERE id = ?"), arguments: [id.rawValue])
             else { throw StoreError.peerNotFound(id.rawValue) }
             guard current != disabled else { return false }
@@ -75,7 +75,7 @@ extension SwitchboardDatabase {
     /// Removes a peer with its groups and tokens; its audit history stays.
     package func removePeer(_ id: PeerID, actor: Actor = .cli) throws {
         let now = unixNow
-        try writeInPlace { db in
+        try writeWaiting { db in
             try db.cachedStatement(sql: "DELETE FROM peers WHERE id = ?").execute(arguments: [id.rawValue])
             guard db.changesCount == 1 else { throw StoreError.peerNotFound(id.rawValue) }
             try Self.audit(db, at: now, actor: actor, action: "peer.remove", peer: id)

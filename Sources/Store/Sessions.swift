@@ -83,7 +83,7 @@ extension SwitchboardDatabase {
         offerTTL: Int, eventTTL: Int, eventData: String, admission: OfferAdmission? = nil
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
-        return try writeInPlace { db in
+        return try await writeInPlace { db in
             if let admission {
                 guard try Self.mayReach(db, from: caller, to: callee, open: admission.open) else {
                     throw SessionError.unreachable
@@ -118,7 +118,7 @@ extension SwitchboardDatabase {
         _ id: String, by peer: String, sdp: String, ifMatch: VersionPrecondition, eventTTL: Int, eventData: String
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
-        return try writeInPlace { db in
+        return try await writeInPlace { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             guard session.callee == peer else { throw SessionError.conflict("only the callee answers") }
             try ifMatch.check(session.version)
@@ -141,7 +141,7 @@ extension SwitchboardDatabase {
         _ id: String, by peer: String, ifMatch: VersionPrecondition, eventTTL: Int, eventData: String
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
-        return try writeInPlace { db in
+        return try await writeInPlace { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             try ifMatch.check(session.version)
             guard session.state == "offered" || session.state == "answered" else {
@@ -161,7 +161,7 @@ extension SwitchboardDatabase {
     /// session is not found for either party.
     package func closeSession(_ id: String, by peer: String, eventTTL: Int, eventData: String) async throws -> EventRecord {
         let now = unixNow
-        return try writeInPlace { db in
+        return try await writeInPlace { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             try db.cachedStatement(sql: "UPDATE sessions SET state = 'closed', version = version + 1, updated_at = ? WHERE id = ?").execute(arguments: [now, id])
             let other = session.caller == peer ? session.callee : session.caller
@@ -172,7 +172,7 @@ extension SwitchboardDatabase {
     /// Offers nobody answered in time: `expired`, with an `expired` event for the caller.
     package func expireOffers(eventTTL: Int, eventData: @escaping @Sendable (String) -> String) async throws -> [EventRecord] {
         let now = unixNow
-        return try writeInPlace { db in
+        return try await writeInPlace { db in
             let stale = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT id, caller FROM sessions WHERE state = 'offered' AND offer_expires_at <= ?
                 """), arguments: [now])
@@ -204,15 +204,21 @@ extension SwitchboardDatabase {
             // Reading on: no write transaction, so streams do not queue behind writers.
             return try readInPlace { db in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
         }
-        return try writeInPlace { db in
+        // Deleting what was acknowledged can wait for a later call when another process holds
+        // the write lock: this may be on an event loop, which never waits for it.
+        let read = { (db: Database) in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
+        if let events = try attemptWrite({ db in
             try Self.deleteEvents(db, of: peer, upTo: cursor)
-            return try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event)
-        }
+            return try read(db)
+        }) { return events }
+        return try readInPlace(read)
     }
 
-    /// The peer has seen everything up to `cursor`: those events are deleted.
+    /// The peer has seen everything up to `cursor`: those events are deleted, unless another
+    /// process holds the write lock; then the next acknowledgement (which covers these) or
+    /// their expiry deletes them, and the stream that sent this one goes on undisturbed.
     package func acknowledgeEvents(for peer: String, upTo cursor: Int64) async throws {
-        try writeInPlace { db in try Self.deleteEvents(db, of: peer, upTo: cursor) }
+        _ = try attemptWrite { db in try Self.deleteEvents(db, of: peer, upTo: cursor) }
     }
 
     /// Drops expired events and tokens; returns how many events went. Runs in transactions
@@ -285,7 +291,7 @@ extension SwitchboardDatabase {
         var after = Int64.min
         var total = 0
         while true {
-            let (deleted, last, full) = try writeInPlace { db -> (Int, Int64?, Bool) in
+            let (deleted, last, full) = try await writeInPlace(timeout: Self.housekeepingTimeout) { db -> (Int, Int64?, Bool) in
                 let rows = try Int64.fetchAll(db.cachedStatement(sql: select), arguments: [after, end] + arguments + [batch])
                 guard let first = rows.first, let last = rows.last else { return (0, nil, false) }
                 try db.cachedStatement(sql: delete).execute(arguments: [first, last] + arguments)
@@ -307,7 +313,7 @@ extension SwitchboardDatabase {
         let sql = "DELETE FROM \(table) WHERE \(key) IN (SELECT \(key) FROM \(table) WHERE \(condition) LIMIT ?)"
         var total = 0
         while true {
-            let deleted = try writeInPlace { db in
+            let deleted = try await writeInPlace(timeout: Self.housekeepingTimeout) { db in
                 try db.cachedStatement(sql: sql).execute(arguments: arguments + [batch])
                 return db.changesCount
             }

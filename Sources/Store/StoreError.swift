@@ -21,6 +21,9 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
     case portInUse(Int)
     case streamExists(String)
     case streamNotFound(String)
+    /// Another process (an admin's `sqlite3` transaction) held the write lock longer than
+    /// this write would wait; nothing was written.
+    case busy(waited: Duration)
 
     package var description: String {
         switch self {
@@ -64,6 +67,8 @@ package enum StoreError: Error, Equatable, CustomStringConvertible {
             "stream \(Self.quoted(name)) already exists"
         case .streamNotFound(let name):
             "no stream \(Self.quoted(name))"
+        case .busy(let waited):
+            "the database is locked by another process's write (an open sqlite3 transaction?); gave up after \(waited)"
         }
     }
 

@@ -92,7 +92,7 @@ extension SwitchboardDatabase {
             token = Base64URL.encode(randomBytes(32))
         }
         let now = unixNow
-        try writeInPlace { db in
+        try writeWaiting { db in
             if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM streams WHERE name = ?)", arguments: [name]) == true {
                 throw StoreError.streamExists(name)
             }
@@ -120,7 +120,7 @@ extension SwitchboardDatabase {
 
     package func removeStream(name: String, actor: Actor = .cli) throws {
         let now = unixNow
-        try writeInPlace { db in
+        try writeWaiting { db in
             try db.execute(sql: "DELETE FROM streams WHERE name = ?", arguments: [name])
             guard db.changesCount == 1 else { throw StoreError.streamNotFound(name) }
             try Self.audit(db, at: now, actor: actor, action: "stream.remove", peer: nil, detail: ["name": name])
@@ -142,7 +142,7 @@ extension SwitchboardDatabase {
     /// one transaction (the media edge calls this every few seconds, off the packet path).
     package func recordViewers(live: [ViewerRecord], ended: [(record: ViewerRecord, reason: String)]) async throws {
         let now = unixNow
-        try await write { db in
+        try await write(timeout: Self.housekeepingTimeout) { db in
             try db.execute(sql: "DELETE FROM media_viewers")
             for viewer in live {
                 try db.cachedStatement(sql: """

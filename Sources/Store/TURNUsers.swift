@@ -27,7 +27,7 @@ extension SwitchboardDatabase {
         guard Self.isValidTURNUserName(name) else { throw StoreError.invalidTURNUserName(name) }
         guard !password.isEmpty else { throw StoreError.emptyPassword }
         let now = unixNow
-        try writeInPlace { db in
+        try writeWaiting { db in
             let exists = try Bool.fetchOne(
                 db, sql: "SELECT EXISTS (SELECT 1 FROM turn_users WHERE name = ? AND realm = ?)",
                 arguments: [name, realm]) ?? false
@@ -42,7 +42,7 @@ extension SwitchboardDatabase {
 
     package func removeTURNUser(name: String, realm: String, actor: Actor = .cli) throws {
         let now = unixNow
-        try writeInPlace { db in
+        try writeWaiting { db in
             try db.execute(sql: "DELETE FROM turn_users WHERE name = ? AND realm = ?", arguments: [name, realm])
             guard db.changesCount == 1 else { throw StoreError.turnUserNotFound(name) }
             try Self.audit(db, at: now, actor: actor, action: "turn-user.remove", peer: nil,
@@ -142,7 +142,7 @@ extension SwitchboardDatabase {
     /// allocations moved from `relay_allocations` to `relay_usage`.
     package func recordRelayChanges(live: [LiveAllocation], ended: [(id: String, usage: RelayUsage)]) async throws {
         guard !live.isEmpty || !ended.isEmpty else { return }
-        try await write { db in
+        try await write(timeout: Self.housekeepingTimeout) { db in
             for allocation in live {
                 try db.execute(
                     sql: """
@@ -175,7 +175,7 @@ extension SwitchboardDatabase {
 
     /// Forgets live rows a previous run left (a crash leaves them; they ended with it).
     package func clearLiveAllocations() async throws {
-        try await write { db in try db.execute(sql: "DELETE FROM relay_allocations") }
+        try await write(timeout: Self.housekeepingTimeout) { db in try db.execute(sql: "DELETE FROM relay_allocations") }
     }
 
     package func relayUsage() throws -> [RelayUsage] {

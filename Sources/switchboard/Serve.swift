@@ -52,7 +52,8 @@ struct Serve: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
-        let database = try SwitchboardDatabase(dataDirectory: settings.dataDirectory)
+        let database = try SwitchboardDatabase(dataDirectory: settings.dataDirectory,
+                                               writeTimeout: .seconds(settings.writeTimeout))
         let migrations = try database.appliedMigrations()
         try await Self.registerConfiguredStreams(settings.streams, in: database)
 
@@ -228,6 +229,12 @@ struct ServerOptions: ParsableArguments {
         valueName: "seconds"))
     var eventKeepalive: Int?
 
+    @Option(name: .customLong("write-timeout"), help: ArgumentHelp(
+        "Seconds a request waits for another process's database write lock (an admin's sqlite3 transaction) "
+            + "before it gets 503 with Retry-After (default 3; also SWITCHBOARD_WRITE_TIMEOUT).",
+        valueName: "seconds"))
+    var writeTimeout: Int?
+
     @Option(name: .customLong("media-listen"), help: ArgumentHelp(
         "The media edge's UDP port for all WHEP viewers (default 127.0.0.1:8189; also SWITCHBOARD_MEDIA_LISTEN).",
         valueName: "host:port"))
@@ -270,6 +277,9 @@ struct ServerOptions: ParsableArguments {
         }
         if let eventKeepalive {
             values[AbsoluteConfigKey(Settings.Key.eventKeepalive)] = .init(.int(eventKeepalive), isSecret: false)
+        }
+        if let writeTimeout {
+            values[AbsoluteConfigKey(Settings.Key.writeTimeout)] = .init(.int(writeTimeout), isSecret: false)
         }
         if let sessionsPerMinute {
             values[AbsoluteConfigKey(Settings.Key.sessionsPerMinute)] = .init(.int(sessionsPerMinute), isSecret: false)

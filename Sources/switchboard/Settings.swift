@@ -28,6 +28,9 @@ struct Settings: Sendable, Equatable {
     var sessionsPerMinute = 60
     /// Seconds an event stream (SSE, WebSocket) may stay silent before it gets a keepalive.
     var eventKeepalive = 15
+    /// Seconds a request's write waits for another process's SQLite write lock (an admin's
+    /// `sqlite3` transaction) before it gets 503 with Retry-After.
+    var writeTimeout = 3
     /// The media edge's one UDP port for every WHEP viewer (ICE-lite, DTLS, SRTP).
     var mediaListen = ListenAddress(host: "127.0.0.1", port: 8189)
     /// IPs announced as host candidates instead of the media-listen one (behind NAT, or 0.0.0.0).
@@ -81,6 +84,7 @@ struct Settings: Sendable, Equatable {
         static let sessionRetention: ConfigKey = "session-retention"
         static let sessionsPerMinute: ConfigKey = "sessions-per-minute"
         static let eventKeepalive: ConfigKey = "event-keepalive"
+        static let writeTimeout: ConfigKey = "write-timeout"
         static let mediaListen: ConfigKey = "media-listen"
         static let mediaAnnounce: ConfigKey = "media-announce"
         static let ingestHost: ConfigKey = "ingest-host"
@@ -121,6 +125,8 @@ struct Settings: Sendable, Equatable {
         }
         eventKeepalive = try Self.integer(reader, Key.eventKeepalive, default: defaults.eventKeepalive)
         guard (1...300).contains(eventKeepalive) else { throw SettingsError("event-keepalive must be 1-300 seconds") }
+        writeTimeout = try Self.integer(reader, Key.writeTimeout, default: defaults.writeTimeout)
+        guard (1...60).contains(writeTimeout) else { throw SettingsError("write-timeout must be 1-60 seconds") }
         do {
             mediaListen = try ListenAddress(parsing: reader.string(forKey: Key.mediaListen, default: defaults.mediaListen.description))
         } catch {

@@ -23,7 +23,7 @@ import Testing
     @discardableResult
     func fillOneThreshold(_ database: SwitchboardDatabase) throws -> Int {
         let threshold = Int(database.checkpointer.policy.threshold)
-        try database.writeInPlace { db in
+        try database.writeWaiting { db in
             try db.execute(sql: "CREATE TABLE IF NOT EXISTS filler (data BLOB)")
             for _ in 0..<threshold { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
         }
@@ -45,7 +45,7 @@ import Testing
         // hold the thousand pages above).
         #expect(try walFrames() <= 2)
         #expect(database.checkpointer.lengthAtLastRun.load(ordering: .relaxed) == 1)  // that write's page
-        try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
+        try database.writeWaiting { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
         #expect(try walFrames() <= 5)
         #expect(try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM filler") } == threshold + 1)
         #expect(try userVersion(database) == 0)  // the write changed nothing
@@ -63,7 +63,7 @@ import Testing
         // the WAL over in the next commit (under load there always is one, and the WAL grows
         // to the restart length). The next run waits for another thousand pages.
         for _ in 0..<10 {
-            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
+            try database.writeWaiting { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
         }
         database.checkpointer.drain()
         #expect(database.checkpointer.counts.runs == 1)
@@ -76,10 +76,10 @@ import Testing
         // every commit.
         let database = try SwitchboardDatabase(
             dataDirectory: dir.path, checkpoints: CheckpointPolicy(threshold: 100, restartLength: 500))
-        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
+        try database.writeWaiting { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
         let commits = 3000
         for _ in 0..<commits {
-            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(3000))") }
+            try database.writeWaiting { db in try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(3000))") }
         }
         database.checkpointer.drain()
         let counts = database.checkpointer.counts
@@ -98,7 +98,7 @@ import Testing
         // past its snapshot, so the WAL keeps growing; once it ends, the next checkpoint
         // catches up and starts the WAL over.
         let database = try SwitchboardDatabase(dataDirectory: dir.path, checkpoints: Self.restartEveryRun)
-        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
+        try database.writeWaiting { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
         let threshold = Int(database.checkpointer.policy.threshold)
         var holding = Configuration()
         holding.allowsUnsafeTransactions = true  // a transaction left open across accesses, on purpose
@@ -115,7 +115,7 @@ import Testing
         // for a threshold's worth of pages, as always.
         let runs = database.checkpointer.counts.runs
         for _ in 0..<50 {
-            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
+            try database.writeWaiting { db in try db.execute(sql: "INSERT INTO filler VALUES (x'00')") }
             database.checkpointer.drain()
         }
         #expect(database.checkpointer.counts.runs == runs)
@@ -152,9 +152,9 @@ import Testing
 
     @Test func belowTheThresholdNothingRuns() throws {
         let database = try SwitchboardDatabase(dataDirectory: dir.path)
-        try database.writeInPlace { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
+        try database.writeWaiting { db in try db.execute(sql: "CREATE TABLE filler (data BLOB)") }
         for _ in 0..<10 {
-            try database.writeInPlace { db in try db.execute(sql: "INSERT INTO filler VALUES (x'01')") }
+            try database.writeWaiting { db in try db.execute(sql: "INSERT INTO filler VALUES (x'01')") }
         }
         database.checkpointer.drain()
         #expect(database.checkpointer.counts.runs == 0)

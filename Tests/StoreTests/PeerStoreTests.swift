@@ -34,7 +34,7 @@ import Testing
         let database = db
         // A write that holds the writer (as one waiting out the sqlite3 CLI's lock would).
         let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async { try? database.writeInPlace { _ in holding.signal(); release.wait() } }
+        DispatchQueue.global().async { try? database.writeWaiting { _ in holding.signal(); release.wait() } }
         holding.wait()
         let answered = DispatchSemaphore(value: 0)
         let found = Mutex<String?>(nil)

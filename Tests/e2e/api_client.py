@@ -6,15 +6,18 @@ import urllib.parse
 
 
 class Client:
-    def __init__(self, base_url, token=None, timeout=60):
+    def __init__(self, base_url, token=None, timeout=60, source=None):
+        """`source`: a local address to send from (another loopback address, 127.0.0.2...)."""
         parts = urllib.parse.urlsplit(base_url)
         self.host, self.port = parts.hostname, parts.port
         self.token = token
         self.timeout = timeout
+        self.source = source
 
     def request(self, method, path, body=None, headers=None):
         """Returns (status, headers, first Link header, body text); headers is case-insensitive."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
+                                                source_address=(self.source, 0) if self.source else None)
         headers = dict(headers or {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
