@@ -35,6 +35,16 @@ let package = Package(
             ]
         ),
 
+        // Who may come in: token buckets per client source (an IPv4 address, an IPv6 /64),
+        // shared by the login limit, WHEP admission and the relay. Pure values plus a lock.
+        .target(
+            name: "Admission",
+            dependencies: [
+                "Wire",
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+
         // SQLite through GRDB; the SQL in top-level Migrations/ is embedded at build time.
         .target(
             name: "Store",
@@ -51,7 +61,7 @@ let package = Package(
         .target(
             name: "Rendezvous",
             dependencies: [
-                "Wire", "Store", "MediaEdge",
+                "Wire", "Store", "MediaEdge", "Admission",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -96,7 +106,7 @@ let package = Package(
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "CSSL", "CSRTP", "Datagram",
+                "Wire", "Store", "CSSL", "CSRTP", "Datagram", "Admission",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -146,6 +156,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        .testTarget(name: "AdmissionTests", dependencies: ["Admission", "Wire"]),
         .testTarget(
             name: "RelayTests",
             dependencies: [

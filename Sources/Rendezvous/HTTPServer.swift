@@ -1,3 +1,4 @@
+import Admission
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -71,7 +72,11 @@ package enum HTTPServer {
         }
         RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous, hub: hub,
                                 presence: presence ?? PresenceTracker(database: database))
-        if let edge { WHEPAPI.addRoutes(to: router, edge: edge, maximumBodyBytes: rendezvous.maximumBodyBytes) }
+        if let edge {
+            let offers = SourceLimiter(limits: .init(burst: rendezvous.whepOfferBurst, interval: .seconds(60) / rendezvous.whepOffersPerMinute),
+                                       name: "whep_offer")
+            WHEPAPI.addRoutes(to: router, edge: edge, maximumBodyBytes: rendezvous.maximumBodyBytes, offers: offers)
+        }
         return router
     }
 

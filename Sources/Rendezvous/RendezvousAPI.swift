@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Admission
 import Store
 import Synchronization
 import Wire
@@ -30,6 +31,10 @@ package struct RendezvousConfiguration: Sendable {
     package var sessionRetention = 86400
     /// Seconds ended WHEP viewers and audit log rows are kept.
     package var historyRetention = 90 * 86400
+    /// WHEP offers (POST /whep/NAME) one client source may make: a burst, then this many a
+    /// minute (429 beyond). A player retrying a silent stream once a second stays well under.
+    package var whepOfferBurst = 20
+    package var whepOffersPerMinute = 120
     /// Sessions one peer may start per minute (429 beyond).
     package var sessionsPerMinute = 60
     /// Longest long-poll wait a client may ask for.
@@ -45,7 +50,7 @@ package struct RendezvousConfiguration: Sendable {
 package enum RendezvousAPI {
     package static func addRoutes(
         to router: Router<SwitchboardRequestContext>, database: SwitchboardDatabase,
-        configuration: RendezvousConfiguration, limiter: LoginLimiter = LoginLimiter(), hub: EventHub = EventHub(),
+        configuration: RendezvousConfiguration, limiter: SourceLimiter = SourceLimiter(), hub: EventHub = EventHub(),
         presence: PresenceTracker
     ) {
         let v1 = router.group("v1")
@@ -66,10 +71,10 @@ package enum RendezvousAPI {
             }
             let login: LoginRequest = try await decodeJSON(&request, limit: configuration.maximumBodyBytes)
             let ip = context.clientIP
-            let source = LoginSource(ip)
+            let source = ClientSource(ip)
             if let wait = limiter.admit(source) {
                 throw Problem(.tooManyRequests, detail: "too many failed logins from this address; try again later",
-                              headers: [.retryAfter: "\(LoginLimiter.retryAfterSeconds(wait))"])
+                              headers: [.retryAfter: "\(SourceLimiter.retryAfterSeconds(wait))"])
             }
             // The same answer whether the ID is unknown, invalid, disabled or the key is wrong.
             guard let id = try? PeerID(login.peer_id), let peer = try database.verifyKey(id, key: login.key) else {

@@ -1,3 +1,4 @@
+import Admission
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -19,15 +20,22 @@ enum WHEPAPI {
         .accessControlExposeHeaders: "Location, ETag, Link, Retry-After",
     ]
 
-    static func addRoutes(to router: Router<SwitchboardRequestContext>, edge: MediaEdge, maximumBodyBytes: Int) {
+    static func addRoutes(to router: Router<SwitchboardRequestContext>, edge: MediaEdge, maximumBodyBytes: Int,
+                          offers: SourceLimiter) {
         router.post("whep/:name") { request, context -> Response in
             var request = request
             let name = try context.parameters.require("name")
+            // Every offer costs the edge an SDP parse and a DTLS object, and costs the caller
+            // nothing: each takes a token of its source's, answered or not.
+            let client = context.remoteAddress.flatMap(TransportAddress.init)?.ip
+            if let wait = offers.admit(ClientSource(client)) {
+                throw Problem(.tooManyRequests, detail: "too many offers from this address; try again later",
+                              headers: cors.merging([.retryAfter: "\(SourceLimiter.retryAfterSeconds(wait))"]))
+            }
             let offer = try await SessionsAPI.body(&request, contentType: "application/sdp", limit: maximumBodyBytes)
             let token = RendezvousAPI.bearerToken(header: request.headers[.authorization])
             let viewer: (id: String, answer: String)
             do throws(WHEPError) {
-                let client = context.remoteAddress.flatMap(TransportAddress.init)?.ip
                 viewer = try await edge.play(stream: name, offer: offer, token: token, from: client)
             } catch {
                 throw problem(error)

@@ -47,17 +47,6 @@ package enum KeyHash {
     }
 }
 
-/// Compares two byte sequences in time that depends only on their lengths: every byte is
-/// read and folded into one accumulator, with no early exit at the first difference.
-package func constantTimeEquals<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
-    guard a.count == b.count else { return false }
-    var difference: UInt8 = 0
-    for (x, y) in zip(a, b) {
-        difference |= x ^ y
-    }
-    return difference == 0
-}
-
 /// URL-safe base64 without padding (RFC 4648 §5).
 package enum Base64URL {
     package static func encode(_ bytes: some Sequence<UInt8>) -> String {

@@ -28,10 +28,7 @@ package struct MediaStream: Sendable, Equatable {
     package func admits(token: String?) -> Bool {
         guard let tokenSHA256 else { return true }
         guard let token else { return false }
-        let given = Array(SwitchboardDatabase.tokenHash(token).utf8)
-        let stored = Array(tokenSHA256.utf8)
-        guard given.count == stored.count else { return false }
-        return zip(given, stored).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0  // constant time
+        return constantTimeEquals(SwitchboardDatabase.tokenHash(token).utf8, tokenSHA256.utf8)
     }
 }
 

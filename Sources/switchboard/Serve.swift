@@ -65,6 +65,7 @@ struct Serve: AsyncParsableCommand {
         rendezvous.offerTTL = settings.offerTTL
         rendezvous.sessionRetention = settings.sessionRetention
         rendezvous.historyRetention = settings.historyRetention
+        rendezvous.whepOffersPerMinute = settings.whepOffersPerMinute
         rendezvous.sessionsPerMinute = settings.sessionsPerMinute
         rendezvous.sseHeartbeat = .seconds(settings.eventKeepalive)
         var media = MediaEdgeConfiguration(
@@ -260,6 +261,11 @@ struct ServerOptions: ParsableArguments {
             + "also SWITCHBOARD_WHEP_PENDING_PER_SOURCE).", valueName: "n"))
     var whepPendingPerSource: Int?
 
+    @Option(name: .customLong("whep-offers-per-minute"), help: ArgumentHelp(
+        "WHEP offers one client address (IPv6 /64) may POST per minute after a burst of 20, 429 beyond "
+            + "(default 120; also SWITCHBOARD_WHEP_OFFERS_PER_MINUTE).", valueName: "n"))
+    var whepOffersPerMinute: Int?
+
     @Option(name: .customLong("history-retention"), help: ArgumentHelp(
         "Seconds ended viewers (media_viewer_history) and audit log rows are kept (default 7776000 = 90 days; "
             + "also SWITCHBOARD_HISTORY_RETENTION).", valueName: "seconds"))
@@ -294,6 +300,9 @@ struct ServerOptions: ParsableArguments {
         }
         if let whepPendingPerSource {
             values[AbsoluteConfigKey(Settings.Key.whepPendingPerSource)] = .init(.int(whepPendingPerSource), isSecret: false)
+        }
+        if let whepOffersPerMinute {
+            values[AbsoluteConfigKey(Settings.Key.whepOffersPerMinute)] = .init(.int(whepOffersPerMinute), isSecret: false)
         }
         if let historyRetention {
             values[AbsoluteConfigKey(Settings.Key.historyRetention)] = .init(.int(historyRetention), isSecret: false)

@@ -41,6 +41,8 @@ struct Settings: Sendable, Equatable {
     /// address or IPv6 /64 (429 beyond).
     var whepPendingPerStream = 200
     var whepPendingPerSource = 16
+    /// WHEP offers one client address (IPv6 /64) may make per minute, after a burst of 20.
+    var whepOffersPerMinute = 120
     /// Seconds ended viewers (media_viewer_history) and audit log rows are kept.
     var historyRetention = 90 * 86400
     /// Streams the configuration declares (`"streams": ["cam:5004:5006"]`), registered at start.
@@ -91,6 +93,7 @@ struct Settings: Sendable, Equatable {
         static let whepPendingPerStream: ConfigKey = "whep-pending-per-stream"
         static let whepPendingPerSource: ConfigKey = "whep-pending-per-source"
         static let historyRetention: ConfigKey = "history-retention"
+        static let whepOffersPerMinute: ConfigKey = "whep-offers-per-minute"
         static let streams: ConfigKey = "streams"
     }
 
@@ -144,6 +147,8 @@ struct Settings: Sendable, Equatable {
         guard (1...100_000).contains(whepPendingPerStream) else { throw SettingsError("whep-pending-per-stream must be 1-100000") }
         whepPendingPerSource = try Self.integer(reader, Key.whepPendingPerSource, default: defaults.whepPendingPerSource)
         guard (1...100_000).contains(whepPendingPerSource) else { throw SettingsError("whep-pending-per-source must be 1-100000") }
+        whepOffersPerMinute = try Self.integer(reader, Key.whepOffersPerMinute, default: defaults.whepOffersPerMinute)
+        guard (1...1_000_000).contains(whepOffersPerMinute) else { throw SettingsError("whep-offers-per-minute must be 1-1000000") }
         historyRetention = try Self.integer(reader, Key.historyRetention, default: defaults.historyRetention)
         guard (3600...315_360_000).contains(historyRetention) else {
             throw SettingsError("history-retention must be 3600-315360000 seconds")

@@ -50,28 +50,6 @@ import Testing
         #expect(hex == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     }
 
-    @Test func constantTimeEqualsAnswersLikeEquality() {
-        #expect(constantTimeEquals([UInt8](), [UInt8]()))
-        #expect(constantTimeEquals([1, 2, 3] as [UInt8], [1, 2, 3] as [UInt8]))
-        #expect(!constantTimeEquals([1, 2, 3] as [UInt8], [1, 2, 4] as [UInt8]))
-        #expect(!constantTimeEquals([1, 2, 3] as [UInt8], [0, 2, 3] as [UInt8]))
-        #expect(!constantTimeEquals([1, 2, 3] as [UInt8], [1, 2] as [UInt8]))
-        #expect(!constantTimeEquals([0x80] as [UInt8], [0x00] as [UInt8]))
-    }
-
-    /// The property that makes it constant-time: it reads every byte of both inputs whether
-    /// they differ at the first byte, the last, or not at all.
-    @Test(arguments: [0, 31, 63, nil as Int?])
-    func constantTimeEqualsReadsEveryByteWhereverTheyDiffer(differAt: Int?) {
-        let counter = ReadCounter()
-        let a = CountingBytes(bytes: [UInt8](repeating: 7, count: 64), counter: counter)
-        var other = [UInt8](repeating: 7, count: 64)
-        if let differAt { other[differAt] = 8 }
-        let b = CountingBytes(bytes: other, counter: counter)
-        #expect(constantTimeEquals(a, b) == (differAt == nil))
-        #expect(counter.reads == 128)
-    }
-
     @Test func base64URLRoundTripsAndRejectsPaddingAndForeignCharacters() {
         for length in 0..<40 {
             let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 250) }
@@ -85,22 +63,5 @@ import Testing
         #expect(Base64URL.encode([0xFB, 0xFF, 0xBF]) == "-_-_")
         #expect(Base64URL.decode("AA==") == nil)
         #expect(Base64URL.decode("A*") == nil)
-    }
-}
-
-final class ReadCounter: @unchecked Sendable {
-    var reads = 0
-}
-
-/// A byte collection that counts how often its elements are read.
-struct CountingBytes: Collection {
-    let bytes: [UInt8]
-    let counter: ReadCounter
-    var startIndex: Int { bytes.startIndex }
-    var endIndex: Int { bytes.endIndex }
-    func index(after i: Int) -> Int { i + 1 }
-    subscript(position: Int) -> UInt8 {
-        counter.reads += 1
-        return bytes[position]
     }
 }

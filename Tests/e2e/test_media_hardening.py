@@ -214,7 +214,9 @@ def test_a_flood_of_offers_is_capped_per_source_and_per_stream_and_leaves_no_his
     (503), both with Retry-After; viewers that never did ICE leave no history row."""
     video = free_port()
     registered(sb, "cam", "--video-port", str(video))
-    server = start_server(sb, "--whep-pending-per-source", "16", "--whep-pending-per-stream", "40")
+    # The offer rate limit is the next test's; here it is out of the way.
+    server = start_server(sb, "--whep-pending-per-source", "16", "--whep-pending-per-stream", "40",
+                          "--whep-offers-per-minute", "1000000")
     try:
         wait_for_status(server, "cam", 409)
         time.sleep(0.5)
@@ -282,6 +284,27 @@ def test_old_history_and_audit_rows_are_purged_by_age(sb):
         assert left == ["new"]
         actions = sb.sql("SELECT action FROM audit_log WHERE action LIKE 'test.%' ORDER BY id;").split()
         assert actions == ["test.new"]
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+
+def test_offers_are_rate_limited_per_source(sb):
+    """Every POST /whep/NAME takes a token of its source's, answered or not: a burst of 20,
+    then 120 a minute by default; the 21st in a row gets 429 + Retry-After, and another
+    source is not affected."""
+    registered(sb, "cam", "--video-port", str(free_port()))
+    server = start_server(sb)
+    try:
+        wait_for_status(server, "cam", 409)  # the stream is known (it has no media: 409s)
+        results = [post_from(server, "127.0.0.20") for _ in range(21)]
+        assert [status for status, _, _ in results[:20]] == [409] * 20
+        status, headers, body = results[20]
+        assert status == 429 and headers["Content-Type"] == "application/problem+json", (status, body)
+        assert 1 <= int(headers["Retry-After"]) <= 1, headers  # one token every 0.5 s
+        assert post_from(server, "127.0.0.21")[0] == 409
+        time.sleep(1.1)
+        assert post_from(server, "127.0.0.20")[0] == 409  # a token came back
     finally:
         server.process.kill()
         server.process.wait()

@@ -1,3 +1,4 @@
+import Admission
 import Datagram
 import NIOCore
 import Store
@@ -123,7 +124,7 @@ package final class MediaCore {
     var viewers: [String: Viewer] = [:]
     private var byUfrag: [String: Viewer] = [:]
     private var byAddress: [TransportAddress: Viewer] = [:]
-    private var pendingBySource: [IPAddress: Int] = [:]
+    private var pendingBySource: [ClientSource: Int] = [:]
     private var ended: [(record: ViewerRecord, reason: String)] = []
 
     package init(configuration: Configuration, context: DTLSContext) {
@@ -260,7 +261,7 @@ package final class MediaCore {
                            now: MediaTime) throws(WHEPError) -> (id: String, answer: String)
     {
         let source = try source(stream: name, token: token)
-        let client = client.map(Self.sourceKey)
+        let client = client.map(ClientSource.init)
         if let client, pendingBySource[client, default: 0] >= configuration.maxPendingPerSource {
             counters.refusedSourceBusy += 1
             throw .sourceBusy
@@ -311,17 +312,6 @@ package final class MediaCore {
         streams[name]!.pending += 1
         if let client { pendingBySource[client, default: 0] += 1 }
         return (id, answer.sdp)
-    }
-
-    /// Pending viewers are counted per IPv4 address and per IPv6 /64 (what one host or one
-    /// customer network has); an IPv4-mapped address counts as its IPv4 address.
-    package static func sourceKey(_ address: IPAddress) -> IPAddress {
-        switch address {
-        case .v4: return address
-        case .v6(let value):
-            if value >> 32 == 0xFFFF { return .v4(UInt32(truncatingIfNeeded: value)) }
-            return .v6(value & (UInt128.max << 64))
-        }
     }
 
     /// The viewer plays or ends: it no longer counts against the pending caps.

@@ -1,3 +1,4 @@
+import Admission
 import Datagram
 import NIOCore
 import Store
@@ -26,7 +27,7 @@ final class Viewer {
     var state = State.checking
     var failure: String?
     /// Who asked for it (the WHEP POST's address, IPv6 by /64): pending viewers are capped per source.
-    let source: IPAddress?
+    let source: ClientSource?
     /// Counted among its stream's and its source's pending viewers (until it plays or ends).
     var countedPending = true
     /// ICE succeeded once: a DTLS handshake began. Only such viewers go to the history.
@@ -64,7 +65,7 @@ final class Viewer {
     var jitter = 0
 
     init(id: String, stream: String, localUfrag: String, localPassword: String, negotiated: WHEPAnswer.Negotiated,
-         local: WHEPAnswer.Local, dtls: DTLSEndpoint, source: IPAddress?, nowNanos: UInt64, wallSeconds: Double) {
+         local: WHEPAnswer.Local, dtls: DTLSEndpoint, source: ClientSource?, nowNanos: UInt64, wallSeconds: Double) {
         var generator = SystemRandomNumberGenerator()
         self.id = id
         self.stream = stream

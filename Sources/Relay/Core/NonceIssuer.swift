@@ -32,9 +32,7 @@ package struct NonceIssuer: Sendable {
             return .invalid
         }
         let expected = Array(macHex(time: time, client: client).utf8)
-        var difference: UInt8 = 0
-        for (a, b) in zip(expected, utf8[16...]) { difference |= a ^ b }
-        guard difference == 0 else { return .invalid }
+        guard constantTimeEquals(expected, utf8[16...]) else { return .invalid }
         let issued = Int64(bitPattern: time)
         guard issued <= now + 5 else { return .invalid }
         return now - issued < lifetime ? .valid : .stale

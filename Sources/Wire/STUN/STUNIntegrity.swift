@@ -46,7 +46,7 @@ extension STUNMessage {
         var covered = Array(received.bytes[..<offset])
         Self.setLength(of: &covered, to: offset + 24)
         let expected = STUNIntegrity.hmacSHA1(key: key, message: covered)
-        return constantTimeEqual(expected, received.bytes[(offset + 4)..<(offset + 24)])
+        return constantTimeEquals(expected, received.bytes[(offset + 4)..<(offset + 24)])
     }
 
     /// True when the message carries MESSAGE-INTEGRITY-SHA256 and it matches `key`
@@ -57,7 +57,7 @@ extension STUNMessage {
         var covered = Array(received.bytes[..<offset])
         Self.setLength(of: &covered, to: offset + 4 + length)
         let expected = STUNIntegrity.hmacSHA256(key: key, message: covered).prefix(length)
-        return constantTimeEqual(expected, received.bytes[(offset + 4)..<(offset + 4 + length)])
+        return constantTimeEquals(expected, received.bytes[(offset + 4)..<(offset + 4 + length)])
     }
 
     /// True when FINGERPRINT is present and right; nil when the message has none.
@@ -76,8 +76,10 @@ extension STUNMessage {
     }
 }
 
-/// Equal-length comparison that reads every byte (no early exit).
-func constantTimeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
+/// Compares two byte sequences in time that depends only on their lengths: every byte is
+/// read and folded into one accumulator, with no early exit at the first difference. The
+/// one copy for MESSAGE-INTEGRITY, peer keys, stream tokens and nonces.
+package func constantTimeEquals<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0
     for (x, y) in zip(a, b) { difference |= x ^ y }

@@ -1,12 +1,12 @@
-import Rendezvous
+import Admission
 import Testing
 
-@Suite struct LoginLimiterTests {
+@Suite struct SourceLimiterTests {
     let start = ContinuousClock.now
-    static let alice = LoginSource("192.0.2.1")
+    static let alice = ClientSource("192.0.2.1")
 
     @Test func aSourceGetsItsBurstThenWaitsExactlyOneIntervalPerToken() {
-        let limiter = LoginLimiter(limits: .init(burst: 3, interval: .seconds(5)))
+        let limiter = SourceLimiter(limits: .init(burst: 3, interval: .seconds(5)))
         for _ in 0..<3 { #expect(limiter.admit(Self.alice, now: start) == nil) }
         #expect(limiter.admit(Self.alice, now: start) == .seconds(5))
         // A refused attempt takes nothing: the wait only shrinks.
@@ -20,7 +20,7 @@ import Testing
     }
 
     @Test func theRightKeyGivesItsTokenBackAndOtherSourcesAreUntouched() {
-        let limiter = LoginLimiter(limits: .init(burst: 2, interval: .seconds(60)))
+        let limiter = SourceLimiter(limits: .init(burst: 2, interval: .seconds(60)))
         #expect(limiter.admit(Self.alice, now: start) == nil)
         for _ in 0..<10 {
             #expect(limiter.admit(Self.alice, now: start) == nil)
@@ -30,16 +30,16 @@ import Testing
         #expect(limiter.admit(Self.alice, now: start) != nil)
         // Failures from a hundred other addresses leave a fresh one its whole burst.
         for n in 0..<100 {
-            let source = LoginSource("198.51.100.\(n)")
+            let source = ClientSource("198.51.100.\(n)")
             #expect(limiter.admit(source, now: start) == nil)
             #expect(limiter.admit(source, now: start) == nil)
             #expect(limiter.admit(source, now: start) != nil)
         }
-        #expect(limiter.admit(LoginSource("203.0.113.7"), now: start) == nil)
+        #expect(limiter.admit(ClientSource("203.0.113.7"), now: start) == nil)
     }
 
     @Test func concurrentAttemptsGetExactlyTheBurst() async {
-        let limiter = LoginLimiter(limits: .init(burst: 7, interval: .seconds(60)))
+        let limiter = SourceLimiter(limits: .init(burst: 7, interval: .seconds(60)))
         let now = start
         let admitted = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<200 { group.addTask { limiter.admit(Self.alice, now: now) == nil } }
@@ -49,45 +49,45 @@ import Testing
     }
 
     @Test func IPv6SourcesAreTheir64AndMappedIPv4IsIPv4() {
-        #expect(LoginSource("2001:db8:1:2::1") == LoginSource("2001:db8:1:2:ffff:eeee:dddd:cccc"))
-        #expect(LoginSource("2001:db8:1:2::1") != LoginSource("2001:db8:1:3::1"))
-        #expect(LoginSource("::ffff:192.0.2.1") == LoginSource("192.0.2.1"))
-        #expect(LoginSource("::ffff:192.0.2.1") != LoginSource("::ffff:192.0.2.2"))
-        #expect(LoginSource("192.0.2.1") != LoginSource("192.0.2.2"))
-        #expect(LoginSource("fe80::1%eth0") == LoginSource("fe80::2"))
-        #expect(LoginSource("not an address") == .unknown)
-        #expect(LoginSource("") == .unknown)
-        let limiter = LoginLimiter(limits: .init(burst: 1, interval: .seconds(60)))
-        #expect(limiter.admit(LoginSource("2001:db8::1"), now: start) == nil)
-        #expect(limiter.admit(LoginSource("2001:db8::2"), now: start) != nil)
+        #expect(ClientSource("2001:db8:1:2::1") == ClientSource("2001:db8:1:2:ffff:eeee:dddd:cccc"))
+        #expect(ClientSource("2001:db8:1:2::1") != ClientSource("2001:db8:1:3::1"))
+        #expect(ClientSource("::ffff:192.0.2.1") == ClientSource("192.0.2.1"))
+        #expect(ClientSource("::ffff:192.0.2.1") != ClientSource("::ffff:192.0.2.2"))
+        #expect(ClientSource("192.0.2.1") != ClientSource("192.0.2.2"))
+        #expect(ClientSource("fe80::1%eth0") == ClientSource("fe80::2"))
+        #expect(ClientSource("not an address") == .unknown)
+        #expect(ClientSource("") == .unknown)
+        let limiter = SourceLimiter(limits: .init(burst: 1, interval: .seconds(60)))
+        #expect(limiter.admit(ClientSource("2001:db8::1"), now: start) == nil)
+        #expect(limiter.admit(ClientSource("2001:db8::2"), now: start) != nil)
     }
 
     @Test func aFullTableDropsRefilledSourcesThenEvictsTheFullest() {
-        let limiter = LoginLimiter(limits: .init(burst: 2, interval: .seconds(10)), capacity: 16)
+        let limiter = SourceLimiter(limits: .init(burst: 2, interval: .seconds(10)), capacity: 16)
         // 16 sources, the first 8 failing once at 0 s, the other 8 twice at 5 s.
-        for n in 0..<8 { #expect(limiter.admit(LoginSource("192.0.2.\(n)"), now: start) == nil) }
+        for n in 0..<8 { #expect(limiter.admit(ClientSource("192.0.2.\(n)"), now: start) == nil) }
         for n in 8..<16 {
-            for _ in 0..<2 { #expect(limiter.admit(LoginSource("192.0.2.\(n)"), now: start + .seconds(5)) == nil) }
+            for _ in 0..<2 { #expect(limiter.admit(ClientSource("192.0.2.\(n)"), now: start + .seconds(5)) == nil) }
         }
         #expect(limiter.trackedSources == 16)
         // A new source at 6 s: nobody has refilled, so the fullest eighth (2 of the first 8) goes.
-        #expect(limiter.admit(LoginSource("198.51.100.1"), now: start + .seconds(6)) == nil)
+        #expect(limiter.admit(ClientSource("198.51.100.1"), now: start + .seconds(6)) == nil)
         #expect(limiter.evictions == 2)
         #expect(limiter.trackedSources == 15)
         // The drained ones stayed: they are still refused.
-        for n in 8..<16 { #expect(limiter.admit(LoginSource("192.0.2.\(n)"), now: start + .seconds(6)) != nil) }
+        for n in 8..<16 { #expect(limiter.admit(ClientSource("192.0.2.\(n)"), now: start + .seconds(6)) != nil) }
         // At 10 s the first 8 have refilled; room is made from them without counting evictions.
-        #expect(limiter.admit(LoginSource("198.51.100.2"), now: start + .seconds(10)) == nil)
-        #expect(limiter.admit(LoginSource("198.51.100.3"), now: start + .seconds(10)) == nil)
+        #expect(limiter.admit(ClientSource("198.51.100.2"), now: start + .seconds(10)) == nil)
+        #expect(limiter.admit(ClientSource("198.51.100.3"), now: start + .seconds(10)) == nil)
         #expect(limiter.evictions == 2)
         #expect(limiter.trackedSources <= 16)
     }
 
     @Test func retryAfterIsWholeSecondsRoundedUp() {
-        #expect(LoginLimiter.retryAfterSeconds(.nanoseconds(1)) == 1)
-        #expect(LoginLimiter.retryAfterSeconds(.zero) == 1)
-        #expect(LoginLimiter.retryAfterSeconds(.seconds(5)) == 5)
-        #expect(LoginLimiter.retryAfterSeconds(.seconds(5) + .nanoseconds(1)) == 6)
+        #expect(SourceLimiter.retryAfterSeconds(.nanoseconds(1)) == 1)
+        #expect(SourceLimiter.retryAfterSeconds(.zero) == 1)
+        #expect(SourceLimiter.retryAfterSeconds(.seconds(5)) == 5)
+        #expect(SourceLimiter.retryAfterSeconds(.seconds(5) + .nanoseconds(1)) == 6)
     }
 
     @Test func tokenBucketsCountWholeTokens() {
