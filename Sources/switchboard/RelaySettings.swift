@@ -180,6 +180,13 @@ enum RelaySettings {
                 filter[keyPath: target].append(cidr)
             }
         }
+        // The relay's own addresses: peers there may only be its relayed sockets. The
+        // server adds its HTTP and media addresses (`serve`).
+        filter.own = Set(relayIPs)
+        for listener in configuration.listeners + configuration.tlsListeners {
+            if let ip = IPAddress(listener.host), ip != .v4(0), ip != .v6(0) { filter.own.insert(ip) }
+        }
+        filter.ownOpenPorts = configuration.relayPorts
         configuration.filter = filter
 
         configuration.userQuota = try nonNegative(reader, Key.userQuota, default: 0)

@@ -11,6 +11,7 @@ import Relay
 import Rendezvous
 import ServiceLifecycle
 import Store
+import Wire
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,7 +38,14 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let reader = try await common.reader(flags: server.flags.merging(relay.flags) { a, _ in a })
         let settings = try Settings(reader: reader)
-        let relayConfiguration = try RelaySettings.configuration(reader: reader, dataDirectory: settings.dataDirectory)
+        let relayConfiguration = try {
+            var relay = try RelaySettings.configuration(reader: reader, dataDirectory: settings.dataDirectory)
+            // The HTTP, media and ingest addresses are the server's own too: no relaying to them.
+            for host in [settings.httpListen.host, settings.mediaListen.host, settings.ingestHost] + settings.mediaAnnounce {
+                if let ip = IPAddress(host), ip != .v4(0), ip != .v6(0) { relay.filter.own.insert(ip) }
+            }
+            return relay
+        }()
 
         let level = settings.logLevel
         LoggingSystem.bootstrap { label in

@@ -45,6 +45,26 @@ import Wire
         #expect(!filter.permits(IPAddress("::1")!))
     }
 
+    /// The server's own public address: its relay ports may be peers (two relay-only clients
+    /// of this server reach each other there), nothing else on it, in any IPv6 encoding;
+    /// an allow-list entry opens it all (tests on loopback).
+    @Test func theServersOwnAddressesOpenOnlyTheRelayPorts() {
+        var filter = PeerAddressFilter()
+        filter.own = [IPAddress("203.0.113.1")!, IPAddress("2001:db8::1")!]
+        filter.ownOpenPorts = 49152...65535
+        func at(_ text: String, _ port: UInt16) -> TransportAddress { TransportAddress(ip: IPAddress(text)!, port: port) }
+        #expect(filter.permits(at("203.0.113.1", 49152)) && filter.permits(at("203.0.113.1", 65535)))
+        #expect(!filter.permits(at("203.0.113.1", 49151)) && !filter.permits(at("203.0.113.1", 3478)))
+        #expect(!filter.permits(at("203.0.113.1", 8080)) && !filter.permits(at("203.0.113.1", 443)))
+        #expect(!filter.permits(at("::ffff:203.0.113.1", 3478)) && !filter.permits(at("2002:cb00:7101::", 8080)))
+        #expect(filter.permits(at("::ffff:203.0.113.1", 50000)))
+        #expect(!filter.permits(at("2001:db8::1", 3478)) && filter.permits(at("2001:db8::1", 50000)))
+        #expect(filter.permits(at("203.0.113.2", 3478)))  // a neighbour is not us
+        #expect(filter.permits(IPAddress("203.0.113.1")!))  // CreatePermission is by address alone
+        filter.allowed = [CIDR("203.0.113.1")!]
+        #expect(filter.permits(at("203.0.113.1", 3478)))
+    }
+
     @Test func aDenyListBeatsAnAllowList() {
         let filter = PeerAddressFilter(allowed: [CIDR("0.0.0.0/0")!], denied: [CIDR("203.0.113.0/24")!])
         #expect(filter.permits(IPAddress("10.0.0.1")!))

@@ -261,6 +261,37 @@ import Wire
         #expect(allocation.packetsToClient == 2)
     }
 
+    /// A client cannot reach the server's own services through its relay: ChannelBind to the
+    /// TURN port of the relay's own address is 403 and a Send there is dropped, both counted;
+    /// another client's relayed address (a relay port) works.
+    @Test func theServersOwnPortsAreNotPeersButItsRelayedAddressesAre() throws {
+        let harness = Harness { configuration in
+            configuration.relayIPs = [IPAddress("203.0.113.1")!]
+            configuration.filter.own = [IPAddress("203.0.113.1")!]
+            configuration.filter.ownOpenPorts = 49152...65535
+        }
+        harness.allocate()
+        let own = Harness.peer("203.0.113.1", 3478), relayed = Harness.peer("203.0.113.1", 50002)
+        #expect(harness.respond(harness.createPermissionRequest([own]))?.isSuccess == true)
+        #expect(harness.respond(harness.channelBindRequest(0x4001, own))?.errorCodeValue == 403)
+        #expect(harness.respond(harness.channelBindRequest(0x4002, relayed))?.isSuccess == true)
+        func send(to peer: TransportAddress) -> STUNMessage {
+            let id = TransactionID.random()
+            return STUNMessage(.send, .indication, transactionID: id, attributes: [
+                .xorAddress(.xorPeerAddress, peer, transactionID: id), STUNAttribute(type: .data, value: [1, 2, 3]),
+            ])
+        }
+        guard case .none = harness.send(send(to: own), integrity: false) else {
+            Issue.record("a Send to the server's own TURN port went out")
+            return
+        }
+        guard case .sendToPeer = harness.send(send(to: relayed), integrity: false) else {
+            Issue.record("a Send to a relayed address did not go out")
+            return
+        }
+        #expect(harness.core.counters.ownAddressDrops == 2)
+    }
+
     @Test func forbiddenPeersGet403AndNothingIsInstalled() throws {
         let harness = Harness()
         harness.allocate()

@@ -7,13 +7,35 @@ import Wire
 /// Rules, in order: an address in a `denied` range is refused; one in an `allowed` range is
 /// accepted; an IPv6 address that embeds an IPv4 address (mapped, compatible, 6to4, Teredo,
 /// NAT64, SIIT) is judged as that IPv4 address; otherwise the default deny list applies.
+///
+/// The server's own addresses (relay IPs, listeners) are public ones in production, so the
+/// lists above let them through: on those, only the relay's own port range may be reached
+/// (`permits(_: TransportAddress)`), which is what two relay-only peers of this server need.
+/// Its HTTP, TURN, media and ingest ports, and anything else on them, are refused unless an
+/// `allowed` range names the address.
 package struct PeerAddressFilter: Sendable {
     package var allowed: [CIDR]
     package var denied: [CIDR]
+    /// This server's addresses, and the ports on them a peer may be (its relayed sockets).
+    package var own: Set<IPAddress> = []
+    package var ownOpenPorts: ClosedRange<UInt16> = 49152...65535
 
     package init(allowed: [CIDR] = [], denied: [CIDR] = []) {
         self.allowed = allowed
         self.denied = denied
+    }
+
+    /// Whether a client may send to `peer` (ChannelBind, Send): `permits(peer.ip)`, and on
+    /// one of this server's own addresses (or an IPv6 encoding of one) only a relay port.
+    package func permits(_ peer: TransportAddress) -> Bool {
+        guard permits(peer.ip) else { return false }
+        if allowed.contains(where: { $0.contains(peer.ip) }) { return true }
+        var addresses = [peer.ip]
+        if case .v6(let value) = peer.ip, let embedded = Self.embeddedIPv4(value) {
+            addresses += embedded.map(IPAddress.v4)
+        }
+        guard addresses.contains(where: own.contains) else { return true }
+        return ownOpenPorts.contains(peer.port)
     }
 
     /// Unspecified, loopback, RFC 1918, CGNAT, link-local (with 169.254.169.254), IETF

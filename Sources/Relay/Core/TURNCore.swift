@@ -57,6 +57,8 @@ final class TURNCore {
         var authFailures = 0
         var authThrottled = 0
         var filterDrops = 0
+        /// ChannelBind / Send to one of the server's own addresses outside its relay ports.
+        var ownAddressDrops = 0
         var malformed = 0
         var noPermissionDrops = 0
         var bandwidthDrops = 0
@@ -393,6 +395,10 @@ final class TURNCore {
             throw Failure(STUNErrorCode(400, "Bad Request: XOR-PEER-ADDRESS missing"))
         }
         try checkPeer(peer, for: allocation)
+        guard configuration.filter.permits(peer) else {
+            counters.ownAddressDrops += 1
+            throw Failure(STUNErrorCode(403, "Forbidden IP"))
+        }
         // A number is bound to one peer and a peer to one number, also while the binding
         // waits out its 5 minutes after expiring (RFC 8656 §11.2).
         if let existing = allocation.channels[number], existing.peer != peer {
@@ -422,6 +428,10 @@ final class TURNCore {
         }
         guard configuration.filter.permits(peer.ip) else {
             counters.filterDrops += 1
+            return .none
+        }
+        guard configuration.filter.permits(peer) else {
+            counters.ownAddressDrops += 1
             return .none
         }
         guard allocation.hasPermission(for: peer.ip, nowMillis: time.millis) else {
