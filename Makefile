@@ -7,7 +7,7 @@ PYTHON       := .venv/bin/python
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: run test build release deps test-deps unit e2e fuzz clean-data
+.PHONY: run test build release deps test-deps unit e2e fuzz clean-data test-sanitized
 
 ## Install what is missing, build release, and serve on embedded SQLite.
 run: deps release
@@ -34,6 +34,15 @@ unit:
 
 e2e:
 	SWITCHBOARD_BIN="$(CURDIR)/.build/debug/switchboard" $(PYTHON) -m pytest -q Tests/e2e
+
+## The Swift unit tests under ThreadSanitizer, then AddressSanitizer (each its own build
+## folder; not part of `make test`: two more cold builds do not fit CI's time).
+test-sanitized: test-deps
+	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+		$(SWIFT) test --skip-build --scratch-path .build-tsan -Xswiftc -sanitize=thread
+	$(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address
+	ASAN_OPTIONS="detect_leaks=0" $(SWIFT) test --skip-build --scratch-path .build-asan -Xswiftc -sanitize=address
 
 build:
 	$(SWIFT) build
