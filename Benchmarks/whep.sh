@@ -32,8 +32,10 @@ echo "bench whep: $VIEWERS viewers, $BITRATE kbit/s, 4 s GOP, $SECONDS_TO_RUN s 
 # 1. Switchboard.
 "$SB" stream add bench --video-port 25004 --data-dir "$WORK/sb" >/dev/null
 taskset -c 0 "$SB" serve --data-dir "$WORK/sb" --http-listen 127.0.0.1:28080 --turn-listen 127.0.0.1:28478 \
-    --media-listen 127.0.0.1:28189 --log-level error > "$WORK/sb.log" 2>&1 &
+    --media-listen 127.0.0.1:28189 --whep-pending-per-source 100000 --whep-pending-per-stream 100000 \
+    --whep-offers-per-minute 1000000 --log-level error > "$WORK/sb.log" 2>&1 &
 SB_PID=$!
+# Every viewer comes from 127.0.0.1: the per-client admission limits are lifted.
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:28080/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 taskset -c 1 "$SB" bench whep --data-dir "$WORK/sb" --server 127.0.0.1:28080 --media 127.0.0.1:28189 \
     --server-pid "$SB_PID" --viewers "$VIEWERS" "${LOAD[@]}" > "$WORK/switchboard.json"
