@@ -178,7 +178,7 @@ package final class MediaService: Service {
             + "(WHEP ICE-lite/DTLS/SRTP; certificate sha-256 \(fingerprint.prefix(23))…)")
 
         try await database.recordViewers(live: [], ended: [])  // live rows a previous run left ended with it
-        let metrics = MediaMetrics()
+        let metrics = MediaMetrics(loop: loop)
         let ticker = loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
             let engine = engine.value
             engine.core.tick(now: MediaEngine.now())
@@ -428,11 +428,17 @@ final class MediaMetrics: Sendable {
     private let neverConnected = Counter(label: "switchboard_media_viewers_never_connected_total")
     private let fingerprint = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "fingerprint")])
     private let dtls = Counter(label: "switchboard_media_dtls_failures_total", dimensions: [("reason", "handshake")])
-    nonisolated(unsafe) private var last = MediaCore.Counters()  // touched only on the media loop
-    nonisolated(unsafe) private var lastPerStream: Set<String> = []
+    /// What the last update published; the media loop's alone (NIOLoopBoundBox checks it).
+    private let published: NIOLoopBoundBox<(counters: MediaCore.Counters, streams: Set<String>)>
+
+    init(loop: any EventLoop) {
+        published = .makeBoxSendingValue((MediaCore.Counters(), []), eventLoop: loop)
+    }
 
     func update(from core: MediaCore) {
         let now = core.counters
+        let last = published.value.counters
+        let lastPerStream = published.value.streams
         viewers.record(core.viewerCount)
         let perStream = core.viewerCounts()
         for (name, count) in perStream {
@@ -441,7 +447,6 @@ final class MediaMetrics: Sendable {
         for gone in lastPerStream.subtracting(perStream.keys) {
             Gauge(label: "switchboard_media_stream_viewers", dimensions: [("stream", gone)]).record(0)
         }
-        lastPerStream = Set(perStream.keys)
         packets.increment(by: now.packetsSent - last.packetsSent)
         bytes.increment(by: now.bytesSent - last.bytesSent)
         nacks.increment(by: now.nacks - last.nacks)
@@ -464,6 +469,6 @@ final class MediaMetrics: Sendable {
         neverConnected.increment(by: now.viewersNeverConnected - last.viewersNeverConnected)
         fingerprint.increment(by: now.fingerprintMismatches - last.fingerprintMismatches)
         dtls.increment(by: now.dtlsFailures - last.dtlsFailures)
-        last = now
+        published.value = (now, Set(perStream.keys))
     }
 }
