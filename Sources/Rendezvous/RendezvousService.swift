@@ -36,7 +36,7 @@ package struct RendezvousService: Service, CustomStringConvertible {
                 tick &+= 1
                 do {
                     let expired = try await database.expireOffers(eventTTL: configuration.eventTTL) { id in
-                        #"{"session":"\#(id)"}"#
+                        (try? SessionsAPI.eventJSON(SessionsAPI.SessionOnlyEvent(session: id))) ?? "{}"
                     }
                     for event in expired { hub.notify(event) }
                     try await database.purgeExpiredEvents()
