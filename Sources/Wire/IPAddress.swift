@@ -122,3 +122,17 @@ public struct TransportAddress: Sendable, Hashable, CustomStringConvertible {
         ip.isIPv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
     }
 }
+
+extension IPAddress {
+    /// The source a per-client limit counts: an IPv4 address, or an IPv6 /64 (one
+    /// subscriber's usual allocation, who could otherwise walk through 2^64 addresses); an
+    /// IPv4-mapped IPv6 address (how a dual-stack socket shows IPv4 clients) is its IPv4 one.
+    package var sourceKey: IPAddress {
+        switch self {
+        case .v4: return self
+        case .v6(let value):
+            if value >> 32 == 0xFFFF { return .v4(UInt32(truncatingIfNeeded: value)) }
+            return .v6(value & (UInt128.max << 64))
+        }
+    }
+}

@@ -74,6 +74,9 @@ final class TURNCore {
     var staticUsers: [String: [UInt8]] = [:]
     var acceptingAllocations = true
     var counters = Counters()
+    /// Set when the message last handled was a request that passed MESSAGE-INTEGRITY: a
+    /// TCP/TLS connection that sent one has proved it is a client (`ConnectionPolicy`).
+    private(set) var lastAuthenticated: FiveTuple?
 
     private(set) var allocations: [FiveTuple: Allocation] = [:]
     private var allocationsPerUser: [String: Int] = [:]
@@ -95,6 +98,7 @@ final class TURNCore {
     // MARK: - STUN messages from clients
 
     func handle(_ message: STUNMessage, from fiveTuple: FiveTuple, time: RelayTime) -> Outcome {
+        lastAuthenticated = nil
         switch message.type.messageClass {
         case .request:
             return handleRequest(message, from: fiveTuple, time: time)
@@ -192,6 +196,7 @@ final class TURNCore {
             ? request.verifyIntegrity(key: key)
             : request.verifyIntegritySHA256(key: key)
         guard valid else { return failAuthentication(request, clientIP: clientIP, time: time) }
+        lastAuthenticated = fiveTuple
         return .accepted(username: username, key: key)
     }
 
