@@ -234,3 +234,29 @@ def test_a_source_over_its_cap_is_refused_at_accept_and_others_still_connect(sb,
     assert metric(server, "switchboard_relay_connections_refused_total", 'reason="per_source"') == 3
     for sock in [*kept, neighbour, again]:
         sock.close()
+
+
+def with_fingerprint(message, damage=False):
+    """Appends FINGERPRINT (RFC 8489 §14.7), wrong by one bit if `damage`."""
+    import zlib
+    length = struct.unpack("!H", message[2:4])[0] + 8
+    covered = message[:2] + struct.pack("!H", length) + message[4:]
+    value = (zlib.crc32(covered) ^ 0x5354554E) ^ (1 if damage else 0)
+    return covered + attribute(0x8028, struct.pack("!I", value))
+
+
+def test_a_message_with_a_wrong_fingerprint_is_dropped_unanswered(sb, stop_after):
+    server = start_server(sb)
+    stop_after(server)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1)
+        sock.sendto(with_fingerprint(request(BINDING), damage=True), ("127.0.0.1", turn_port(server)))
+        with pytest.raises(socket.timeout):
+            sock.recvfrom(2048)
+        sock.sendto(with_fingerprint(request(BINDING)), ("127.0.0.1", turn_port(server)))
+        assert struct.unpack("!H", sock.recvfrom(2048)[0][:2])[0] == 0x0101
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and metric(
+            server, "switchboard_relay_dropped_total", 'reason="bad_fingerprint"') != 1:
+        time.sleep(0.2)
+    assert metric(server, "switchboard_relay_dropped_total", 'reason="bad_fingerprint"') == 1

@@ -66,6 +66,8 @@ final class TURNCore {
         var bytesToClient = 0
         /// Datagrams the kernel refused (firewall, no route, full send buffer): dropped, counted.
         var sendErrors = 0
+        /// Messages whose FINGERPRINT does not match (RFC 8489 §14.7): dropped unanswered.
+        var badFingerprints = 0
     }
 
     let configuration: RelayConfiguration
@@ -99,6 +101,12 @@ final class TURNCore {
 
     func handle(_ message: STUNMessage, from fiveTuple: FiveTuple, time: RelayTime) -> Outcome {
         lastAuthenticated = nil
+        // A FINGERPRINT that does not match means the bytes are not STUN or were damaged:
+        // RFC 8489 §14.7 has them dropped as if never received, so no answer either.
+        guard message.fingerprintIsValid != false else {
+            counters.badFingerprints += 1
+            return .none
+        }
         switch message.type.messageClass {
         case .request:
             return handleRequest(message, from: fiveTuple, time: time)

@@ -203,6 +203,8 @@ final class RelayMetrics: Sendable {
     private let throttled = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "auth_throttled")])
     private let noPermission = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "no_permission")])
     private let bandwidth = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "bandwidth")])
+    private let badFingerprint = Counter(label: "switchboard_relay_dropped_total",
+                                         dimensions: [("reason", "bad_fingerprint")])
     private let connections = Gauge(label: "switchboard_relay_connections")
     private let refusedPerSource = Counter(label: "switchboard_relay_connections_refused_total",
                                            dimensions: [("reason", ConnectionPolicy.Refusal.perSource.rawValue)])
@@ -237,6 +239,7 @@ final class RelayMetrics: Sendable {
         throttled.increment(by: now.authThrottled - last.authThrottled)
         noPermission.increment(by: now.noPermissionDrops - last.noPermissionDrops)
         bandwidth.increment(by: now.bandwidthDrops - last.bandwidthDrops)
+        badFingerprint.increment(by: now.badFingerprints - last.badFingerprints)
         last = now
     }
 }
