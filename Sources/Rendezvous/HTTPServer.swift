@@ -17,11 +17,14 @@ package enum HTTPServer {
         package var host: String
         package var port: Int
         package var serverName: String
+        package var connections: HTTPConnectionLimits
 
-        package init(host: String = "127.0.0.1", port: Int = 8080, serverName: String = "switchboard") {
+        package init(host: String = "127.0.0.1", port: Int = 8080, serverName: String = "switchboard",
+                     connections: HTTPConnectionLimits = HTTPConnectionLimits()) {
             self.host = host
             self.port = port
             self.serverName = serverName
+            self.connections = connections
         }
     }
 
@@ -117,19 +120,22 @@ package enum HTTPServer {
         let streams = EventStreamHandler.Services(
             database: database, hub: hub, presence: presence, heartbeats: Heartbeats(period: rendezvous.sseHeartbeat),
             serverName: configuration.serverName)
+        let sources = HTTPSourceCounter(limit: configuration.connections.perSource)
         return Application(
             router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,
                                presence: presence, edge: edge, logRequests: logger.logLevel <= .debug),
             server: HTTPServerBuilder { responder in
-                ConnectionOnItsLoop(inner: HTTP1WebSocketUpgradeChannel(
-                    responder: responder,
-                    configuration: .init(
-                        http1: .init(additionalChannelHandlers: [EventStreamHandler(services: streams)]),
-                        ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30)))),
-                    shouldUpgrade: { head, _, _ in
-                        try await WebSocketAPI.shouldUpgrade(head, database: database, configuration: rendezvous,
-                                                             hub: hub, presence: presence)
-                    }))
+                ConnectionOnItsLoop(inner: GuardedConnection(
+                    inner: HTTP1WebSocketUpgradeChannel(
+                        responder: responder,
+                        configuration: .init(
+                            http1: .init(additionalChannelHandlers: [EventStreamHandler(services: streams)]),
+                            ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30)))),
+                        shouldUpgrade: { head, _, _ in
+                            try await WebSocketAPI.shouldUpgrade(head, database: database, configuration: rendezvous,
+                                                                 hub: hub, presence: presence)
+                        }),
+                    limits: configuration.connections, sources: sources))
             },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),

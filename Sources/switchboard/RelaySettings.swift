@@ -61,6 +61,26 @@ struct RelayOptions: ParsableArguments {
         "On SIGTERM, how long existing allocations may go on (default 10).", valueName: "n"))
     var drainSeconds: Int?
 
+    @Option(name: .customLong("turn-auth-timeout"), help: ArgumentHelp(
+        "Seconds a TURN TCP/TLS connection has, from accept and TLS handshake included, to send a request "
+            + "that passes MESSAGE-INTEGRITY before it is closed (default 5).", valueName: "seconds"))
+    var turnAuthTimeout: Int?
+
+    @Option(name: .customLong("turn-idle-timeout"), help: ArgumentHelp(
+        "Seconds a TURN TCP/TLS connection may go without an allocation (after its last authenticated "
+            + "request or the allocation's end) before it is closed (default 30).", valueName: "seconds"))
+    var turnIdleTimeout: Int?
+
+    @Option(name: .customLong("turn-connections-per-source"), help: ArgumentHelp(
+        "TURN TCP/TLS connections per client address (IPv6 /64), more are closed at accept; 0 for no limit "
+            + "(default 128).", valueName: "n"))
+    var turnConnectionsPerSource: Int?
+
+    @Option(name: .customLong("turn-connections"), help: ArgumentHelp(
+        "TURN TCP/TLS connections in all, more are closed at accept; 0 for no limit (default 10000).",
+        valueName: "n"))
+    var turnConnections: Int?
+
     var flags: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         func set(_ key: ConfigKey, _ value: String?, secret: Bool = false) {
@@ -86,6 +106,10 @@ struct RelayOptions: ParsableArguments {
         set(RelaySettings.Key.totalQuota, totalQuota)
         set(RelaySettings.Key.maxBPS, maxBPS)
         set(RelaySettings.Key.drainSeconds, drainSeconds)
+        set(RelaySettings.Key.turnAuthTimeout, turnAuthTimeout)
+        set(RelaySettings.Key.turnIdleTimeout, turnIdleTimeout)
+        set(RelaySettings.Key.turnConnectionsPerSource, turnConnectionsPerSource)
+        set(RelaySettings.Key.turnConnections, turnConnections)
         return values
     }
 }
@@ -107,6 +131,10 @@ enum RelaySettings {
         static let totalQuota: ConfigKey = "total-quota"
         static let maxBPS: ConfigKey = "max-bps"
         static let drainSeconds: ConfigKey = "drain-seconds"
+        static let turnAuthTimeout: ConfigKey = "turn-auth-timeout"
+        static let turnIdleTimeout: ConfigKey = "turn-idle-timeout"
+        static let turnConnectionsPerSource: ConfigKey = "turn-connections-per-source"
+        static let turnConnections: ConfigKey = "turn-connections"
     }
 
     static let secretFileName = "turn-secret"
@@ -193,6 +221,14 @@ enum RelaySettings {
         configuration.totalQuota = try nonNegative(reader, Key.totalQuota, default: 50_000)
         configuration.bandwidthLimit = try nonNegative(reader, Key.maxBPS, default: 0)
         configuration.drainSeconds = try nonNegative(reader, Key.drainSeconds, default: 10)
+        for (key, target, fallback) in [(Key.turnAuthTimeout, \RelayConfiguration.connectionAuthTimeout, 5),
+                                        (Key.turnIdleTimeout, \RelayConfiguration.connectionIdleTimeout, 30)] {
+            let seconds = try Settings.integer(reader, key, default: fallback)
+            guard (1...3600).contains(seconds) else { throw SettingsError("\(key) must be 1-3600 seconds") }
+            configuration[keyPath: target] = Int64(seconds) * 1000
+        }
+        configuration.connectionsPerSource = try nonNegative(reader, Key.turnConnectionsPerSource, default: 128)
+        configuration.connectionsTotal = try nonNegative(reader, Key.turnConnections, default: 10_000)
         return configuration
     }
 

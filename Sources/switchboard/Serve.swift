@@ -88,8 +88,12 @@ struct Serve: AsyncParsableCommand {
             configuration: media, database: database, logger: Logger(label: "switchboard.media"),
             onListening: { line in Output.line("  " + line) })
         let hub = EventHub()
+        var connections = HTTPConnectionLimits()
+        connections.requestTimeout = .seconds(settings.httpRequestTimeout)
+        connections.idleTimeout = .seconds(settings.httpIdleTimeout)
+        connections.perSource = settings.httpConnectionsPerSource
         let http = HTTPServer.makeApplication(
-            configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port),
+            configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port, connections: connections),
             database: database, registry: registry, rendezvous: rendezvous, hub: hub, edge: mediaService.edge,
             logger: logger,
             onRunning: { address in
@@ -279,6 +283,21 @@ struct ServerOptions: ParsableArguments {
             + "also SWITCHBOARD_HISTORY_RETENTION).", valueName: "seconds"))
     var historyRetention: Int?
 
+    @Option(name: .customLong("http-request-timeout"), help: ArgumentHelp(
+        "Seconds a request's head and body may take to arrive, from its first byte or the accept, before the "
+            + "connection is closed (default 10; also SWITCHBOARD_HTTP_REQUEST_TIMEOUT).", valueName: "seconds"))
+    var httpRequestTimeout: Int?
+
+    @Option(name: .customLong("http-idle-timeout"), help: ArgumentHelp(
+        "Seconds a kept-alive connection may be silent between requests (default 75; also "
+            + "SWITCHBOARD_HTTP_IDLE_TIMEOUT). Event streams being answered are not cut.", valueName: "seconds"))
+    var httpIdleTimeout: Int?
+
+    @Option(name: .customLong("http-connections-per-source"), help: ArgumentHelp(
+        "Open HTTP connections per client address (IPv6 /64), more are closed at accept; 0 for no limit "
+            + "(default 256; also SWITCHBOARD_HTTP_CONNECTIONS_PER_SOURCE).", valueName: "n"))
+    var httpConnectionsPerSource: Int?
+
     /// The flags the user gave, as configuration values that outrank every other source.
     var flags: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
@@ -314,6 +333,16 @@ struct ServerOptions: ParsableArguments {
         }
         if let historyRetention {
             values[AbsoluteConfigKey(Settings.Key.historyRetention)] = .init(.int(historyRetention), isSecret: false)
+        }
+        if let httpRequestTimeout {
+            values[AbsoluteConfigKey(Settings.Key.httpRequestTimeout)] = .init(.int(httpRequestTimeout), isSecret: false)
+        }
+        if let httpIdleTimeout {
+            values[AbsoluteConfigKey(Settings.Key.httpIdleTimeout)] = .init(.int(httpIdleTimeout), isSecret: false)
+        }
+        if let httpConnectionsPerSource {
+            values[AbsoluteConfigKey(Settings.Key.httpConnectionsPerSource)] =
+                .init(.int(httpConnectionsPerSource), isSecret: false)
         }
         return values
     }

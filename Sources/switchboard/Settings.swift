@@ -43,6 +43,12 @@ struct Settings: Sendable, Equatable {
     var whepPendingPerSource = 16
     /// WHEP offers one client address (IPv6 /64) may make per minute, after a burst of 20.
     var whepOffersPerMinute = 120
+    /// HTTP connections: seconds a request's head and body may take from its first byte (or
+    /// the accept), seconds a kept-alive connection may be silent between requests, and open
+    /// connections per source address or IPv6 /64 (0 for no limit).
+    var httpRequestTimeout = 10
+    var httpIdleTimeout = 75
+    var httpConnectionsPerSource = 256
     /// Seconds ended viewers (media_viewer_history) and audit log rows are kept.
     var historyRetention = 90 * 86400
     /// Streams the configuration declares (`"streams": ["cam:5004:5006"]`), registered at start.
@@ -94,6 +100,9 @@ struct Settings: Sendable, Equatable {
         static let whepPendingPerSource: ConfigKey = "whep-pending-per-source"
         static let historyRetention: ConfigKey = "history-retention"
         static let whepOffersPerMinute: ConfigKey = "whep-offers-per-minute"
+        static let httpRequestTimeout: ConfigKey = "http-request-timeout"
+        static let httpIdleTimeout: ConfigKey = "http-idle-timeout"
+        static let httpConnectionsPerSource: ConfigKey = "http-connections-per-source"
         static let streams: ConfigKey = "streams"
     }
 
@@ -152,6 +161,15 @@ struct Settings: Sendable, Equatable {
         historyRetention = try Self.integer(reader, Key.historyRetention, default: defaults.historyRetention)
         guard (3600...315_360_000).contains(historyRetention) else {
             throw SettingsError("history-retention must be 3600-315360000 seconds")
+        }
+        httpRequestTimeout = try Self.integer(reader, Key.httpRequestTimeout, default: defaults.httpRequestTimeout)
+        guard (1...3600).contains(httpRequestTimeout) else { throw SettingsError("http-request-timeout must be 1-3600 seconds") }
+        httpIdleTimeout = try Self.integer(reader, Key.httpIdleTimeout, default: defaults.httpIdleTimeout)
+        guard (1...86400).contains(httpIdleTimeout) else { throw SettingsError("http-idle-timeout must be 1-86400 seconds") }
+        httpConnectionsPerSource = try Self.integer(reader, Key.httpConnectionsPerSource,
+                                                    default: defaults.httpConnectionsPerSource)
+        guard (0...1_000_000).contains(httpConnectionsPerSource) else {
+            throw SettingsError("http-connections-per-source must be 0-1000000")
         }
         if mediaAnnounce.isEmpty, let ip = IPAddress(mediaListen.host), ip == .v4(0) || ip == .v6(0) {
             throw SettingsError("media-listen \(mediaListen) is a wildcard: give --media-announce with the IP viewers reach")

@@ -49,6 +49,16 @@ package struct RelayConfiguration: Sendable {
     package var authFailureBurst = 20
     package var authFailuresPerSecond = 1.0
 
+    /// TCP/TLS connections: milliseconds from accept to the first request that passes
+    /// MESSAGE-INTEGRITY (a TLS handshake included), and that an authenticated connection
+    /// may go without an allocation; then it is closed (see `ConnectionPolicy`).
+    package var connectionAuthTimeout: Int64 = 5_000
+    package var connectionIdleTimeout: Int64 = 30_000
+    /// TCP/TLS connections per source (IPv4 address or IPv6 /64) and in all, refused at accept
+    /// beyond; 0 means no limit.
+    package var connectionsPerSource = 128
+    package var connectionsTotal = 10_000
+
     /// On SIGTERM: no new allocations; existing ones may go on this long.
     package var drainSeconds = 10
 

@@ -68,6 +68,8 @@ final class TURNCore {
         var bytesToClient = 0
         /// Datagrams the kernel refused (firewall, no route, full send buffer): dropped, counted.
         var sendErrors = 0
+        /// Messages whose FINGERPRINT does not match (RFC 8489 §14.7): dropped unanswered.
+        var badFingerprints = 0
     }
 
     let configuration: RelayConfiguration
@@ -76,6 +78,9 @@ final class TURNCore {
     var staticUsers: [String: [UInt8]] = [:]
     var acceptingAllocations = true
     var counters = Counters()
+    /// Set when the message last handled was a request that passed MESSAGE-INTEGRITY: a
+    /// TCP/TLS connection that sent one has proved it is a client (`ConnectionPolicy`).
+    private(set) var lastAuthenticated: FiveTuple?
 
     private(set) var allocations: [FiveTuple: Allocation] = [:]
     private var allocationsPerUser: [String: Int] = [:]
@@ -97,6 +102,13 @@ final class TURNCore {
     // MARK: - STUN messages from clients
 
     func handle(_ message: STUNMessage, from fiveTuple: FiveTuple, time: RelayTime) -> Outcome {
+        lastAuthenticated = nil
+        // A FINGERPRINT that does not match means the bytes are not STUN or were damaged:
+        // RFC 8489 §14.7 has them dropped as if never received, so no answer either.
+        guard message.fingerprintIsValid != false else {
+            counters.badFingerprints += 1
+            return .none
+        }
         switch message.type.messageClass {
         case .request:
             return handleRequest(message, from: fiveTuple, time: time)
@@ -194,6 +206,7 @@ final class TURNCore {
             ? request.verifyIntegrity(key: key)
             : request.verifyIntegritySHA256(key: key)
         guard valid else { return failAuthentication(request, clientIP: clientIP, time: time) }
+        lastAuthenticated = fiveTuple
         return .accepted(username: username, key: key)
     }
 

@@ -97,34 +97,26 @@ struct StreamFrameDecoder: ByteToMessageDecoder {
     }
 }
 
-/// StreamClientHandler serves one TCP or TLS client connection.
+/// StreamClientHandler serves one TCP or TLS client connection, admitted by the engine's
+/// `ConnectionPolicy` before this handler was added.
 final class StreamClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let engine: RelayEngine
-    private let transport: ClientTransport
-    private let local: TransportAddress
-    private var fiveTuple: FiveTuple?
+    private let fiveTuple: FiveTuple
+    private var released = false
 
-    init(engine: RelayEngine, transport: ClientTransport, local: TransportAddress) {
+    init(engine: RelayEngine, fiveTuple: FiveTuple) {
         self.engine = engine
-        self.transport = transport
-        self.local = local
+        self.fiveTuple = fiveTuple
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        guard let remote = context.channel.remoteAddress, let client = TransportAddress(remote) else {
-            context.close(promise: nil)
-            return
-        }
-        let fiveTuple = FiveTuple(client: client, server: local, transport: transport)
-        self.fiveTuple = fiveTuple
         engine.connections[fiveTuple] = context.channel
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let fiveTuple else { return }
         var frame = unwrapInboundIn(data)
         guard let first = frame.getInteger(at: frame.readerIndex, as: UInt8.self) else { return }
         if PacketKind(firstByte: first) == .stun {
@@ -141,8 +133,20 @@ final class StreamClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let fiveTuple { engine.connectionClosed(fiveTuple) }
+        release()
         context.fireChannelInactive()
+    }
+
+    /// A channel that never became active (closed during registration) still gives back its
+    /// place under the connection caps.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        release()
+    }
+
+    private func release() {
+        guard !released else { return }
+        released = true
+        engine.connectionClosed(fiveTuple)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

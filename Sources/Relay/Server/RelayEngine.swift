@@ -23,6 +23,8 @@ final class RelayEngine {
     var udpListeners: [TransportAddress: UDPEndpoint] = [:]
     /// TCP/TLS client connections by five-tuple.
     var connections: [FiveTuple: any Channel] = [:]
+    /// Which TCP/TLS connections are admitted and when they time out.
+    var connectionPolicy: ConnectionPolicy
     /// The sockets and addresses of each allocation, by allocation ID.
     var bindings: [Int: RelayBinding] = [:]
     /// Ports this engine holds, per relay IP, so picking a port rarely collides.
@@ -46,6 +48,9 @@ final class RelayEngine {
         self.loop = loop
         self.configuration = configuration
         self.core = TURNCore(configuration: configuration)
+        self.connectionPolicy = ConnectionPolicy(limits: .init(
+            authTimeout: configuration.connectionAuthTimeout, idleTimeout: configuration.connectionIdleTimeout,
+            perSource: configuration.connectionsPerSource, total: configuration.connectionsTotal))
         self.logger = logger
         self.events = events
     }
@@ -115,7 +120,11 @@ final class RelayEngine {
             return
         }
         let now = time
-        switch core.handle(message, from: fiveTuple, time: now) {
+        let outcome = core.handle(message, from: fiveTuple, time: now)
+        if fiveTuple.transport != .udp, core.lastAuthenticated == fiveTuple {
+            connectionPolicy.authenticated(fiveTuple, nowMillis: now.millis)
+        }
+        switch outcome {
         case .none:
             break
         case .respond(let bytes):
@@ -224,6 +233,7 @@ final class RelayEngine {
             plan, relayed: bound.map(\.address), reservationToken: reservationToken, time: time)
         let binding = RelayBinding(allocation: allocation, endpoints: bound.map(\.endpoint))
         bindings[allocation.id] = binding
+        if plan.fiveTuple.transport != .udp { connectionPolicy.allocationStarted(plan.fiveTuple) }
         let dontFragment = plan.request.contains(.dontFragment)
         for item in bound {
             do {
@@ -375,11 +385,33 @@ final class RelayEngine {
             release(endpoint, address: address)
         }
         events.allocationEnded(allocation, reason: reason, at: now.unix)
+        if allocation.fiveTuple.transport != .udp {
+            connectionPolicy.allocationEnded(allocation.fiveTuple, nowMillis: now.millis)
+        }
         logger.debug("allocation ended", metadata: ["client": "\(allocation.fiveTuple)", "reason": "\(reason.rawValue)"])
+    }
+
+    // MARK: - TCP/TLS connections
+
+    /// A TCP/TLS connection was accepted: false when a cap says it must be closed at once.
+    func admit(_ fiveTuple: FiveTuple) -> Bool {
+        guard let refusal = connectionPolicy.admit(fiveTuple, nowMillis: time.millis) else { return true }
+        logger.trace("connection refused", metadata: ["client": "\(fiveTuple)", "reason": "\(refusal.rawValue)"])
+        return false
+    }
+
+    /// Closes the connections whose deadline has come (no authenticated request in time, or
+    /// idle without an allocation); their handlers report them closed.
+    func sweepConnections() {
+        for (fiveTuple, reason) in connectionPolicy.expire(nowMillis: time.millis) {
+            logger.debug("closing connection", metadata: ["client": "\(fiveTuple)", "reason": "\(reason.rawValue)"])
+            connections[fiveTuple]?.close(promise: nil)
+        }
     }
 
     /// A TCP/TLS client went away: its allocation goes with it.
     func connectionClosed(_ fiveTuple: FiveTuple) {
+        connectionPolicy.closed(fiveTuple)
         connections[fiveTuple] = nil
         if let (allocation, reason) = core.disconnect(fiveTuple) {
             end(allocation, reason: reason, now: time)
@@ -427,6 +459,8 @@ final class RelayBinding {
 
 enum RelayError: Error {
     case noFreePort
+    /// A TCP/TLS connection over a cap (`ConnectionPolicy`), closed at accept.
+    case connectionRefused
 }
 
 @available(*, unavailable)

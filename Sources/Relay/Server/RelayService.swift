@@ -67,8 +67,13 @@ package final class RelayService: Service {
         let ticker = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             let engine = engine.value
             engine.tick()
-            metrics.update(from: engine.core)
+            metrics.update(from: engine.core, connections: engine.connectionPolicy)
             events.ship()
+        }
+        // Connection deadlines are swept four times a second, so one is kept at most 250 ms
+        // past it; the sweep visits only connections that have a deadline.
+        let sweeper = loop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { _ in
+            engine.value.sweepConnections()
         }
 
         let database = self.database
@@ -107,9 +112,10 @@ package final class RelayService: Service {
             try? await Task.sleep(for: .milliseconds(200))
         }
         ticker.cancel()
+        sweeper.cancel()
         try? await loop.submit {
             engine.value.endAll()
-            metrics.update(from: engine.value.core)
+            metrics.update(from: engine.value.core, connections: engine.value.connectionPolicy)
             events.ship()
         }.get()
         for channel in channels { try? await channel.close() }
@@ -144,13 +150,25 @@ package final class RelayService: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard let local = channel.localAddress.flatMap(TransportAddress.init) else { return }
-                    if let tls {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    guard let local = channel.localAddress.flatMap(TransportAddress.init),
+                          let client = channel.remoteAddress.flatMap(TransportAddress.init) else {
+                        throw RelayError.connectionRefused
                     }
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StreamFrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(
-                        StreamClientHandler(engine: engine.value, transport: transport, local: local))
+                    let fiveTuple = FiveTuple(client: client, server: local, transport: transport)
+                    let engine = engine.value
+                    // Refused before any handler or TLS state exists: NIO closes the socket.
+                    guard engine.admit(fiveTuple) else { throw RelayError.connectionRefused }
+                    do {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StreamFrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(
+                            StreamClientHandler(engine: engine, fiveTuple: fiveTuple))
+                    } catch {
+                        engine.connectionClosed(fiveTuple)
+                        throw error
+                    }
                 }
             }
             .bind(host: listener.host, port: listener.port).get()
@@ -186,9 +204,28 @@ final class RelayMetrics: Sendable {
     private let throttled = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "auth_throttled")])
     private let noPermission = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "no_permission")])
     private let bandwidth = Counter(label: "switchboard_relay_dropped_total", dimensions: [("reason", "bandwidth")])
+    private let badFingerprint = Counter(label: "switchboard_relay_dropped_total",
+                                         dimensions: [("reason", "bad_fingerprint")])
+    private let connections = Gauge(label: "switchboard_relay_connections")
+    private let refusedPerSource = Counter(label: "switchboard_relay_connections_refused_total",
+                                           dimensions: [("reason", ConnectionPolicy.Refusal.perSource.rawValue)])
+    private let refusedTotal = Counter(label: "switchboard_relay_connections_refused_total",
+                                       dimensions: [("reason", ConnectionPolicy.Refusal.total.rawValue)])
+    private let authTimeouts = Counter(label: "switchboard_relay_connections_closed_total",
+                                       dimensions: [("reason", ConnectionPolicy.CloseReason.authTimeout.rawValue)])
+    private let idleClosed = Counter(label: "switchboard_relay_connections_closed_total",
+                                     dimensions: [("reason", ConnectionPolicy.CloseReason.idle.rawValue)])
     nonisolated(unsafe) private var last = TURNCore.Counters()  // touched only on the relay's loop
+    nonisolated(unsafe) private var lastConnections = ConnectionPolicy.Counters()
 
-    func update(from core: TURNCore) {
+    func update(from core: TURNCore, connections policy: ConnectionPolicy) {
+        let counted = policy.counters
+        connections.record(policy.count)
+        refusedPerSource.increment(by: counted.refusedPerSource - lastConnections.refusedPerSource)
+        refusedTotal.increment(by: counted.refusedTotal - lastConnections.refusedTotal)
+        authTimeouts.increment(by: counted.authTimeouts - lastConnections.authTimeouts)
+        idleClosed.increment(by: counted.idleClosed - lastConnections.idleClosed)
+        lastConnections = counted
         let now = core.counters
         allocations.record(core.allocationCount)
         packetsToPeer.increment(by: now.packetsToPeer - last.packetsToPeer)
@@ -204,6 +241,7 @@ final class RelayMetrics: Sendable {
         throttled.increment(by: now.authThrottled - last.authThrottled)
         noPermission.increment(by: now.noPermissionDrops - last.noPermissionDrops)
         bandwidth.increment(by: now.bandwidthDrops - last.bandwidthDrops)
+        badFingerprint.increment(by: now.badFingerprints - last.badFingerprints)
         last = now
     }
 }

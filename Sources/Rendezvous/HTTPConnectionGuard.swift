@@ -1,0 +1,246 @@
+import Admission
+import HummingbirdCore
+import Logging
+import Metrics
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import Wire
+
+/// HTTPConnectionLimits bound what one HTTP connection, or one source's connections, may hold.
+package struct HTTPConnectionLimits: Sendable {
+    /// A request's head and body must arrive within this of its first byte (or of the accept).
+    package var requestTimeout: Duration = .seconds(10)
+    /// A kept-alive connection may be silent this long between requests.
+    package var idleTimeout: Duration = .seconds(75)
+    /// Open connections per source (IPv4 address or IPv6 /64), more are closed at accept;
+    /// 0 means no limit.
+    package var perSource = 256
+
+    package init() {}
+}
+
+/// HTTPSourceCounter counts open connections per source across the HTTP server's loops.
+package final class HTTPSourceCounter: Sendable {
+    package let limit: Int
+    private let counts = Mutex<[ClientSource: Int]>([:])
+
+    package init(limit: Int) { self.limit = limit }
+
+    /// Takes a place for a connection from `address`: false when its source is full.
+    package func acquire(_ address: IPAddress) -> Bool {
+        let source = ClientSource(address)
+        return counts.withLock { counts in
+            let open = counts[source] ?? 0
+            guard limit == 0 || open < limit else { return false }
+            counts[source] = open + 1
+            return true
+        }
+    }
+
+    package func release(_ address: IPAddress) {
+        let source = ClientSource(address)
+        counts.withLock { counts in
+            let left = (counts[source] ?? 1) - 1
+            counts[source] = left > 0 ? left : nil
+        }
+    }
+
+    package func count(_ address: IPAddress) -> Int {
+        counts.withLock { $0[ClientSource(address)] ?? 0 }
+    }
+}
+
+/// GuardedConnection admits an HTTP connection under the per-source cap and puts the
+/// request and idle timeouts on it (`HTTPConnectionTimer`), around Hummingbird's channel.
+///
+/// Why not Hummingbird's `idleTimeout` (HTTP1Channel.Configuration, 2.28): with the WebSocket
+/// upgrade channel its handler is added only once the first request head has arrived, so a
+/// header sent a byte at a time is never timed; it counts parts, not bytes, so a request
+/// that began arriving is not told from an idle connection; and it never sees the SSE
+/// streams `EventStreamHandler` takes over, so it would cut them.
+struct GuardedConnection<Inner: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Inner.Value
+    let inner: Inner
+    let limits: HTTPConnectionLimits
+    let sources: HTTPSourceCounter
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let address = channel.remoteAddress.flatMap(TransportAddress.init)?.ip
+        if let address {
+            guard sources.acquire(address) else {
+                HTTPTimeouts.refusedPerSource.increment()
+                logger.trace("http connection refused", metadata: ["client": "\(address)", "reason": "per_source"])
+                // Hummingbird still gets its value; the channel is closed once registered,
+                // before anything is read from it.
+                return inner.setup(channel: channel, logger: logger).map { value in
+                    channel.eventLoop.execute { channel.close(promise: nil) }
+                    return value
+                }
+            }
+            let sources = self.sources
+            channel.closeFuture.whenComplete { _ in sources.release(address) }
+        }
+        let limits = self.limits
+        return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+            let timeouts = HTTPTimeouts(limits: limits, channel: channel)
+            let pipeline = channel.pipeline.syncOperations
+            // Bytes are seen before the HTTP decoder (a header trickle is activity the decoder
+            // keeps to itself), request and response ends right after it.
+            try pipeline.addHandler(HTTPByteWatch(timeouts), position: .first)
+            let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try pipeline.addHandler(HTTPPartWatch(timeouts), position: .after(decoder))
+            timeouts.arm()
+            return value
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await inner.handle(value: value, logger: logger)
+    }
+}
+
+/// HTTPTimeouts carries out one connection's `HTTPConnectionTimer` on its event loop: one
+/// scheduled task at the current deadline, which looks again when it fires.
+final class HTTPTimeouts {
+    private var timer: HTTPConnectionTimer
+    private let channel: any Channel
+    private var scheduled: Scheduled<Void>?
+    private var scheduledFor: ContinuousClock.Instant?
+
+    static let refusedPerSource = Counter(
+        label: "switchboard_http_connections_refused_total", dimensions: [("reason", "per_source")])
+    private static let requestTimeouts = Counter(
+        label: "switchboard_http_connections_closed_total", dimensions: [("reason", "request_timeout")])
+    private static let idleClosed = Counter(
+        label: "switchboard_http_connections_closed_total", dimensions: [("reason", "idle")])
+
+    init(limits: HTTPConnectionLimits, channel: any Channel) {
+        self.timer = HTTPConnectionTimer(
+            limits: .init(request: limits.requestTimeout, idle: limits.idleTimeout), acceptedAt: .now)
+        self.channel = channel
+    }
+
+    func bytesArrived() {
+        guard timer.phase == .idle else { return }
+        timer.bytesArrived(at: .now)
+        arm()
+    }
+
+    func requestEnded() {
+        timer.requestEnded()
+        arm()
+    }
+
+    func responseEnded() {
+        timer.responseEnded(at: .now)
+        arm()
+    }
+
+    func upgraded() {
+        timer.upgraded()
+        arm()
+    }
+
+    /// Makes sure a task runs no later than the deadline; a later deadline is found by the
+    /// earlier task when it fires.
+    func arm() {
+        guard let deadline = timer.deadline else {
+            scheduled?.cancel()
+            scheduled = nil
+            scheduledFor = nil
+            return
+        }
+        if let scheduledFor, scheduledFor <= deadline { return }
+        scheduled?.cancel()
+        scheduledFor = deadline
+        scheduled = channel.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(deadline - .now)) {
+            self.fire()
+        }
+    }
+
+    private func fire() {
+        scheduled = nil
+        scheduledFor = nil
+        guard timer.expired(at: .now) else {
+            arm()
+            return
+        }
+        if timer.phase == .idle { Self.idleClosed.increment() } else { Self.requestTimeouts.increment() }
+        channel.close(promise: nil)
+    }
+
+    func cancel() {
+        scheduled?.cancel()
+        scheduled = nil
+        scheduledFor = nil
+    }
+}
+
+/// HTTPByteWatch sees every byte a client sends, before the HTTP decoder.
+final class HTTPByteWatch: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let timeouts: HTTPTimeouts
+
+    init(_ timeouts: HTTPTimeouts) { self.timeouts = timeouts }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        timeouts.bytesArrived()
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timeouts.cancel()
+        context.fireChannelInactive()
+    }
+}
+
+/// HTTPPartWatch sees requests end as the decoder reads them and responses end as they are
+/// written; it leaves the pipeline when the connection switches protocols.
+final class HTTPPartWatch: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+    private let timeouts: HTTPTimeouts
+    /// The 101 went by: leave once it is flushed (a writeAndFlush calls flush on this
+    /// handler after write, and a handler gone by then drops the flush).
+    private var leaving = false
+
+    init(_ timeouts: HTTPTimeouts) { self.timeouts = timeouts }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) { timeouts.requestEnded() }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head) where head.status == .switchingProtocols:
+            timeouts.upgraded()
+            leaving = true
+            context.write(data, promise: promise)
+        case .end:
+            timeouts.responseEnded()
+            context.write(data, promise: promise)
+        default:
+            context.write(data, promise: promise)
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        context.flush()
+        guard leaving else { return }
+        leaving = false
+        // What follows is WebSocket frames, which this handler must not see.
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension HTTPTimeouts: Sendable {}
+@available(*, unavailable)
+extension HTTPByteWatch: Sendable {}
+@available(*, unavailable)
+extension HTTPPartWatch: Sendable {}
