@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Store
 
 /// RelayEvents carries allocation lifecycle changes off the packet path: the engine queues
@@ -16,21 +17,23 @@ final class RelayEvents: Sendable {
     /// Distinguishes this run's allocation IDs from a previous run's in `relay_allocations`.
     private let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     private let realm: String
-    nonisolated(unsafe) private var pending = Batch()  // touched only on the relay's event loop
+    /// Changes queued since the last ship; the relay loop's alone (NIOLoopBoundBox checks it).
+    private let pending: NIOLoopBoundBox<Batch>
 
-    init(realm: String) {
+    init(realm: String, loop: any EventLoop) {
         self.realm = realm
+        pending = .makeBoxSendingValue(Batch(), eventLoop: loop)
         (batches, continuation) = AsyncStream.makeStream(of: Batch.self, bufferingPolicy: .unbounded)
     }
 
     func identifier(_ allocation: Allocation) -> String { "\(runID)-\(allocation.id)" }
 
     func allocationStarted(_ allocation: Allocation) {
-        pending.live.append(live(allocation))
+        pending.value.live.append(live(allocation))
     }
 
     func allocationRefreshed(_ allocation: Allocation) {
-        pending.live.append(live(allocation))
+        pending.value.live.append(live(allocation))
     }
 
     func allocationEnded(_ allocation: Allocation, reason: TURNCore.EndReason, at unix: Int64) {
@@ -42,14 +45,14 @@ final class RelayEvents: Sendable {
             endedAt: Date(timeIntervalSince1970: TimeInterval(unix)), endReason: reason.rawValue,
             packetsToPeer: allocation.packetsToPeer, bytesToPeer: allocation.bytesToPeer,
             packetsToClient: allocation.packetsToClient, bytesToClient: allocation.bytesToClient)
-        pending.ended.append((identifier(allocation), usage))
+        pending.value.ended.append((identifier(allocation), usage))
     }
 
     /// Hands the queued changes to the recorder (called once a second and at shutdown).
     func ship() {
-        guard !pending.isEmpty else { return }
-        continuation.yield(pending)
-        pending = Batch()
+        guard !pending.value.isEmpty else { return }
+        continuation.yield(pending.value)
+        pending.value = Batch()
     }
 
     func finish() { continuation.finish() }

@@ -28,7 +28,7 @@ package final class RelayService: Service {
 
     package func run() async throws {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let events = RelayEvents(realm: configuration.realm)
+        let events = RelayEvents(realm: configuration.realm, loop: loop)
         let configuration = self.configuration
         let logger = self.logger
         let engine = try await loop.submit {
@@ -63,7 +63,7 @@ package final class RelayService: Service {
         }
         onListening(descriptions)
 
-        let metrics = RelayMetrics()
+        let metrics = RelayMetrics(loop: loop)
         let ticker = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             let engine = engine.value
             engine.tick()
@@ -215,17 +215,21 @@ final class RelayMetrics: Sendable {
                                        dimensions: [("reason", ConnectionPolicy.CloseReason.authTimeout.rawValue)])
     private let idleClosed = Counter(label: "switchboard_relay_connections_closed_total",
                                      dimensions: [("reason", ConnectionPolicy.CloseReason.idle.rawValue)])
-    nonisolated(unsafe) private var last = TURNCore.Counters()  // touched only on the relay's loop
-    nonisolated(unsafe) private var lastConnections = ConnectionPolicy.Counters()
+    /// What the last update published; the relay loop's alone (NIOLoopBoundBox checks it).
+    private let published: NIOLoopBoundBox<(core: TURNCore.Counters, connections: ConnectionPolicy.Counters)>
+
+    init(loop: any EventLoop) {
+        published = .makeBoxSendingValue((TURNCore.Counters(), ConnectionPolicy.Counters()), eventLoop: loop)
+    }
 
     func update(from core: TURNCore, connections policy: ConnectionPolicy) {
+        let (last, lastConnections) = published.value
         let counted = policy.counters
         connections.record(policy.count)
         refusedPerSource.increment(by: counted.refusedPerSource - lastConnections.refusedPerSource)
         refusedTotal.increment(by: counted.refusedTotal - lastConnections.refusedTotal)
         authTimeouts.increment(by: counted.authTimeouts - lastConnections.authTimeouts)
         idleClosed.increment(by: counted.idleClosed - lastConnections.idleClosed)
-        lastConnections = counted
         let now = core.counters
         allocations.record(core.allocationCount)
         packetsToPeer.increment(by: now.packetsToPeer - last.packetsToPeer)
@@ -242,6 +246,6 @@ final class RelayMetrics: Sendable {
         noPermission.increment(by: now.noPermissionDrops - last.noPermissionDrops)
         bandwidth.increment(by: now.bandwidthDrops - last.bandwidthDrops)
         badFingerprint.increment(by: now.badFingerprints - last.badFingerprints)
-        last = now
+        published.value = (now, counted)
     }
 }
