@@ -6,8 +6,13 @@ HTTP_LISTEN  ?= 127.0.0.1:8080
 PYTHON       := .venv/bin/python
 
 FUZZ_SECONDS ?= 300
+## address (default) or none: libFuzzer's coverage alone runs many times faster; alternate them.
+FUZZ_SANITIZER ?= address
+FUZZ_TARGETS ?= WireFuzz MediaFuzz RTCPFuzz
+FUZZ_BUILD   := $(if $(filter none,$(FUZZ_SANITIZER)),.build-fuzz-plain,.build-fuzz)
+FUZZ_BIN     := $(FUZZ_BUILD)/release
 
-.PHONY: run test build release deps test-deps unit e2e fuzz clean-data
+.PHONY: run test build release deps test-deps unit e2e fuzz fuzz-all fuzz-merge clean-data
 
 ## Install what is missing, build release, and serve on embedded SQLite.
 run: deps release
@@ -19,12 +24,44 @@ test: test-deps
 	$(MAKE) unit e2e
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
-## libFuzzer on the STUN/ChannelData codecs with a re-encode property (FUZZ_SECONDS, default 300).
+## libFuzzer on the Wire codecs with a re-encode property (FUZZ_SECONDS, default 300); `make test` runs it briefly.
 fuzz:
-	cd Fuzz && $(SWIFT) build --scratch-path ../.build-fuzz --product WireFuzz -Xswiftc -sanitize=fuzzer,address
-	mkdir -p .build-fuzz/corpus && cp Fuzz/corpus/* .build-fuzz/corpus/
-	.build-fuzz/debug/WireFuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		-artifact_prefix=.build-fuzz/ .build-fuzz/corpus Fuzz/corpus
+	$(MAKE) fuzz-all FUZZ_TARGETS=WireFuzz
+
+## Every fuzz target (Fuzz/Sources) for FUZZ_SECONDS each, from its committed corpus (Fuzz/corpus/<target>);
+## new inputs collect in $(FUZZ_BUILD)/corpus, crashes in $(FUZZ_BUILD)/artifacts. Prints executions per
+## target, this run's and all runs' (from $(FUZZ_BUILD)/../.build-fuzz-executions.log). Exit 1 on a finding.
+fuzz-all:
+	for target in $(FUZZ_TARGETS); do \
+		SWITCHBOARD_FUZZ=$(FUZZ_SANITIZER) $(SWIFT) build -c release --scratch-path $(FUZZ_BUILD) --product $$target || exit 1; \
+	done
+	@mkdir -p $(FUZZ_BUILD)/artifacts $(FUZZ_BUILD)/logs; failed=""; \
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$target Fuzz/corpus/$$target; \
+		echo "---- $$target ($(FUZZ_SANITIZER), $(FUZZ_SECONDS) s)"; \
+		SWIFT_BACKTRACE=enable=no $(FUZZ_BIN)/$$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=60 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$target- $(FUZZ_BUILD)/corpus/$$target Fuzz/corpus/$$target \
+			> $(FUZZ_BUILD)/logs/$$target.log 2>&1 || failed="$$failed $$target"; \
+		tail -n 3 $(FUZZ_BUILD)/logs/$$target.log | grep -v '^stat::' || true; \
+		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_BUILD)/logs/$$target.log); \
+		echo "$$target $(FUZZ_SANITIZER) $(FUZZ_SECONDS) $${runs:-0}" >> .build-fuzz-executions.log; \
+	done; \
+	echo "---- executions (this run / all runs logged in .build-fuzz-executions.log)"; \
+	for target in $(FUZZ_TARGETS); do \
+		awk -v t=$$target '$$1 == t { total += $$4; last = $$4 } END { printf "%-10s %12d %14d\n", t, last, total }' \
+			.build-fuzz-executions.log; \
+	done; \
+	if [ -n "$$failed" ]; then echo "findings in:$$failed (see $(FUZZ_BUILD)/logs, $(FUZZ_BUILD)/artifacts)"; exit 1; fi
+
+## Minimizes each committed corpus with what the runs found (libFuzzer -merge=1), in place.
+fuzz-merge:
+	for target in $(FUZZ_TARGETS); do \
+		rm -rf Fuzz/corpus/$$target.new && mkdir -p Fuzz/corpus/$$target.new $(FUZZ_BUILD)/corpus/$$target && \
+		$(FUZZ_BIN)/$$target -merge=1 Fuzz/corpus/$$target.new Fuzz/corpus/$$target $(FUZZ_BUILD)/corpus/$$target \
+			> $(FUZZ_BUILD)/logs/$$target-merge.log 2>&1 && \
+		rm -rf Fuzz/corpus/$$target && mv Fuzz/corpus/$$target.new Fuzz/corpus/$$target || exit 1; \
+		echo "$$target: $$(ls Fuzz/corpus/$$target | wc -l) inputs, $$(du -sk Fuzz/corpus/$$target | cut -f1) KiB"; \
+	done
 
 ## The failures are printed again at the end, where a CI log's tail shows them.
 unit:
