@@ -212,8 +212,9 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
         fuzzTarget("WireFuzz", ["Wire"]),
         fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "Wire", "Store"]),
         fuzzTarget("RTCPFuzz", ["MediaRig", "MediaEdge", "Wire"]),
+        fuzzTarget("TURNFuzz", ["Relay", "Wire"]),
     ]
-    package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz"].map {
+    package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz", "TURNFuzz"].map {
         .executable(name: $0, targets: [$0])
     }
 }
