@@ -213,8 +213,9 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
         fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "Wire", "Store"]),
         fuzzTarget("RTCPFuzz", ["MediaRig", "MediaEdge", "Wire"]),
         fuzzTarget("TURNFuzz", ["Relay", "Wire"]),
+        fuzzTarget("WHEPFuzz", ["MediaEdge", "Wire"]),
     ]
-    package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz", "TURNFuzz"].map {
+    package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz", "TURNFuzz", "WHEPFuzz"].map {
         .executable(name: $0, targets: [$0])
     }
 }
