@@ -8,7 +8,7 @@ PYTHON       := .venv/bin/python
 FUZZ_SECONDS ?= 300
 ## address (default) or none: libFuzzer's coverage alone runs many times faster; alternate them.
 FUZZ_SANITIZER ?= address
-FUZZ_TARGETS ?= WireFuzz MediaFuzz RTCPFuzz TURNFuzz WHEPFuzz
+FUZZ_TARGETS ?= WireFuzz MediaFuzz RTCPFuzz TURNFuzz WHEPFuzz HTTPFuzz
 FUZZ_BUILD   := $(if $(filter none,$(FUZZ_SANITIZER)),.build-fuzz-plain,.build-fuzz)
 FUZZ_BIN     := $(FUZZ_BUILD)/release
 
