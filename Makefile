@@ -9,7 +9,8 @@ FUZZ_SECONDS ?= 300
 ## address (default) or none: libFuzzer's coverage alone runs many times faster; alternate them.
 FUZZ_SANITIZER ?= address
 FUZZ_TARGETS ?= WireFuzz MediaFuzz RTCPFuzz TURNFuzz WHEPFuzz HTTPFuzz
-FUZZ_BUILD   := $(if $(filter none,$(FUZZ_SANITIZER)),.build-fuzz-plain,.build-fuzz)
+## One build directory for both: only our own modules are instrumented, so switching rebuilds just them.
+FUZZ_BUILD   := .build-fuzz
 FUZZ_BIN     := $(FUZZ_BUILD)/release
 
 .PHONY: run test build release deps test-deps unit e2e fuzz fuzz-all fuzz-merge clean-data
@@ -29,8 +30,9 @@ fuzz:
 	$(MAKE) fuzz-all FUZZ_TARGETS=WireFuzz
 
 ## Every fuzz target (Fuzz/Sources) for FUZZ_SECONDS each, from its committed corpus (Fuzz/corpus/<target>);
+## the stateful ones (programs of steps) take inputs up to 1 KiB from the start;
 ## new inputs collect in $(FUZZ_BUILD)/corpus, crashes in $(FUZZ_BUILD)/artifacts. Prints executions per
-## target, this run's and all runs' (from $(FUZZ_BUILD)/../.build-fuzz-executions.log). Exit 1 on a finding.
+## target, this run's and all runs' (from .build-fuzz-executions.log). Exit 1 on a finding.
 fuzz-all:
 	for target in $(FUZZ_TARGETS); do \
 		SWITCHBOARD_FUZZ=$(FUZZ_SANITIZER) $(SWIFT) build -c release --scratch-path $(FUZZ_BUILD) --product $$target || exit 1; \
@@ -39,10 +41,11 @@ fuzz-all:
 	for target in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$target Fuzz/corpus/$$target; \
 		echo "---- $$target ($(FUZZ_SANITIZER), $(FUZZ_SECONDS) s)"; \
-		SWIFT_BACKTRACE=enable=no $(FUZZ_BIN)/$$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=60 \
+		case $$target in MediaFuzz|RTCPFuzz|TURNFuzz) programs="-max_len=1024 -len_control=0";; *) programs="";; esac; \
+		SWIFT_BACKTRACE=enable=no $(FUZZ_BIN)/$$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=60 $$programs \
 			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$target- $(FUZZ_BUILD)/corpus/$$target Fuzz/corpus/$$target \
 			> $(FUZZ_BUILD)/logs/$$target.log 2>&1 || failed="$$failed $$target"; \
-		tail -n 3 $(FUZZ_BUILD)/logs/$$target.log | grep -v '^stat::' || true; \
+		grep -E '^Done|SUMMARY|Fatal error|stat::average_exec' $(FUZZ_BUILD)/logs/$$target.log || true; \
 		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_BUILD)/logs/$$target.log); \
 		echo "$$target $(FUZZ_SANITIZER) $(FUZZ_SECONDS) $${runs:-0}" >> .build-fuzz-executions.log; \
 	done; \

@@ -45,8 +45,8 @@ package final class MediaRig {
         package var lastVideo: UInt16?, lastAudio: UInt16?, lastRTX: UInt16?
         /// Every video (audio) sequence number it was sent: an RTX packet, or a retransmission
         /// on the track's own SSRC, must carry one of them.
-        var sentVideo = [Bool](repeating: false, count: 65536)
-        var sentAudio = [Bool](repeating: false, count: 65536)
+        var sentVideo = Set<UInt16>()
+        var sentAudio = Set<UInt16>()
 
         init(id: String, address: TransportAddress, dtls: DTLSEndpoint, ufrag: String, password: String,
              srtpIn: SRTPSession, srtcpOut: SRTPSession, videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32) {
@@ -238,19 +238,25 @@ package final class MediaRig {
             }) else { violated("RTP with SSRC \(header.ssrc) for no viewer") }
             let sequence = header.sequenceNumber
             if header.ssrc == viewer.videoSSRC {
-                check(sequence, after: &viewer.lastVideo, sent: &viewer.sentVideo, videoContinuity, "video")
+                var sent: Set<UInt16>? = viewer.sentVideo
+                viewer.sentVideo = []
+                defer { viewer.sentVideo = sent! }
+                check(sequence, after: &viewer.lastVideo, sent: &sent, videoContinuity, "video")
             } else if header.ssrc == viewer.audioSSRC {
-                check(sequence, after: &viewer.lastAudio, sent: &viewer.sentAudio, audioContinuity, "audio")
+                var sent: Set<UInt16>? = viewer.sentAudio
+                viewer.sentAudio = []
+                defer { viewer.sentAudio = sent! }
+                check(sequence, after: &viewer.lastAudio, sent: &sent, audioContinuity, "audio")
             } else {
                 // RFC 4588: the original sequence number leads the payload; it must be one sent.
-                var rtxSent = [Bool]()
+                var rtxSent: Set<UInt16>? = nil
                 check(sequence, after: &viewer.lastRTX, sent: &rtxSent, .strict, "rtx")
                 guard let plain = try? viewer.srtpIn.unprotect(srtp: Array(bytes.readableBytesView)),
                       let rtx = try? RTPPacket(datagram: ByteBuffer(bytes: plain)),
                       let original = rtx.payload.getInteger(at: rtx.payload.readerIndex, as: UInt16.self) else {
                     violated("an RTX packet the viewer cannot decrypt or read")
                 }
-                guard viewer.sentVideo[Int(original)] else { violated("RTX for video sequence \(original), never sent") }
+                guard viewer.sentVideo.contains(original) else { violated("RTX for video sequence \(original), never sent") }
             }
         }
     }
@@ -258,17 +264,17 @@ package final class MediaRig {
     /// A packet's sequence number against the last one the viewer got on that SSRC. A number
     /// already sent, at or behind the last, is a retransmission (a NACKed track without RTX
     /// resends on its own SSRC) and leaves the order alone.
-    private func check(_ sequence: UInt16, after last: inout UInt16?, sent: inout [Bool], _ continuity: Continuity,
+    private func check(_ sequence: UInt16, after last: inout UInt16?, sent: inout Set<UInt16>?, _ continuity: Continuity,
                        _ track: String) {
         guard let previous = last else {
             last = sequence
-            if !sent.isEmpty { sent[Int(sequence)] = true }
+            sent?.insert(sequence)
             return
         }
         let step = Int16(bitPattern: sequence &- previous)
-        if step <= 0, !sent.isEmpty, sent[Int(sequence)] { return }
+        if step <= 0, sent?.contains(sequence) == true { return }
         last = sequence
-        if !sent.isEmpty { sent[Int(sequence)] = true }
+        sent?.insert(sequence)
         switch continuity {
         case .strict where step != 1:
             violated("\(track) sequence \(previous) then \(sequence)")
