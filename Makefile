@@ -56,14 +56,18 @@ fuzz-all:
 	done; \
 	if [ -n "$$failed" ]; then echo "findings in:$$failed (see $(FUZZ_BUILD)/logs, $(FUZZ_BUILD)/artifacts)"; exit 1; fi
 
-## Minimizes each committed corpus with what the runs found (libFuzzer -merge=1), in place.
+## Minimizes what the runs found (libFuzzer -merge=1) into $(FUZZ_BUILD)/corpus/<target>, which later runs start
+## from, and copies its FUZZ_KEEP smallest inputs into the committed corpus (named seeds stay): a few dozen small files.
+FUZZ_KEEP ?= 40
 fuzz-merge:
-	for target in $(FUZZ_TARGETS); do \
-		rm -rf Fuzz/corpus/$$target.new && mkdir -p Fuzz/corpus/$$target.new $(FUZZ_BUILD)/corpus/$$target && \
-		$(FUZZ_BIN)/$$target -merge=1 Fuzz/corpus/$$target.new Fuzz/corpus/$$target $(FUZZ_BUILD)/corpus/$$target \
-			> $(FUZZ_BUILD)/logs/$$target-merge.log 2>&1 && \
-		rm -rf Fuzz/corpus/$$target && mv Fuzz/corpus/$$target.new Fuzz/corpus/$$target || exit 1; \
-		echo "$$target: $$(ls Fuzz/corpus/$$target | wc -l) inputs, $$(du -sk Fuzz/corpus/$$target | cut -f1) KiB"; \
+	@mkdir -p $(FUZZ_BUILD)/logs; for target in $(FUZZ_TARGETS); do \
+		rm -rf $(FUZZ_BUILD)/merged && mkdir -p $(FUZZ_BUILD)/merged $(FUZZ_BUILD)/corpus/$$target && \
+		SWIFT_BACKTRACE=enable=no $(FUZZ_BIN)/$$target -merge=1 $(FUZZ_BUILD)/merged Fuzz/corpus/$$target \
+			$(FUZZ_BUILD)/corpus/$$target > $(FUZZ_BUILD)/logs/$$target-merge.log 2>&1 || exit 1; \
+		rm -rf $(FUZZ_BUILD)/corpus/$$target && mv $(FUZZ_BUILD)/merged $(FUZZ_BUILD)/corpus/$$target; \
+		ls -Sr $(FUZZ_BUILD)/corpus/$$target | head -n $(FUZZ_KEEP) | \
+			while read name; do cp $(FUZZ_BUILD)/corpus/$$target/$$name Fuzz/corpus/$$target/$$(echo $$name | cut -c1-16); done; \
+		echo "$$target: $$(ls $(FUZZ_BUILD)/corpus/$$target | wc -l) inputs kept locally, $$(ls Fuzz/corpus/$$target | wc -l) committed"; \
 	done
 
 ## The failures are printed again at the end, where a CI log's tail shows them.
