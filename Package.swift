@@ -6,8 +6,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "switchboard", targets: ["switchboard"]),
-        // For the fuzzing package in Fuzz/.
-        .library(name: "Wire", targets: ["Wire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -198,3 +196,39 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer targets (Fuzz/Sources), declared only when SWITCHBOARD_FUZZ is set (`make fuzz`,
+// `make fuzz-all`): they drive the `package` and internal cores (MediaCore, TURNCore,
+// WHEPAnswer, the HTTP handlers' parsers), so they live in this package, and `swift build` and
+// `swift test` never see them. SWITCHBOARD_FUZZ names the sanitizer besides the fuzzer's
+// coverage ("address", or "none" for runs many times faster). Only our own targets are
+// instrumented: coverage then points at our code, and the build tools the plugins run stay
+// plain executables. They are built optimized (debug Swift is 10-50x slower per input) with
+// testability, since the harnesses reach internal state (`@testable import`).
+if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
+    let flags = (sanitizer == "none" ? ["-sanitize=fuzzer"] : ["-sanitize=fuzzer,\(sanitizer)"]) + ["-enable-testing"]
+    for target in package.targets where ["Wire", "Store", "Rendezvous", "Relay", "Datagram", "MediaEdge"].contains(target.name) {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(flags)]
+    }
+    let nio = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+    func fuzzTarget(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+        .executableTarget(name: name, dependencies: ["FuzzSupport", nio] + dependencies, path: "Fuzz/Sources/\(name)",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"] + flags)],
+                          linkerSettings: [.unsafeFlags(Array(flags.dropLast()))])
+    }
+    package.targets += [
+        .target(name: "FuzzSupport", dependencies: ["Wire", nio], path: "Fuzz/Sources/FuzzSupport",
+                swiftSettings: [.unsafeFlags(flags)]),
+        .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "Wire", "Store", nio],
+                path: "Fuzz/Sources/MediaRig", swiftSettings: [.unsafeFlags(flags)]),
+        fuzzTarget("WireFuzz", ["Wire"]),
+        fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "Wire", "Store"]),
+        fuzzTarget("RTCPFuzz", ["MediaRig", "MediaEdge", "Wire"]),
+        fuzzTarget("TURNFuzz", ["Relay", "Wire"]),
+        fuzzTarget("WHEPFuzz", ["MediaEdge", "Wire"]),
+        fuzzTarget("HTTPFuzz", ["Rendezvous", "Wire"]),
+    ]
+    package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz", "TURNFuzz", "WHEPFuzz", "HTTPFuzz"].map {
+        .executable(name: $0, targets: [$0])
+    }
+}

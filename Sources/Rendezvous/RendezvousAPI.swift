@@ -65,10 +65,6 @@ package enum RendezvousAPI {
 
         v1.post("login") { request, context -> Response in
             var request = request
-            struct LoginRequest: Decodable {
-                var peer_id: String
-                var key: String
-            }
             let login: LoginRequest = try await decodeJSON(&request, limit: configuration.maximumBodyBytes)
             let ip = context.clientIP
             let source = ClientSource(ip)
@@ -188,12 +184,22 @@ package enum RendezvousAPI {
 
     // MARK: - JSON
 
+    /// `POST /v1/login`'s body.
+    struct LoginRequest: Decodable {
+        var peer_id: String
+        var key: String
+    }
+
     static func decodeJSON<T: Decodable>(_ request: inout Request, limit: Int) async throws -> T {
         let type = request.headers[.contentType]?.lowercased() ?? ""
         guard type.hasPrefix("application/json") else {
             throw Problem(.unsupportedMediaType, detail: "send application/json")
         }
-        let body = try await request.collectBody(upTo: limit)
+        return try decodeJSON(try await request.collectBody(upTo: limit))
+    }
+
+    /// A request body as `T`, or 400.
+    static func decodeJSON<T: Decodable>(_ body: ByteBuffer) throws(Problem) -> T {
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer: body))
         } catch {

@@ -69,17 +69,7 @@ enum WHEPAPI {
             }
             let fragment = try await SessionsAPI.body(&request, contentType: "application/trickle-ice-sdpfrag",
                                                       limit: maximumBodyBytes)
-            do { try SDPText.validateFragment(fragment) } catch {
-                throw Problem(.badRequest, detail: "not an SDP fragment: \(error)", headers: cors)
-            }
-            // ICE-lite learns the viewer's address from its checks; candidates need no action.
-            // A different ufrag is an ICE restart, which this edge does not do.
-            for line in fragment.split(whereSeparator: \.isNewline) where line.hasPrefix("a=ice-ufrag:") {
-                guard line.dropFirst("a=ice-ufrag:".count).trimmingCharacters(in: .whitespaces) == viewer.remoteUfrag else {
-                    throw Problem(.unprocessableContent, detail: "ICE restarts are not supported; start a new viewer",
-                                  headers: cors)
-                }
-            }
+            try checkFragment(fragment, remoteUfrag: viewer.remoteUfrag)
             var headers = cors
             headers[.eTag] = etag(id)
             return Response(status: .noContent, headers: headers)
@@ -109,6 +99,22 @@ enum WHEPAPI {
             guard Self.isStreamName(name) else { throw Problem(.notFound, detail: "no such stream") }
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
                             body: .init(byteBuffer: ByteBuffer(string: EmbeddedFiles.playHTML)))
+        }
+    }
+
+    /// A trickled fragment (RFC 8840) for a viewer whose offer used `remoteUfrag`: its shape,
+    /// and no ICE restart. ICE-lite learns the viewer's address from its checks, so candidates
+    /// need no action.
+    static func checkFragment(_ fragment: String, remoteUfrag: String) throws(Problem) {
+        do { try SDPText.validateFragment(fragment) } catch {
+            throw Problem(.badRequest, detail: "not an SDP fragment: \(error)", headers: cors)
+        }
+        // A different ufrag is an ICE restart, which this edge does not do.
+        for line in fragment.split(whereSeparator: \.isNewline) where line.hasPrefix("a=ice-ufrag:") {
+            guard line.dropFirst("a=ice-ufrag:".count).trimmingCharacters(in: .whitespaces) == remoteUfrag else {
+                throw Problem(.unprocessableContent, detail: "ICE restarts are not supported; start a new viewer",
+                              headers: cors)
+            }
         }
     }
 

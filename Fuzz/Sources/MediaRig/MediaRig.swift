@@ -1,0 +1,294 @@
+import Foundation
+import FuzzSupport
+import NIOCore
+import Store
+import Wire
+@testable import MediaEdge
+
+/// MediaRig is the media edge as the fuzz targets drive it: a MediaCore with a test clock, one
+/// stream ("cam"), an ingest source that writes well-formed RTP, and viewers that connect as a
+/// browser would (offer, ICE check, real DTLS handshake, SRTP). Everything the core sends is
+/// read back and checked (`drain`): the invariants a viewer relies on.
+package final class MediaRig {
+    /// Key generation is the slow part of a viewer: certificates are made once per process.
+    static let edgeContext = try! DTLSContext(certificate: try! DTLSCertificate.generate())
+    static let viewerCertificate = try! DTLSCertificate.generate(commonName: "viewer")
+    static let viewerContext = try! DTLSContext(certificate: viewerCertificate)
+    static let offer: String = {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("docs/examples/aiortc-whep-offer.sdp")
+        let text = try! String(contentsOf: path, encoding: .utf8)
+        let original = "AF:A5:8D:5D:3D:67:C3:B6:BA:74:AD:67:D1:35:58:62:B4:9E:AF:F7:75:00:22:71:7F:B4:C9:F1:F4:7C:45:9E"
+        precondition(text.contains(original))
+        return text.replacingOccurrences(of: original, with: viewerCertificate.fingerprint)
+    }()
+    package static let sources = (0..<3).map { TransportAddress(ip: IPAddress("127.0.0.1")!, port: 50000 + UInt16($0)) }
+
+    /// How closely a track's viewer sequence numbers must follow each other: exactly one up
+    /// while the ingest numbers do (a source restart is renumbered to continue by one), within
+    /// the harness's own jitter once it has reordered or lost packets, unchecked after raw
+    /// datagrams whose numbers are anything.
+    package enum Continuity: Int, Comparable {
+        case strict, bounded, unchecked
+        package static func < (a: Continuity, b: Continuity) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    /// A viewer as a browser would be: its DTLS client, SRTP receiver, SRTCP sender.
+    package final class Viewer {
+        package let id: String
+        package var address: TransportAddress
+        let dtls: DTLSEndpoint
+        let ufrag: String, password: String
+        let srtpIn: SRTPSession
+        let srtcpOut: SRTPSession
+        package let videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32
+        package var lastVideo: UInt16?, lastAudio: UInt16?, lastRTX: UInt16?
+        /// Every video (audio) sequence number it was sent: an RTX packet, or a retransmission
+        /// on the track's own SSRC, must carry one of them.
+        var sentVideo = Set<UInt16>()
+        var sentAudio = Set<UInt16>()
+
+        init(id: String, address: TransportAddress, dtls: DTLSEndpoint, ufrag: String, password: String,
+             srtpIn: SRTPSession, srtcpOut: SRTPSession, videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32) {
+            self.id = id
+            self.address = address
+            self.dtls = dtls
+            self.ufrag = ufrag
+            self.password = password
+            self.srtpIn = srtpIn
+            self.srtcpOut = srtcpOut
+            self.videoSSRC = videoSSRC
+            self.audioSSRC = audioSSRC
+            self.rtxSSRC = rtxSSRC
+        }
+
+        /// An ICE connectivity check (consent freshness) with this viewer's credentials.
+        package func check(useCandidate: Bool) -> ByteBuffer {
+            var message = STUNMessage(.binding, .request)
+            message.append(.username, Array("\(ufrag):d0N5".utf8))
+            if useCandidate { message.append(.useCandidate, []) }
+            return ByteBuffer(bytes: message.encoded(integrityKey: Array(password.utf8), fingerprint: true))
+        }
+    }
+
+    /// The ingest side: per source address, the next RTP header fields it writes.
+    package struct Sender {
+        package var ssrc: UInt32
+        package var sequence: UInt16
+        package var timestamp: UInt32
+        /// How far the harness moved `sequence` since the last packet (loss, reordering).
+        package var moved = 0
+    }
+
+    package var core: MediaCore
+    package var stream: MediaStream
+    package var nanos: UInt64 = 1_000_000_000
+    package let wallBase = 1_800_000_000.0
+    package var viewers: [Viewer] = []
+    package var video: [Sender]
+    package var audio: [Sender]
+    package var source = 0
+    package var videoContinuity = Continuity.strict
+    package var audioContinuity = Continuity.strict
+    /// Packets ingested by this input (a bound on its run time).
+    package var ingested = 0
+
+    package init(video hasVideo: Bool, audio hasAudio: Bool) {
+        core = MediaCore(configuration: .init(candidates: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: 8189)]),
+                         context: Self.edgeContext)
+        stream = MediaStream(name: "cam", videoPort: hasVideo ? 5004 : nil, audioPort: hasAudio ? 5006 : nil)
+        _ = core.setStreams([stream])
+        video = (0..<3).map { Sender(ssrc: 0xCAFE + UInt32($0), sequence: 1000, timestamp: 90000) }
+        audio = (0..<3).map { Sender(ssrc: 0xA0D10 + UInt32($0), sequence: 2000, timestamp: 48000) }
+    }
+
+    package var now: MediaTime { MediaTime(nanos: nanos, wall: wallBase + Double(nanos) / 1e9) }
+
+    // MARK: - Ingest
+
+    /// The next RTP packet of the current source's video (or audio) track, as a datagram.
+    package func packet(_ kind: IngestTrack.Kind, _ payload: [UInt8], marker: Bool) -> ByteBuffer {
+        func make(_ sender: inout Sender, payloadType: UInt8) -> ByteBuffer {
+            defer {
+                sender.sequence &+= 1
+                sender.moved = 0
+            }
+            return RTPPacket(marker: marker, payloadType: payloadType, sequenceNumber: sender.sequence,
+                             timestamp: sender.timestamp, ssrc: sender.ssrc, payload: ByteBuffer(bytes: payload)).bytes
+        }
+        return kind == .video ? make(&video[source], payloadType: 96) : make(&audio[source], payloadType: 111)
+    }
+
+    /// Datagrams into the stream's ingest socket, from the current source, as one read.
+    package func ingest(_ kind: IngestTrack.Kind, _ datagrams: [ByteBuffer], from address: TransportAddress? = nil) {
+        ingested += datagrams.count
+        core.ingest(stream: stream.name, kind: kind, datagrams: datagrams.map { ($0, address ?? Self.sources[source]) },
+                    now: now)
+        drain()
+    }
+
+    // MARK: - Viewers
+
+    /// Offer, answer, ICE check and DTLS handshake, as a browser at `address`; nil when the
+    /// edge refuses the offer (no media yet) or the handshake does not complete.
+    @discardableResult
+    package func connect(from address: TransportAddress) -> Viewer? {
+        guard let (id, answerText) = try? core.addViewer(stream: stream.name, offer: Self.offer, token: nil,
+                                                         from: address.ip, now: now) else { return nil }
+        guard let answer = try? SessionDescription(parsing: answerText), let media = answer.media.first,
+              let (ufrag, password) = answer.iceCredentials(for: media) else { violated("the edge's answer does not parse") }
+        drain()
+        let dtls = try! DTLSEndpoint(context: Self.viewerContext, role: .client)
+        var message = STUNMessage(.binding, .request)
+        message.append(.username, Array("\(ufrag):d0N5".utf8))
+        message.append(.useCandidate, [])
+        core.receive(ByteBuffer(bytes: message.encoded(integrityKey: Array(password.utf8), fingerprint: true)),
+                     from: address, now: now)
+        guard core.outbox.count == 1, let response = try? STUNMessage(datagram: core.outbox[0].bytes),
+              response.type == STUNMessageType(method: .binding, class: .successResponse),
+              response.verifyIntegrity(key: Array(password.utf8)) else { violated("no valid answer to a valid ICE check") }
+        core.outbox.removeAll()
+        var toServer = dtls.start()
+        for _ in 0..<10 where !toServer.isEmpty {
+            for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: address, now: now) }
+            toServer = []
+            for datagram in core.outbox where Self.isDTLS(datagram.bytes) {
+                toServer += dtls.receive(Array(datagram.bytes.readableBytesView))
+            }
+            core.outbox.removeAll { Self.isDTLS($0.bytes) }
+        }
+        guard dtls.state == .connected, let state = core.viewers[id], state.state == .playing else {
+            violated("a DTLS handshake in memory did not complete")
+        }
+        let keys = try! dtls.srtpKeyingMaterial()
+        let viewer = Viewer(
+            id: id, address: address, dtls: dtls, ufrag: ufrag, password: password,
+            srtpIn: try! SRTPSession(profile: keys.profile, key: keys.serverKey, salt: keys.serverSalt, direction: .inbound),
+            srtcpOut: try! SRTPSession(profile: keys.profile, key: keys.clientKey, salt: keys.clientSalt, direction: .outbound),
+            videoSSRC: state.video?.ssrc, audioSSRC: state.audio?.ssrc, rtxSSRC: state.rtxSSRC)
+        viewers.append(viewer)
+        drain()  // the cached keyframe
+        return viewer
+    }
+
+    package func leave(_ viewer: Viewer) {
+        core.removeViewer(id: viewer.id)
+        viewers.removeAll { $0 === viewer }
+        drain()
+    }
+
+    /// A datagram from a viewer to the media port.
+    package func receive(_ bytes: ByteBuffer, from viewer: Viewer) {
+        core.receive(bytes, from: viewer.address, now: now)
+        drain()
+    }
+
+    /// An SRTCP compound from the viewer (Receiver Report first, as RFC 3550 wants).
+    package func rtcp(_ packets: [RTCPPacket], from viewer: Viewer) {
+        var buffer = ByteBuffer()
+        RTCPPacket.writeCompound(packets, to: &buffer)
+        rtcp(bytes: Array(buffer.readableBytesView), from: viewer)
+    }
+
+    /// RTCP bytes as they are, SRTCP-protected by the viewer. The 32-bit words 1, 2 and 3 at
+    /// multiples of 4 stand for the viewer's video, RTX and audio SSRCs (random per viewer), so
+    /// that an input means the same thing in every run.
+    package func rtcp(bytes: [UInt8], from viewer: Viewer) {
+        var bytes = bytes
+        for offset in stride(from: 0, to: bytes.count - 3, by: 4) {
+            let word = UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8
+                | UInt32(bytes[offset + 3])
+            let ssrc: UInt32? = switch word {
+            case 1: viewer.videoSSRC
+            case 2: viewer.rtxSSRC
+            case 3: viewer.audioSSRC
+            default: nil
+            }
+            if let ssrc { withUnsafeBytes(of: ssrc.bigEndian) { bytes.replaceSubrange(offset..<offset + 4, with: $0) } }
+        }
+        // libsrtp wants at least an RTCP header to protect.
+        guard bytes.count >= 8, let protected = try? viewer.srtcpOut.protect(rtcp: bytes) else { return }
+        receive(ByteBuffer(bytes: protected), from: viewer)
+    }
+
+    package func advance(nanos delta: UInt64) { nanos &+= delta }
+
+    package func tick() {
+        core.tick(now: now)
+        drain()
+        // Viewers the core ended (consent, timeouts) get nothing more; forget them.
+        viewers.removeAll { core.viewers[$0.id] == nil }
+    }
+
+    // MARK: - Invariants
+
+    /// Takes what the core sent and checks it as the viewers would receive it.
+    package func drain() {
+        defer { core.outbox.removeAll(keepingCapacity: true) }
+        if let track = core.streams[stream.name]?.video, track.keyframe.count > IngestTrack.maxFramePackets + 2 {
+            violated("the keyframe cache holds \(track.keyframe.count) packets")
+        }
+        for datagram in core.outbox {
+            let bytes = datagram.bytes
+            guard let first = bytes.readableBytesView.first, PacketKind(firstByte: first) == .rtpOrRTCP,
+                  !RTPPacket.isRTCP(bytes) else { continue }
+            guard let header = try? RTPPacket(datagram: bytes) else { violated("the edge sent RTP that does not parse") }
+            guard let viewer = viewers.first(where: {
+                $0.videoSSRC == header.ssrc || $0.audioSSRC == header.ssrc || $0.rtxSSRC == header.ssrc
+            }) else { violated("RTP with SSRC \(header.ssrc) for no viewer") }
+            let sequence = header.sequenceNumber
+            if header.ssrc == viewer.videoSSRC {
+                var sent: Set<UInt16>? = viewer.sentVideo
+                viewer.sentVideo = []
+                defer { viewer.sentVideo = sent! }
+                check(sequence, after: &viewer.lastVideo, sent: &sent, videoContinuity, "video")
+            } else if header.ssrc == viewer.audioSSRC {
+                var sent: Set<UInt16>? = viewer.sentAudio
+                viewer.sentAudio = []
+                defer { viewer.sentAudio = sent! }
+                check(sequence, after: &viewer.lastAudio, sent: &sent, audioContinuity, "audio")
+            } else {
+                // RFC 4588: the original sequence number leads the payload; it must be one sent.
+                var rtxSent: Set<UInt16>? = nil
+                check(sequence, after: &viewer.lastRTX, sent: &rtxSent, .strict, "rtx")
+                guard let plain = try? viewer.srtpIn.unprotect(srtp: Array(bytes.readableBytesView)),
+                      let rtx = try? RTPPacket(datagram: ByteBuffer(bytes: plain)),
+                      let original = rtx.payload.getInteger(at: rtx.payload.readerIndex, as: UInt16.self) else {
+                    violated("an RTX packet the viewer cannot decrypt or read")
+                }
+                guard viewer.sentVideo.contains(original) else { violated("RTX for video sequence \(original), never sent") }
+            }
+        }
+    }
+
+    /// A packet's sequence number against the last one the viewer got on that SSRC. A number
+    /// already sent, at or behind the last, is a retransmission (a NACKed track without RTX
+    /// resends on its own SSRC) and leaves the order alone.
+    private func check(_ sequence: UInt16, after last: inout UInt16?, sent: inout Set<UInt16>?, _ continuity: Continuity,
+                       _ track: String) {
+        guard let previous = last else {
+            last = sequence
+            sent?.insert(sequence)
+            return
+        }
+        let step = Int16(bitPattern: sequence &- previous)
+        if step <= 0, sent?.contains(sequence) == true { return }
+        last = sequence
+        sent?.insert(sequence)
+        switch continuity {
+        case .strict where step != 1:
+            violated("\(track) sequence \(previous) then \(sequence)")
+        case .bounded where abs(Int(step)) > Self.maximumJitter + 1:
+            violated("\(track) sequence \(previous) then \(sequence)")
+        default:
+            break
+        }
+    }
+
+    /// The most the harness moves a sender's sequence number for loss or reordering.
+    package static let maximumJitter = 20
+
+    static func isDTLS(_ bytes: ByteBuffer) -> Bool {
+        bytes.readableBytesView.first.map { PacketKind(firstByte: $0) == .dtls } ?? false
+    }
+}
