@@ -20,7 +20,10 @@ class AdminTransaction:
     def __init__(self, db):
         self.process = subprocess.Popen(["sqlite3", "-batch", str(db)], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.process.stdin.write("BEGIN IMMEDIATE;\n"
+        # .timeout as admins use it (docs/admin.md): the server's own short writes (presence,
+        # purges, viewer rows) may hold the lock for a moment when the CLI asks for it.
+        self.process.stdin.write(".timeout 5000\n"
+                                 "BEGIN IMMEDIATE;\n"
                                  "INSERT INTO audit_log (at, actor, action) VALUES (0, 'cli', 'admin.hold');\n"
                                  "SELECT 'held';\n")
         self.process.stdin.flush()
