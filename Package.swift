@@ -226,7 +226,7 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
         fuzzTarget("RTCPFuzz", ["MediaRig", "MediaEdge", "Wire"]),
         fuzzTarget("TURNFuzz", ["Relay", "Wire"]),
         fuzzTarget("WHEPFuzz", ["MediaEdge", "Wire"]),
-        fuzzTarget("HTTPFuzz", ["Rendezvous", "Wire"]),
+        fuzzTarget("HTTPFuzz", ["Rendezvous", "Wire", "Admission"]),
     ]
     package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz", "TURNFuzz", "WHEPFuzz", "HTTPFuzz"].map {
         .executable(name: $0, targets: [$0])

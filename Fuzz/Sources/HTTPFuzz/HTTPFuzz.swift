@@ -1,3 +1,4 @@
+import Admission
 import Foundation
 import FuzzSupport
 import HTTPTypes
@@ -21,7 +22,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     case 0:
         guard let login: RendezvousAPI.LoginRequest = try? RendezvousAPI.decodeJSON(ByteBuffer(bytes: bytes)) else { return 0 }
         if let id = try? PeerID(login.peer_id), id.rawValue != login.peer_id { violated("PeerID changed \(login.peer_id)") }
-        _ = LoginSource(login.key)
+        _ = ClientSource(login.key)
     case 1:
         _ = try? RendezvousAPI.decodeJSON(ByteBuffer(bytes: bytes)) as WebSocketAPI.Ack
         _ = try? RendezvousAPI.decodeJSON(ByteBuffer(bytes: bytes)) as [RendezvousAPI.ICEServer]
