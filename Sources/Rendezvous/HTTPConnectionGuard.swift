@@ -22,32 +22,23 @@ package struct HTTPConnectionLimits: Sendable {
 
 /// HTTPSourceCounter counts open connections per source across the HTTP server's loops.
 package final class HTTPSourceCounter: Sendable {
-    package let limit: Int
-    private let counts = Mutex<[ClientSource: Int]>([:])
+    private let counts: Mutex<SourceCounts>
 
-    package init(limit: Int) { self.limit = limit }
+    package init(limit: Int) { counts = Mutex(SourceCounts(limit: limit)) }
+
+    package var limit: Int { counts.withLock { $0.limit } }
 
     /// Takes a place for a connection from `address`: false when its source is full.
     package func acquire(_ address: IPAddress) -> Bool {
-        let source = ClientSource(address)
-        return counts.withLock { counts in
-            let open = counts[source] ?? 0
-            guard limit == 0 || open < limit else { return false }
-            counts[source] = open + 1
-            return true
-        }
+        counts.withLock { $0.acquire(ClientSource(address)) }
     }
 
     package func release(_ address: IPAddress) {
-        let source = ClientSource(address)
-        counts.withLock { counts in
-            let left = (counts[source] ?? 1) - 1
-            counts[source] = left > 0 ? left : nil
-        }
+        counts.withLock { $0.release(ClientSource(address)) }
     }
 
     package func count(_ address: IPAddress) -> Int {
-        counts.withLock { $0[ClientSource(address)] ?? 0 }
+        counts.withLock { $0.count(ClientSource(address)) }
     }
 }
 

@@ -101,3 +101,33 @@ import Testing
         #expect(buckets.tokens(1, now: start + .seconds(4)) == 3)
     }
 }
+
+/// The per-source place count the HTTP server, the relay's connections and the media edge's
+/// pending viewers share.
+@Suite struct SourceCountsTests {
+    @Test func aSourceHoldsUpToItsLimitAndEachReleaseMakesRoom() {
+        var counts = SourceCounts(limit: 2)
+        let a = ClientSource("2001:db8::1"), sameNetwork = ClientSource("2001:db8::2"), b = ClientSource("192.0.2.1")
+        let first = counts.acquire(a), second = counts.acquire(sameNetwork), third = counts.acquire(a)
+        #expect(first && second && !third && counts.isFull(a) && counts.count(a) == 2)
+        let other = counts.acquire(b)
+        #expect(other && counts.sources == 2)
+        counts.release(a)
+        #expect(!counts.isFull(a))
+        let again = counts.acquire(a)
+        #expect(again)
+        counts.release(a)
+        counts.release(a)
+        #expect(counts.count(a) == 0 && counts.sources == 1)  // an empty source takes no room
+        counts.release(a)  // a release too many does not go negative
+        #expect(counts.count(a) == 0 && counts.sources == 1)
+    }
+
+    @Test func aLimitOfZeroIsNoLimit() {
+        var counts = SourceCounts(limit: 0)
+        var taken = 0
+        for _ in 0..<1000 where counts.acquire(ClientSource("192.0.2.1")) { taken += 1 }
+        #expect(taken == 1000)
+        #expect(!counts.isFull(ClientSource("192.0.2.1")) && counts.count(ClientSource("192.0.2.1")) == 1000)
+    }
+}

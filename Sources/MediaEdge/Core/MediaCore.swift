@@ -124,12 +124,13 @@ package final class MediaCore {
     var viewers: [String: Viewer] = [:]
     private var byUfrag: [String: Viewer] = [:]
     private var byAddress: [TransportAddress: Viewer] = [:]
-    private var pendingBySource: [ClientSource: Int] = [:]
+    private var pendingBySource: SourceCounts
     private var ended: [(record: ViewerRecord, reason: String)] = []
 
     package init(configuration: Configuration, context: DTLSContext) {
         self.configuration = configuration
         self.context = context
+        pendingBySource = SourceCounts(limit: configuration.maxPendingPerSource)
     }
 
     // MARK: - Streams
@@ -262,7 +263,7 @@ package final class MediaCore {
     {
         let source = try source(stream: name, token: token)
         let client = client.map(ClientSource.init)
-        if let client, pendingBySource[client, default: 0] >= configuration.maxPendingPerSource {
+        if let client, pendingBySource.isFull(client) {
             counters.refusedSourceBusy += 1
             throw .sourceBusy
         }
@@ -310,7 +311,7 @@ package final class MediaCore {
         byUfrag[ufrag] = viewer
         streams[name]!.viewers.append(viewer)
         streams[name]!.pending += 1
-        if let client { pendingBySource[client, default: 0] += 1 }
+        if let client { _ = pendingBySource.acquire(client) }  // room checked above
         return (id, answer.sdp)
     }
 
@@ -319,10 +320,7 @@ package final class MediaCore {
         guard viewer.countedPending else { return }
         viewer.countedPending = false
         streams[viewer.stream]?.pending -= 1
-        if let source = viewer.source {
-            let left = pendingBySource[source, default: 1] - 1
-            pendingBySource[source] = left > 0 ? left : nil
-        }
+        if let source = viewer.source { pendingBySource.release(source) }
     }
 
     /// The viewer's stream, or nil if there is no such viewer.

@@ -47,16 +47,19 @@ struct ConnectionPolicy {
     let limits: Limits
     private(set) var counters = Counters()
     private var connections: [FiveTuple: Connection] = [:]
-    private var perSource: [ClientSource: Int] = [:]
+    private var perSource: SourceCounts
     /// Only connections that can time out: a connection with an allocation has none, so a
     /// sweep costs what is pending, not what is open.
     private var deadlines: [FiveTuple: (at: Int64, reason: CloseReason)] = [:]
 
-    init(limits: Limits) { self.limits = limits }
+    init(limits: Limits) {
+        self.limits = limits
+        perSource = SourceCounts(limit: limits.perSource)
+    }
 
     var count: Int { connections.count }
     var pendingCount: Int { deadlines.count }
-    func connections(from source: IPAddress) -> Int { perSource[ClientSource(source)] ?? 0 }
+    func connections(from source: IPAddress) -> Int { perSource.count(ClientSource(source)) }
 
     /// A connection was accepted: nil to keep it, or why it must be closed at once.
     mutating func admit(_ fiveTuple: FiveTuple, nowMillis: Int64) -> Refusal? {
@@ -65,12 +68,10 @@ struct ConnectionPolicy {
             counters.refusedTotal += 1
             return .total
         }
-        let fromSource = perSource[source] ?? 0
-        if limits.perSource > 0, fromSource >= limits.perSource {
+        guard perSource.acquire(source) else {
             counters.refusedPerSource += 1
             return .perSource
         }
-        perSource[source] = fromSource + 1
         connections[fiveTuple] = Connection(source: source)
         deadlines[fiveTuple] = (nowMillis + limits.authTimeout, .authTimeout)
         return nil
@@ -101,8 +102,7 @@ struct ConnectionPolicy {
     mutating func closed(_ fiveTuple: FiveTuple) {
         guard let connection = connections.removeValue(forKey: fiveTuple) else { return }
         deadlines[fiveTuple] = nil
-        let left = (perSource[connection.source] ?? 1) - 1
-        perSource[connection.source] = left > 0 ? left : nil
+        perSource.release(connection.source)
     }
 
     /// The connections whose deadline has come, each returned once; they stay counted until
