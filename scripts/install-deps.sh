@@ -5,12 +5,14 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# Build + run: system SQLite for GRDB, OpenSSL (DTLS) and libsrtp2 (SRTP) for the media edge.
+# Build + run: system SQLite for GRDB, OpenSSL (DTLS), libsrtp2 (SRTP) for the media edge and
+# usrsctp (SCTP data channels) for the peer agent.
 # Tests add the real clients they drive.
-packages=(libsqlite3-dev pkg-config libssl-dev libsrtp2-dev)
+packages=(libsqlite3-dev pkg-config libssl-dev libsrtp2-dev libusrsctp-dev)
 if [[ "${1:-}" == "--test" ]]; then
     # ffmpeg pushes test streams, chromium plays them (in a namespace made with unshare + ip).
-    packages+=(sqlite3 curl procps python3 python3-venv coturn openssl ffmpeg chromium iproute2 util-linux)
+    packages+=(sqlite3 curl procps python3 python3-venv coturn openssl ffmpeg chromium iproute2 util-linux
+        nftables iperf3 openssh-client openssh-server)
 fi
 
 missing=()

@@ -203,27 +203,34 @@ async def caller(args, signaling, report):
                             expect=(204,))
     report["local_candidate_types"] = sorted({line.split()[7] for line in fragment.splitlines()
                                               if line.startswith("a=candidate:")})
+    report["stage"] = "answer"
     answer = await signaling.next("answer")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    report["stage"] = "remote candidates"
     remote = await signaling.next("candidates")
     report["remote_candidate_types"] = sorted(set(await add_fragment(pc, remote["sdpfrag"])))
+    report["stage"] = "data channel open"
     await asyncio.wait_for(opened.wait(), 30)
     report["connect_seconds"] = round(time.monotonic() - started, 3)
     for n in range(args.messages):
         channel.send(f"ping {n}")
         await asyncio.sleep(0.02)
+    report["stage"] = "pongs"
     await asyncio.wait_for(done.wait(), 30)
     report["pongs"] = len(pongs)
     report["pongs_in_order"] = pongs == [f"pong {n}" for n in range(args.messages)]
+    report["stage"] = "audio"
     await asyncio.wait_for(enough_audio.wait(), 60)
     report["audio_frames"] = audio_frames[0]
     report["selected_pair"] = selected_pair(pc)
     # The callee hangs up once it has counted its audio.
+    report["stage"] = "closed event"
     await signaling.next("closed", timeout=60)
     await pc.close()
 
 
 async def callee(args, signaling, report):
+    report["stage"] = "offer"
     offer = await signaling.next("offer")
     report["offer_from"] = offer["from"]
     report["offer_mode"] = offer["mode"]
@@ -252,8 +259,10 @@ async def callee(args, signaling, report):
                             expect=(204,))
     report["local_candidate_types"] = sorted({line.split()[7] for line in fragment.splitlines()
                                               if line.startswith("a=candidate:")})
+    report["stage"] = "remote candidates"
     remote = await signaling.next("candidates")
     report["remote_candidate_types"] = sorted(set(await add_fragment(pc, remote["sdpfrag"])))
+    report["stage"] = "audio"
     await asyncio.wait_for(enough_audio.wait(), 60)
     report["audio_frames"] = audio_frames[0]
     report["messages"] = messages
@@ -297,7 +306,7 @@ async def main():
         report["ok"] = True
     except Exception as error:  # the report says what failed; the test asserts on it
         report["ok"] = False
-        report["error"] = f"{type(error).__name__}: {error}"
+        report["error"] = f"{type(error).__name__} at {report.get('stage')}: {error}"
     for pc in OPEN:
         await pc.close()
     signaling.stopping = True

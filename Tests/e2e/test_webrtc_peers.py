@@ -62,8 +62,8 @@ def peers(sb):
 def test_two_aiortc_peers_connect_through_the_relay_only(peers, sb, caller_events, callee_events):
     server, alice_key, bob_key = peers
     caller, callee = run_pair(server, alice_key, bob_key, caller_events, callee_events)
-    assert caller["ok"], caller
-    assert callee["ok"], callee
+    assert caller["ok"] and callee["ok"], (
+        f"caller: {caller.get('error')}; callee: {callee.get('error')}\n{caller}\n{callee}")
 
     # Relay mode: TURN only everywhere, relay policy in the offer, only relay candidates.
     assert caller["session"]["ice_transport_policy"] == "relay" and caller["session"]["mode"] == "relay"
