@@ -12,7 +12,7 @@ packages=(libsqlite3-dev pkg-config libssl-dev libsrtp2-dev libusrsctp-dev)
 if [[ "${1:-}" == "--test" ]]; then
     # ffmpeg pushes test streams, chromium plays them (in a namespace made with unshare + ip).
     packages+=(sqlite3 curl procps python3 python3-venv coturn openssl ffmpeg chromium iproute2 util-linux
-        nftables iperf3 openssh-client openssh-server)
+        nftables conntrack iperf3 openssh-client openssh-server)
 fi
 
 missing=()

@@ -26,8 +26,8 @@ from aiortc.sdp import candidate_from_sdp
 
 from api_client import Client
 
-# Keep every candidate on loopback: the machine's other interfaces are not for tests.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+# Keep every candidate on loopback (or, in the NAT lab, the peer's one inside address, from
+# --host-address): the machine's other interfaces are not for tests.
 
 
 class Signaling:
@@ -296,7 +296,10 @@ async def main():
     parser.add_argument("--mode", choices=["auto", "p2p", "relay"], default="relay")
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--audio-frames", type=int, default=100)
+    parser.add_argument("--host-address", default="127.0.0.1",
+                        help="the one host candidate address (a NAT lab peer's inside address)")
     args = parser.parse_args()
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.host_address] if use_ipv4 else []
     signaling = Signaling(args.base_url, args.events)
     await signaling.login(args.peer, args.key)
     signaling.start_events()
