@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Byte formats (STUN/TURN, ChannelData, RTP/RTCP, SDP): pure values, no I/O.
@@ -114,6 +115,21 @@ let package = Package(
             ]
         ),
 
+        // The peer agent's library (issue 16): signaling client, connection manager, tunnels.
+        .target(
+            name: "Peer",
+            dependencies: [
+                "Wire",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         .executableTarget(
             name: "switchboard",
             dependencies: [
@@ -156,6 +172,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "AdmissionTests", dependencies: ["Admission", "Wire"]),
+        .testTarget(name: "PeerTests", dependencies: ["Peer", "Wire", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "RelayTests",
             dependencies: [
