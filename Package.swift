@@ -172,7 +172,16 @@ let package = Package(
             ]
         ),
         .testTarget(name: "AdmissionTests", dependencies: ["Admission", "Wire"]),
-        .testTarget(name: "PeerTests", dependencies: ["Peer", "Wire", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "PeerTests",
+            dependencies: [
+                "Peer", "Wire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(
             name: "RelayTests",
             dependencies: [
