@@ -200,8 +200,9 @@ package struct ICEAgent: Sendable {
     }
 
     /// ICE restart (RFC 8445 §9): new local credentials (and possibly a new role), new remote
-    /// credentials and candidates to come; bases and local candidates stay (signal
-    /// `localCandidates` again). The selected pair stays in use, and keeps answering and
+    /// credentials and candidates to come; bases and local candidates stay, and are emitted
+    /// again as `.localCandidate` (then `.gatheringComplete` if every STUN server is done) for
+    /// the new generation's signalling. The selected pair stays in use, and keeps answering and
     /// sending consent with the old credentials, until a pair of the new generation is selected.
     package mutating func restart(local: ICECredentials, role newRole: ICERole?, now: ICETime) {
         guard state != .closed else { return }
@@ -226,6 +227,8 @@ package struct ICEAgent: Sendable {
             failureReason = nil
             setState(.new)
         }
+        for candidate in localCandidates where candidate.type != .prflx { actions.append(.localCandidate(candidate)) }
+        if !servers.isEmpty && servers.allSatisfy(\.done) { actions.append(.gatheringComplete) }
         update(now: now)
     }
 

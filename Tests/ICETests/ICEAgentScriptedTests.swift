@@ -234,6 +234,17 @@ final class Script {
         #expect(script.agent.counters.pairsOverLimit == 28)
     }
 
+    @Test func aCandidateOfAnEarlierGenerationIsIgnored() throws {
+        let script = Script()
+        script.connectRemote()
+        let stale = try ICECandidate(sdpAttribute: "candidate:7 1 udp 2130706431 192.0.2.3 7000 typ host ufrag old1")
+        let current = try ICECandidate(sdpAttribute: "candidate:8 1 udp 2130706431 192.0.2.4 7000 typ host ufrag bobb")
+        script.agent.addRemoteCandidate(stale, now: .zero)
+        script.agent.addRemoteCandidate(current, now: .zero)
+        #expect(script.agent.remoteCandidates.map(\.port) == [5000, 7000])
+        #expect(script.agent.counters.remoteCandidatesUnusable == 1)
+    }
+
     @Test func aDuplicateRemoteCandidateMakesNoSecondPair() {
         let script = Script()
         script.connectRemote()
@@ -420,6 +431,38 @@ final class Script {
         script.receive(Remote.success(to: stray, mapped: Script.local, password: bobCredentials.password))
         #expect(script.agent.counters.unmatchedResponses == 1)
         #expect(script.agent.selectedPair == nil)
+    }
+
+    @Test func randomMessagesNeverCrashAndUnsignedOnesChangeNothing() {
+        var random = SeededRandom(7)
+        let types: [STUNAttributeType] = [.username, .priority, .iceControlling, .iceControlled, .useCandidate,
+                                          .xorMappedAddress, .errorCode, .mappedAddress, .software]
+        for round in 0..<400 {
+            let script = Script(role: round % 2 == 0 ? .controlling : .controlled, tieBreaker: random.next(),
+                                credentials: aliceCredentials)
+            script.connectRemote()
+            let before = (script.agent.state, script.agent.role, script.agent.remoteCandidates)
+            let signed = round % 3 == 0
+            let classes: [STUNClass] = [.request, .successResponse, .errorResponse, .indication]
+            let id = round % 5 == 0 ? script.requests[0].message.transactionID : TransactionID(high: 1, low: random.next())
+            var message = STUNMessage(.binding, classes[Int(random.next() % 4)], transactionID: id)
+            for _ in 0..<Int(random.next() % 6) {
+                let length = Int(random.next() % 24)
+                let value = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+                message.attributes.append(STUNAttribute(type: types[Int(random.next() % UInt64(types.count))], value: value))
+            }
+            let key = random.next() % 2 == 0 ? bobCredentials.password : aliceCredentials.password
+            let bytes = message.encoded(integrityKey: signed ? Array(key.utf8) : nil, fingerprint: random.next() % 2 == 0)
+            guard let parsed = try? STUNMessage(bytes: bytes) else { continue }
+            script.receive(parsed, from: random.next() % 2 == 0 ? Script.remote : address("203.0.113.1", UInt16(round)))
+            script.run(until: .milliseconds(100))
+            if !signed {
+                #expect(script.agent.state == before.0)
+                #expect(script.agent.role == before.1)
+                #expect(script.agent.remoteCandidates == before.2)
+                #expect(script.agent.selectedPair == nil)
+            }
+        }
     }
 
     @Test func malformedAttributesInSignedMessagesNeverCrash() {

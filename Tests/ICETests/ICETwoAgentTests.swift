@@ -165,6 +165,9 @@ import Wire
                               now: net.now)
         net.agents[1].restart(local: ICECredentials(ufrag: "bob2", password: "bob-password-second-generat"), role: nil,
                               now: net.now)
+        // Every local candidate is offered again for the new generation.
+        let reoffered = net.agents[0].takeActions().compactMap { if case .localCandidate(let c) = $0 { c } else { nil } }
+        #expect(reoffered.map(\.transportAddress) == [Self.aliceHost])
         // Signalling is slow: for 15 s the old pair carries on, consent answered with the old credentials.
         net.run(for: .seconds(15))
         #expect(net.agents[0].state == .connected && net.agents[1].state == .connected)
