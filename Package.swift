@@ -102,6 +102,13 @@ let package = Package(
             dependencies: ["Wire", "CDatagram", .product(name: "NIOCore", package: "swift-nio")]
         ),
 
+        // Full ICE agent (RFC 8445, consent RFC 7675) for the peer agent: a pure state machine
+        // over Wire's STUN that takes a clock and returns datagrams to send; no sockets.
+        .target(
+            name: "ICE",
+            dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+
         // WHEP media edge (issue: MediaEdge).
         .target(
             name: "MediaEdge",
@@ -181,6 +188,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
+        ),
+        .testTarget(
+            name: "ICETests",
+            dependencies: ["ICE", "Wire", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "RelayTests",

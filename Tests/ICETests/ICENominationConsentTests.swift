@@ -1,0 +1,294 @@
+import Testing
+import Wire
+@testable import ICE
+
+@Suite struct NominationTests {
+    @Test func theControllingAgentUsesTheFirstSucceededPairAtOnceThenNominatesIt() throws {
+        let script = Script()
+        script.connectRemote()
+        script.at(10) { script.answerLast() }
+        #expect(script.selected.count == 1)
+        #expect(script.states == [.checking, .connected])
+        #expect(script.events.first { if case .selectedPair = $0.action { true } else { false } }?.time == .milliseconds(10))
+        #expect(script.agent.selectedPair?.nominated == false)
+        script.run(until: .milliseconds(20))
+        let nomination = try #require(script.requests.last)
+        #expect(nomination.time == .milliseconds(20))
+        #expect(nomination.message.contains(.useCandidate))
+        script.at(30) { script.answerLast() }
+        #expect(script.agent.selectedPair?.nominated == true)
+        #expect(script.selected.count == 1)
+    }
+
+    @Test func nominationWaitsForAHigherPendingPairAtMostTheNominationWait() {
+        let script = Script()
+        script.connectRemote(candidates: 2)
+        script.run(until: .milliseconds(20))
+        #expect(script.requests.map(\.to.port) == [5000, 5001])
+        script.at(25) { script.answer(1) }
+        #expect(script.agent.selectedPair?.remoteAddress.port == 5001)
+        #expect(script.agent.state == .connected)
+        script.run(until: .milliseconds(324))
+        #expect(!script.requests.contains { $0.message.contains(.useCandidate) })
+        script.run(until: .milliseconds(325))
+        let nominations = script.requests.filter { $0.message.contains(.useCandidate) }
+        #expect(nominations.map(\.time) == [.milliseconds(325)])
+        #expect(nominations.map(\.to.port) == [5001])
+    }
+
+    @Test func aConfiguredNominationWaitIsHonoured() {
+        let script = Script { $0.nominationWait = .milliseconds(1000) }
+        script.connectRemote(candidates: 2)
+        script.run(until: .milliseconds(20))
+        script.at(25) { script.answer(1) }
+        script.run(until: .milliseconds(1100))
+        #expect(script.requests.filter { $0.message.contains(.useCandidate) }.map(\.time) == [.milliseconds(1025)])
+    }
+
+    @Test func aBetterPairSucceedingAfterNominationIsNominatedTooAndSelected() throws {
+        let script = Script()
+        script.connectRemote(candidates: 2)
+        script.run(until: .milliseconds(20))
+        script.at(25) { script.answer(1) }
+        script.run(until: .milliseconds(325))
+        script.at(330) { script.answerLast() }  // the nomination of 5001
+        #expect(script.agent.selectedPair?.nominated == true)
+        // The 5000 check is still being retransmitted; it gets through at last.
+        script.run(until: .milliseconds(500))
+        let retransmission = try #require(script.requests.last)
+        #expect(retransmission.to.port == 5000)
+        #expect(retransmission.time == .milliseconds(500))
+        script.at(510) { script.answerLast() }
+        #expect(script.selected.map(\.remoteAddress.port) == [5001, 5000])
+        script.run(until: .milliseconds(530))
+        let nomination = try #require(script.requests.last)
+        #expect(nomination.message.contains(.useCandidate))
+        #expect(nomination.to.port == 5000)
+        script.at(540) { script.answerLast() }
+        #expect(script.agent.selectedPair?.remoteAddress.port == 5000)
+        #expect(script.agent.selectedPair?.nominated == true)
+    }
+
+    @Test func theControlledAgentFollowsTheMostRecentlyNominatedPair() {
+        let script = Script(role: .controlled, tieBreaker: 100, credentials: bobCredentials)
+        script.connectRemote(candidates: 2)
+        script.at(10) { script.answer(0) }
+        script.at(30) { script.answer(1) }
+        // Before any nomination: the best succeeded pair, so data can flow at once.
+        #expect(script.selected.map(\.remoteAddress.port) == [5000])
+        func nominate(_ port: UInt16, at time: Int64) {
+            script.at(time) {
+                script.receive(Remote.request(to: bobCredentials, from: aliceCredentials, controlling: 200,
+                                              useCandidate: true, id: TransactionID(high: 1, low: UInt64(time))),
+                               from: address("192.0.2.2", port))
+            }
+        }
+        nominate(5001, at: 40)
+        nominate(5000, at: 50)
+        nominate(5001, at: 60)
+        nominate(5001, at: 70)  // again: nothing changes
+        #expect(script.selected.map(\.remoteAddress.port) == [5000, 5001, 5000, 5001])
+        #expect(script.agent.selectedPair?.nominated == true)
+    }
+
+    @Test func aNominationBeforeOurOwnCheckSucceedsTakesEffectWhenItDoes() {
+        let script = Script(role: .controlled, tieBreaker: 100, credentials: bobCredentials)
+        script.connectRemote()
+        script.at(5) {
+            script.receive(Remote.request(to: bobCredentials, from: aliceCredentials, controlling: 200, useCandidate: true))
+        }
+        #expect(script.agent.selectedPair == nil)
+        script.at(10) { script.answer(0) }
+        #expect(script.agent.selectedPair?.nominated == true)
+        #expect(script.agent.state == .connected)
+    }
+}
+
+@Suite struct GatheringTests {
+    static let server = address("198.51.100.1", 3478)
+
+    @Test func serverReflexiveGatheringEmitsTheCandidateThenGatheringComplete() throws {
+        let script = Script()
+        script.agent.addServerReflexiveServer(Self.server, base: Script.base, now: .zero)
+        script.collect()
+        let request = try #require(script.requests.first)
+        #expect(request.to == Self.server)
+        #expect(!request.message.contains(.username))
+        #expect(!request.message.hasIntegrity)
+        #expect(request.message.fingerprintIsValid == true)
+        let mapped = address("203.0.113.5", 6000)
+        script.at(30) {
+            script.receive(Remote.parsed(STUNMessage.bindingSuccess(to: request.message, from: mapped).encoded()),
+                           from: Self.server)
+        }
+        let emitted = script.events.filter { $0.time == .milliseconds(30) }.map(\.action)
+        #expect(emitted.count == 2)
+        guard case .localCandidate(let srflx) = emitted.first, emitted.last == .gatheringComplete else {
+            Issue.record("want a srflx candidate then gathering complete, got \(emitted)")
+            return
+        }
+        #expect(srflx.type == .srflx)
+        #expect(srflx.transportAddress == mapped)
+        #expect(srflx.relatedAddress == .ip(Script.local.ip))
+        #expect(srflx.relatedPort == Script.local.port)
+        #expect(srflx.priority == 1_694_498_815)
+        #expect(srflx.base == Script.base)
+        // Its pairs collapse onto the host base: one pair per remote candidate.
+        script.connectRemote()
+        #expect(script.agent.checklist.count == 1)
+    }
+
+    @Test func aSilentServerIsRetriedThenGivenUpAndGatheringStillCompletes() {
+        let script = Script()
+        script.agent.addServerReflexiveServer(Self.server, base: Script.base, now: .zero)
+        script.collect()
+        script.run(until: .milliseconds(7499))
+        #expect(script.times(script.requests) == [0, 500, 1500, 3500])
+        #expect(!script.events.contains { $0.action == .gatheringComplete })
+        script.run(until: .milliseconds(7500))
+        #expect(script.events.last?.action == .gatheringComplete)
+        #expect(!script.agent.localCandidates.contains { $0.type == .srflx })
+    }
+
+    @Test func aMappedAddressEqualToTheHostAddsNoCandidateAndAnAnswerFromElsewhereIsIgnored() throws {
+        let script = Script()
+        script.agent.addServerReflexiveServer(Self.server, base: Script.base, now: .zero)
+        script.collect()
+        let request = try #require(script.requests.first?.message)
+        let answer = Remote.parsed(STUNMessage.bindingSuccess(to: request, from: Script.local).encoded())
+        script.receive(answer, from: address("198.51.100.2", 3478))
+        #expect(script.agent.counters.unmatchedResponses == 1)
+        script.receive(answer, from: Self.server)
+        #expect(script.agent.localCandidates.map(\.type) == [.host])
+        #expect(script.events.last?.action == .gatheringComplete)
+    }
+}
+
+@Suite struct ConsentAndTimeoutTests {
+    /// Connected at 10 ms and nominated at 30 ms, with consent every exactly 5 s.
+    func connected() -> Script {
+        let script = Script { $0.consentInterval = .seconds(5) ... .seconds(5) }
+        script.connectRemote()
+        script.at(10) { script.answerLast() }
+        script.run(until: .milliseconds(20))
+        script.at(30) { script.answerLast() }
+        return script
+    }
+
+    func consentTimes(_ script: Script) -> [Int64] {
+        script.times(script.requests.filter { $0.time >= .milliseconds(1000) })
+    }
+
+    @Test func consentRequestsGoOnTheSelectedPairAndLossDisconnectsThenFails() throws {
+        let script = connected()
+        script.run(until: .milliseconds(5010))
+        let consent = try #require(script.requests.last)
+        #expect(consent.time == .milliseconds(5010))
+        #expect(consent.to == Script.remote)
+        #expect(try consent.message.text(.username) == "bobb:alic")
+        #expect(!consent.message.contains(.useCandidate))
+        #expect(consent.message.verifyIntegrity(key: Array(bobCredentials.password.utf8)))
+        script.at(5020) { script.answerLast() }
+        // Unanswered from 10 010: a retry every second, disconnected 5 s after the last answer.
+        script.run(until: .milliseconds(11009))
+        #expect(script.agent.state == .connected)
+        script.run(until: .milliseconds(11010))
+        #expect(script.agent.state == .disconnected)
+        script.run(until: .milliseconds(13010))
+        #expect(consentTimes(script) == [5010, 10010, 11010, 12010, 13010])
+        script.at(13015) { script.answerLast() }
+        #expect(script.agent.state == .connected)
+        script.run(until: .milliseconds(18014))
+        #expect(script.agent.state == .connected)
+        script.run(until: .milliseconds(18015))
+        #expect(script.agent.state == .disconnected)
+        script.run(until: .milliseconds(43014))
+        #expect(script.agent.state == .disconnected)
+        script.run(until: .milliseconds(43015))
+        #expect(script.agent.state == .failed)
+        #expect(script.agent.failureReason == .consentExpired)
+        #expect(script.states == [.checking, .connected, .disconnected, .connected, .disconnected, .failed])
+        let sentBeforeFailing = script.requests.count
+        script.run(until: .milliseconds(60000))
+        #expect(script.requests.count == sentBeforeFailing)
+        #expect(script.agent.nextDeadline == nil)
+    }
+
+    @Test func trafficOnTheSelectedPairPostponesDisconnected() {
+        let script = connected()
+        script.run(until: .milliseconds(5010))
+        script.at(5020) { script.answerLast() }
+        script.at(10500) { script.agent.noteTraffic(from: Script.remote, base: Script.base, now: script.now) }
+        // Traffic from anywhere else does not count.
+        script.at(10600) { script.agent.noteTraffic(from: address("192.0.2.77", 1), base: Script.base, now: script.now) }
+        script.run(until: .milliseconds(15499))
+        #expect(script.agent.state == .connected)
+        script.run(until: .milliseconds(15500))
+        #expect(script.agent.state == .disconnected)
+    }
+
+    @Test func consentIntervalsAreRandomBetweenFourAndSixSeconds() {
+        let script = Script()
+        script.connectRemote()
+        script.at(10) { script.answerLast() }
+        script.run(until: .milliseconds(20))
+        script.at(30) { script.answerLast() }
+        var intervals: [Int64] = []
+        var last: Int64 = 10
+        for _ in 0..<20 {
+            guard let next = script.agent.nextDeadline else { break }
+            script.run(until: next)
+            if script.requests.last?.time == next {
+                intervals.append(next.milliseconds - last)
+                last = next.milliseconds
+                script.at(next.milliseconds + 10) { script.answerLast() }
+            }
+        }
+        #expect(intervals.count >= 10)
+        #expect(intervals.allSatisfy { (4000...6000).contains($0) })
+        #expect(Set(intervals).count > 3)
+        #expect(script.agent.state == .connected)
+    }
+
+    @Test func checksTimeOutEightSecondsAfterTheRemoteEndOfCandidates() {
+        let script = Script()
+        script.connectRemote()
+        script.at(1000) { script.agent.endOfRemoteCandidates(now: script.now) }
+        script.run(until: .milliseconds(8999))
+        #expect(script.agent.state == .checking)
+        script.run(until: .milliseconds(9000))
+        #expect(script.agent.state == .failed)
+        #expect(script.agent.failureReason == .noPairSucceeded)
+        let sent = script.requests.count
+        script.run(until: .milliseconds(40000))
+        #expect(script.requests.count == sent)
+    }
+
+    @Test func checksTimeOutAfterTheCapWithoutEndOfCandidates() {
+        let script = Script { $0.checkingTimeoutWithoutEndOfCandidates = .seconds(12) }
+        script.connectRemote()
+        script.run(until: .milliseconds(11999))
+        #expect(script.agent.state == .checking)
+        script.run(until: .milliseconds(12000))
+        #expect(script.agent.state == .failed)
+        #expect(script.agent.failureReason == .noPairSucceeded)
+    }
+
+    @Test func aSucceededPairStopsTheCheckingTimeout() {
+        let script = Script()
+        script.connectRemote(endOfCandidates: true)
+        script.at(10) { script.answerLast() }
+        script.run(until: .milliseconds(9000))
+        #expect(script.agent.state != .failed)
+    }
+
+    @Test func closeStopsEverything() {
+        let script = connected()
+        script.agent.close()
+        script.collect()
+        #expect(script.agent.state == .closed)
+        #expect(script.agent.nextDeadline == nil)
+        script.receive(Remote.request(to: aliceCredentials, from: bobCredentials, controlled: 1))
+        #expect(script.responses.isEmpty)
+    }
+}
