@@ -97,6 +97,13 @@ let package = Package(
         // sendmmsg with UDP segmentation offload (glibc GNU extensions and CMSG macros), and the
         // Swift side the media edge and the relay send with.
         .target(name: "CDatagram", path: "Sources/CDatagram"),
+        // System usrsctp (SCTP in AF_CONN mode, carried inside DTLS) for the peer agent's data
+        // channels, and the Swift side: associations driven from one thread, DCEP on top.
+        .systemLibrary(name: "CUSRSCTP", path: "Sources/CUSRSCTP", pkgConfig: "usrsctp", providers: [.apt(["libusrsctp-dev"])]),
+        .target(
+            name: "DataChannel",
+            dependencies: ["CUSRSCTP", "Wire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .target(
             name: "Datagram",
             dependencies: ["Wire", "CDatagram", .product(name: "NIOCore", package: "swift-nio")]
@@ -186,6 +193,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .testTarget(
+            name: "DataChannelTests",
+            dependencies: [
+                "DataChannel", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

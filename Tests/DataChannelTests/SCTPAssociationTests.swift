@@ -1,0 +1,363 @@
+import Crypto
+import NIOCore
+import Testing
+@testable import DataChannel
+import Wire
+
+/// Two associations back to back in one process. Each one's output is queued and fed into the
+/// other's input from the loop here (never from inside a callback); when the pipe is empty the
+/// loop advances a test clock by 10 ms and runs the timers.
+final class Pipe {
+    typealias Event = SCTPAssociation.Event
+
+    var a: SCTPAssociation!
+    var b: SCTPAssociation!
+    var toA: [[UInt8]] = []
+    var toB: [[UInt8]] = []
+    var eventsA: [Event] = []
+    var eventsB: [Event] = []
+    /// Drop every n-th datagram in each direction (0: none).
+    var dropEvery = 0
+    var sentCount = 0
+    var dropped = 0
+    var firstPacketsA: [[UInt8]] = []
+    var firstPacketsB: [[UInt8]] = []
+
+    init(configuration: SCTPAssociation.Configuration = .init(), start: Bool = true) {
+        a = SCTPAssociation(role: .client, configuration: configuration,
+                            output: { [unowned self] in self.carry($0, to: \.toB, log: \.firstPacketsA) },
+                            onEvent: { [unowned self] in self.eventsA.append($0) })
+        b = SCTPAssociation(role: .server, configuration: configuration,
+                            output: { [unowned self] in self.carry($0, to: \.toA, log: \.firstPacketsB) },
+                            onEvent: { [unowned self] in self.eventsB.append($0) })
+        if start {
+            a.start()
+            b.start()
+        }
+    }
+
+    private func carry(_ packet: [UInt8], to queue: ReferenceWritableKeyPath<Pipe, [[UInt8]]>,
+                       log: ReferenceWritableKeyPath<Pipe, [[UInt8]]>) {
+        if self[keyPath: log].count < 4 { self[keyPath: log].append(packet) }
+        sentCount += 1
+        if dropEvery > 0 && sentCount % dropEvery == 0 {
+            dropped += 1
+            return
+        }
+        self[keyPath: queue].append(packet)
+    }
+
+    /// Moves packets and ticks the clock until `done` holds; false after `maxSteps` idle ticks.
+    @discardableResult
+    func run(maxTicks: Int = 3000, until done: () -> Bool) -> Bool {
+        var ticks = 0
+        while !done() {
+            if toA.isEmpty && toB.isEmpty {
+                guard ticks < maxTicks else { return false }
+                ticks += 1
+                TestClock.now = TestClock.now + .milliseconds(10)
+                SCTPAssociation.handleTimers(now: TestClock.now)
+                continue
+            }
+            let forA = toA, forB = toB
+            toA.removeAll()
+            toB.removeAll()
+            for packet in forA { a?.input(packet) }
+            for packet in forB { b?.input(packet) }
+        }
+        return true
+    }
+
+    func connect() {
+        #expect(run { eventsA.contains(.associationUp) && eventsB.contains(.associationUp) })
+    }
+
+    /// Opens a channel from `a` and waits for both sides to see it.
+    func openFromA(label: String, protocol: String = "") throws -> DataChannelID {
+        let id = try a.openChannel(label: label, protocol: `protocol`)
+        #expect(run { eventsA.contains(.channelOpenAcked(id)) && eventsB.contains(.channelOpened(id, label: label, protocol: `protocol`)) })
+        return id
+    }
+
+    static func messages(_ events: [Event], on id: DataChannelID) -> [(ByteBuffer, Bool)] {
+        events.compactMap { event in
+            if case .message(id, let bytes, let binary) = event { return (bytes, binary) }
+            return nil
+        }
+    }
+}
+
+/// One clock for the whole process: usrsctp's timers are global and only move forward.
+enum TestClock {
+    nonisolated(unsafe) static var now = NIODeadline.now()
+}
+
+func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var generator = SplitMix(seed: seed)
+    return (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+}
+
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// usrsctp is process-global and single-threaded here: these tests run one at a time on the
+/// main thread.
+@MainActor @Suite(.serialized) struct SCTPAssociationTests {
+    @Test func bothSidesConnectAtOnceAndTheFirstPacketIsAnINIT() {
+        let pipe = Pipe()
+        pipe.connect()
+        // Simultaneous open (RFC 8841): each side's first packet is an INIT (chunk type 1)
+        // with a valid CRC32c computed by us, not by usrsctp.
+        #expect(pipe.firstPacketsA.first?[12] == 1)
+        #expect(pipe.firstPacketsB.first?[12] == 1)
+        #expect(pipe.firstPacketsA.allSatisfy(SCTPAssociation.checksumIsValid))
+        #expect(pipe.firstPacketsA.first.map { $0[8..<12] != [0, 0, 0, 0] } == true)
+        #expect(pipe.a.isUp && pipe.b.isUp)
+    }
+
+    @Test func packetsThatArriveBeforeOurINITWaitForIt() {
+        let pipe = Pipe(start: false)
+        pipe.b.start()
+        // b's INIT reaches a before a has started: a must hold it, not hand it to usrsctp.
+        let early = pipe.toA
+        pipe.toA.removeAll()
+        #expect(!early.isEmpty)
+        for packet in early { pipe.a.input(packet) }
+        pipe.a.start()
+        pipe.connect()
+    }
+
+    @Test func openingAChannelCarriesLabelAndProtocolAndIsAcknowledged() throws {
+        let pipe = Pipe()
+        pipe.connect()
+        let fromA = try pipe.openFromA(label: "tunnel-ß📡", protocol: "switchboard-tcp")
+        #expect(fromA.stream == 0)  // DTLS client: even ids, lowest first
+        let fromB = try pipe.b.openChannel(label: "back", protocol: "")
+        #expect(fromB.stream == 1)  // DTLS server: odd ids
+        #expect(pipe.run { pipe.eventsB.contains(.channelOpenAcked(fromB)) && pipe.eventsA.contains(.channelOpened(fromB, label: "back", protocol: "")) })
+        #expect(try pipe.a.openChannel(label: "second").stream == 2)
+    }
+
+    @Test func messagesArriveInOrderBothWaysWithTheirType() throws {
+        let pipe = Pipe()
+        pipe.connect()
+        let id = try pipe.openFromA(label: "chat")
+        for index in 0..<200 {
+            let binary = index % 3 != 0
+            #expect(pipe.a.send(ByteBuffer(string: "a\(index)"), on: id, binary: binary) == .sent)
+            #expect(pipe.b.send(ByteBuffer(string: "b\(index)"), on: id, binary: binary) == .sent)
+        }
+        #expect(pipe.a.send(ByteBuffer(), on: id, binary: true) == .sent)
+        #expect(pipe.a.send(text: "", on: id) == .sent)
+        #expect(pipe.run { Pipe.messages(pipe.eventsB, on: id).count == 202 && Pipe.messages(pipe.eventsA, on: id).count == 200 })
+        let atB = Pipe.messages(pipe.eventsB, on: id)
+        let atA = Pipe.messages(pipe.eventsA, on: id)
+        for index in 0..<200 {
+            #expect(atB[index].0 == ByteBuffer(string: "a\(index)") && atB[index].1 == (index % 3 != 0))
+            #expect(atA[index].0 == ByteBuffer(string: "b\(index)") && atA[index].1 == (index % 3 != 0))
+        }
+        // Empty messages (PPID 57 then 56) arrive empty, not as the 0x00 byte that carried them.
+        #expect(atB[200].0.readableBytes == 0 && atB[200].1 == true)
+        #expect(atB[201].0.readableBytes == 0 && atB[201].1 == false)
+    }
+
+    @Test func aOneMebibyteMessageIsReassembled() throws {
+        var configuration = SCTPAssociation.Configuration()
+        configuration.maxMessageSize = 1 << 20
+        configuration.remoteMaxMessageSize = 1 << 20
+        let pipe = Pipe(configuration: configuration)
+        pipe.connect()
+        let id = try pipe.openFromA(label: "big")
+        let big = randomBytes(1 << 20, seed: 1)
+        #expect(pipe.a.send(big, on: id) != .refused(.tooLarge))
+        #expect(pipe.run { Pipe.messages(pipe.eventsB, on: id).count == 1 })
+        #expect(Pipe.messages(pipe.eventsB, on: id).first.map { Array($0.0.readableBytesView) == big } == true)
+        #expect(pipe.a.send(randomBytes((1 << 20) + 1, seed: 2), on: id) == .refused(.tooLarge))
+    }
+
+    @Test func aMessageLargerThanOurLimitClosesItsChannelAndOthersCarryOn() throws {
+        var small = SCTPAssociation.Configuration()
+        small.maxMessageSize = 64 * 1024
+        small.remoteMaxMessageSize = 1 << 20
+        let pipe = Pipe(configuration: small)
+        pipe.connect()
+        let victim = try pipe.openFromA(label: "victim")
+        let other = try pipe.openFromA(label: "other")
+        pipe.a.send(randomBytes(200 * 1024, seed: 3), on: victim)
+        pipe.a.send([1, 2, 3], on: other)
+        #expect(pipe.run { pipe.eventsA.contains(.channelClosed(victim)) && Pipe.messages(pipe.eventsB, on: other).count == 1 })
+        #expect(pipe.b.statistics.oversizedMessages == 1)
+        #expect(Pipe.messages(pipe.eventsB, on: victim).isEmpty)
+    }
+
+    @Test func twoHundredFiftySixChannelsAtOnceEachCarryTheirOwnBytes() throws {
+        let pipe = Pipe()
+        pipe.connect()
+        var ids: [DataChannelID] = []
+        for index in 0..<256 { ids.append(try pipe.a.openChannel(label: "ch\(index)")) }
+        #expect(Set(ids.map(\.stream)) == Set(stride(from: 0, to: 512, by: 2)))
+        var expected: [DataChannelID: SHA256.Digest] = [:]
+        for (index, id) in ids.enumerated() {
+            var hash = SHA256()
+            for part in 0..<4 {
+                let bytes = randomBytes(1000 + (index * 37 + part * 11) % 3000, seed: UInt64(index * 8 + part))
+                hash.update(data: bytes)
+                #expect(pipe.a.send(bytes, on: id) != .refused(.queueFull))
+            }
+            expected[id] = hash.finalize()
+            // Keep within the send queue's cap; the other channels' data is still in flight.
+            if pipe.a.bufferedAmount > 512 * 1024 { pipe.run { pipe.a.bufferedAmount < 256 * 1024 } }
+        }
+        #expect(pipe.run { ids.allSatisfy { Pipe.messages(pipe.eventsB, on: $0).count == 4 } })
+        for id in ids {
+            var hash = SHA256()
+            for (bytes, _) in Pipe.messages(pipe.eventsB, on: id) { hash.update(data: Array(bytes.readableBytesView)) }
+            #expect(hash.finalize() == expected[id], "\(id)")
+        }
+        #expect(pipe.eventsB.filter { if case .channelOpened = $0 { true } else { false } }.count == 256)
+    }
+
+    @Test func aPausedReceiverStallsTheSenderWithinItsCapThenEverythingArrives() throws {
+        let pipe = Pipe()
+        pipe.connect()
+        let id = try pipe.openFromA(label: "bulk")
+        pipe.b.pauseReceiving()
+        let message = 64 * 1024
+        let cap = pipe.a.configuration.sendHighWaterMark + message
+        var hash = SHA256()
+        var sent = 0
+        var blocked = false
+        while !blocked && sent < 400 {
+            let bytes = randomBytes(message, seed: UInt64(1000 + sent))
+            let result = pipe.a.send(bytes, on: id)
+            #expect(result != .refused(.queueFull))
+            hash.update(data: bytes)
+            sent += 1
+            if case .wouldBlock = result { blocked = true }
+            #expect(pipe.a.bufferedAmount <= cap)
+            pipe.run(maxTicks: 5) { false }
+            #expect(pipe.a.bufferedAmount <= cap)
+        }
+        // The receiver read nothing, so 2 MiB of socket buffers (theirs and ours) plus our queue
+        // hold it all: the sender must have been told to stop well before 400 messages.
+        #expect(blocked)
+        #expect(sent < 100)
+        #expect(Pipe.messages(pipe.eventsB, on: id).isEmpty)
+        #expect(pipe.a.bufferedAmount(on: id) >= pipe.a.configuration.sendHighWaterMark)
+        // Past the high-water mark nothing more is taken: the queue stays within its cap.
+        #expect(pipe.a.send(randomBytes(10, seed: 9), on: id) == .refused(.queueFull))
+
+        pipe.b.resumeReceiving()
+        #expect(pipe.run { pipe.eventsA.contains(.bufferedAmountLow(id)) && Pipe.messages(pipe.eventsB, on: id).count == sent })
+        var received = SHA256()
+        for (bytes, _) in Pipe.messages(pipe.eventsB, on: id) { received.update(data: Array(bytes.readableBytesView)) }
+        #expect(received.finalize() == hash.finalize())
+        #expect(pipe.a.bufferedAmount == 0)
+    }
+
+    @Test func closingAChannelResetsItsStreamBothWaysAndFreesTheId() throws {
+        let pipe = Pipe()
+        pipe.connect()
+        let first = try pipe.openFromA(label: "one")
+        let second = try pipe.openFromA(label: "two")
+        pipe.a.send([1], on: first)
+        pipe.a.closeChannel(first)
+        #expect(pipe.a.send([2], on: first) == .refused(.channelClosing))
+        #expect(pipe.run { pipe.eventsB.contains(.channelClosed(first)) && pipe.eventsA.contains(.channelClosed(first)) })
+        #expect(Pipe.messages(pipe.eventsB, on: first).count == 1)  // what was sent before the close arrives
+        #expect(pipe.a.openChannels == [second] && pipe.b.openChannels == [second])
+        // The lowest free id of our parity is 0 again.
+        pipe.eventsA.removeAll()
+        pipe.eventsB.removeAll()
+        let again = try pipe.openFromA(label: "three")
+        #expect(again == first)
+        pipe.a.send([3], on: again)
+        #expect(pipe.run { Pipe.messages(pipe.eventsB, on: again).count == 1 })
+        #expect(Pipe.messages(pipe.eventsB, on: again).first?.0 == ByteBuffer(bytes: [3]))
+        // The peer closing works the same way.
+        pipe.b.closeChannel(second)
+        #expect(pipe.run { pipe.eventsA.contains(.channelClosed(second)) && pipe.eventsB.contains(.channelClosed(second)) })
+    }
+
+    @Test func losingEveryTenthDatagramStillDeliversEverythingInOrder() throws {
+        let pipe = Pipe()
+        pipe.dropEvery = 10
+        pipe.connect()
+        let id = try pipe.openFromA(label: "lossy")
+        var hash = SHA256()
+        var count = 0
+        for index in 0..<300 {
+            let bytes = randomBytes(index == 150 ? 200 * 1024 : 1 + (index * 97) % 4000, seed: UInt64(5000 + index))
+            hash.update(data: bytes)
+            #expect(pipe.a.send(bytes, on: id) != .refused(.queueFull))
+            count += 1
+        }
+        #expect(pipe.run(maxTicks: 20000) { Pipe.messages(pipe.eventsB, on: id).count == count })
+        var received = SHA256()
+        for (bytes, _) in Pipe.messages(pipe.eventsB, on: id) { received.update(data: Array(bytes.readableBytesView)) }
+        #expect(received.finalize() == hash.finalize())
+        #expect(pipe.dropped > 10)
+    }
+
+    @Test func garbageInputIsDroppedAndTheAssociationCarriesOn() throws {
+        let pipe = Pipe()
+        pipe.connect()
+        let id = try pipe.openFromA(label: "sturdy")
+        let before = pipe.b.statistics.packetsDropped
+        pipe.b.input([])
+        pipe.b.input([1, 2, 3])
+        pipe.b.input(randomBytes(200, seed: 7))  // checksum wrong
+        for seed in 0..<200 {
+            // Right checksum, random content: usrsctp itself must shrug it off.
+            var packet = randomBytes(12 + seed % 300, seed: UInt64(seed))
+            packet[0] = 0x13
+            packet[1] = 0x88
+            packet[2] = 0x13
+            packet[3] = 0x88
+            SCTPAssociation.setChecksum(&packet)
+            pipe.b.input(packet)
+        }
+        #expect(pipe.b.statistics.packetsDropped == before + 3)
+        pipe.a.send([42], on: id)
+        #expect(pipe.run { Pipe.messages(pipe.eventsB, on: id).count == 1 })
+        #expect(pipe.b.isUp)
+    }
+
+    @Test func closingWhilePacketsAreStillQueuedIsHarmless() throws {
+        let pipe = Pipe()
+        pipe.connect()
+        let id = try pipe.openFromA(label: "doomed")
+        for index in 0..<50 { pipe.a.send(randomBytes(2000, seed: UInt64(index)), on: id) }
+        pipe.b.send([1, 2, 3], on: id)
+        // Packets both ways are in flight; a goes away.
+        pipe.a.close()
+        #expect(pipe.a.send([1], on: id) == .refused(.notConnected))
+        #expect(throws: SCTPAssociation.OpenError.notConnected) { try pipe.a.openChannel(label: "x") }
+        pipe.run(maxTicks: 50) { false }
+        pipe.a = nil  // deinit after close
+        pipe.run(maxTicks: 50) { false }
+        pipe.b.close()
+        pipe.b = nil
+        pipe.run(maxTicks: 20) { false }
+        // A new pair still works afterwards.
+        let next = Pipe()
+        next.connect()
+    }
+
+    @Test func theAbortOfOnePeerTakesTheOtherDown() {
+        let pipe = Pipe()
+        pipe.connect()
+        pipe.a.close()
+        #expect(pipe.run { pipe.eventsB.contains(.associationDown(.lost)) })
+        #expect(!pipe.eventsA.contains(.associationDown(.lost)))  // a closed itself: no events
+    }
+}
