@@ -129,7 +129,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge",
+                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),

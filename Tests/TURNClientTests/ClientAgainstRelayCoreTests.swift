@@ -94,6 +94,18 @@ import Wire
         #expect(loop.received.last?.peer == otherPort)
     }
 
+    @Test func anIPv6AllocationIsAskedForAndRelaysToIPv6Peers() throws {
+        let loop = RelayLoop(configureRelay: { $0.relayIPs = [IPAddress("192.0.2.1")!, IPAddress("2001:db8::1")!] },
+                             configureClient: { $0.requestedFamily = .ipv6 })
+        loop.start()
+        #expect(loop.client.allocation?.relayed == loop.relayedIPv6)
+        let peer = TransportAddress(ip: IPAddress("2001:db8:5::7")!, port: 7000)
+        loop.send([1], to: peer)
+        loop.send([2], to: RelayLoop.peer)  // the other family: dropped here, not refused by the server
+        #expect(loop.toPeer.map(\.peer) == [peer])
+        #expect(loop.client.counters.sendDrops == 1)
+    }
+
     @Test func overTCPChannelDataIsPaddedToFour() throws {
         let loop = Self.boundLoop(transport: .tcp)
         loop.send([1, 2, 3, 4, 5])

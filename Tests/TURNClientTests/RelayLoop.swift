@@ -12,6 +12,7 @@ final class RelayLoop {
     var client: TURNClientCore
     let fiveTuple: FiveTuple
     let relayed = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 50000)
+    let relayedIPv6 = TransportAddress(ip: IPAddress("2001:db8::1")!, port: 50000)
     private let startMillis: Int64 = 5_000_000
     private let startUnix: Int64 = 1_800_000_000
     var time: RelayTime
@@ -144,7 +145,8 @@ final class RelayLoop {
         case .respond(let reply), .respondAndEnd(let reply, _, _):
             return [ByteBuffer(bytes: reply)]
         case .allocate(let plan):
-            let (_, reply) = relay.completeAllocation(plan, relayed: [relayed], reservationToken: nil, time: time)
+            let addresses = plan.families.map { $0 == .ipv4 ? relayed : relayedIPv6 }
+            let (_, reply) = relay.completeAllocation(plan, relayed: addresses, reservationToken: nil, time: time)
             return [ByteBuffer(bytes: reply)]
         case .sendToPeer(_, _, let peer, let payload):
             toPeer.append((peer, payload))

@@ -18,6 +18,8 @@ package struct TURNClientConfiguration: Sendable {
 
     /// LIFETIME asked for in Allocate and Refresh (seconds); nil lets the server choose.
     package var requestedLifetime: UInt32?
+    /// REQUESTED-ADDRESS-FAMILY (RFC 8656 §7.1): nil asks for the default, IPv4.
+    package var requestedFamily: AddressFamily?
 
     /// UDP retransmission: first RTO, doubling, `maxTransmissions` sends in all (Rc), then a
     /// last wait of `lastWaitFactor` × RTO (Rm) — 39.5 s with the defaults.

@@ -674,6 +674,9 @@ package struct TURNClientCore {
         case .allocate:
             attributes = [.requestedTransport(TransportProtocolNumber.udp.rawValue)]
             if let lifetime = configuration.requestedLifetime { attributes.append(.lifetime(lifetime)) }
+            if let family = configuration.requestedFamily {
+                attributes.append(.addressFamily(.requestedAddressFamily, family))
+            }
         case .refresh(let lifetime):
             attributes = lifetime.map { [.lifetime($0)] } ?? []
         case .createPermission(let ip):
