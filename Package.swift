@@ -91,6 +91,18 @@ let package = Package(
             ]
         ),
 
+        // TURN client (RFC 8656): a pure state machine (Core/) and a NIO driver over UDP, TCP
+        // and TLS, for the peer agent's relay candidates and the relay benchmark.
+        .target(
+            name: "TURNClient",
+            dependencies: [
+                "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+
         // System OpenSSL (DTLS 1.2) and libsrtp2 (SRTP) for the media edge.
         .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSRTP", path: "Sources/CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
@@ -147,7 +159,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge",
+                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -213,6 +225,15 @@ let package = Package(
             dependencies: [
                 "Relay", "Wire",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "TURNClientTests",
+            dependencies: [
+                "TURNClient", "Relay", "Wire", "Store",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -3,7 +3,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import Relay
+import TURNClient
 import Wire
 
 struct BenchCommand: AsyncParsableCommand {
@@ -75,8 +75,9 @@ struct BenchRelay: AsyncParsableCommand {
             var held: [TURNBenchClient] = []
             let started = ContinuousClock.now
             for _ in 0..<allocations {
-                let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress, offload: false)
-                try await client.allocate(username: credentials.0, password: credentials.1)
+                let client = try await TURNBenchClient.connect(
+                    loop: loop, server: serverAddress, offload: false, username: credentials.0, password: credentials.1)
+                try await client.allocate()
                 held.append(client)
             }
             let elapsed = ContinuousClock.now - started
@@ -88,9 +89,10 @@ struct BenchRelay: AsyncParsableCommand {
 
         var flooders: [TURNBenchClient] = []
         for _ in 0..<clients {
-            let client = try await TURNBenchClient.connect(loop: loop, server: serverAddress, offload: true)
-            try await client.allocate(username: credentials.0, password: credentials.1)
-            try await client.bindChannel(0x4000, to: peer)
+            let client = try await TURNBenchClient.connect(
+                loop: loop, server: serverAddress, offload: true, username: credentials.0, password: credentials.1)
+            try await client.allocate()
+            try await client.bindChannel(to: peer)
             flooders.append(client)
         }
         let payload = ByteBuffer(repeating: 0x5A, count: size)
@@ -116,91 +118,54 @@ struct BenchRelay: AsyncParsableCommand {
     }
 }
 
-/// A minimal TURN client over UDP for load: STUN transactions during setup, then a
-/// ChannelData flood that keeps `window` packets in flight.
+/// The load client over UDP: `TURNClientCore` (the peer agent's TURN client) makes and checks
+/// every STUN message during setup; the flood then frames ChannelData on the bound channel
+/// itself and keeps `window` packets in flight, so the client core is off the per-packet path.
 final class TURNBenchClient: Sendable {
     let channel: any Channel
     let handler: BenchClientHandler
-    let server: SocketAddress
-    private let state = NIOLockedValueBox<(key: [UInt8], realm: String, nonce: String, username: String)?>(nil)
 
-    init(channel: any Channel, handler: BenchClientHandler, server: SocketAddress) {
+    init(channel: any Channel, handler: BenchClientHandler) {
         self.channel = channel
         self.handler = handler
-        self.server = server
     }
 
     /// `offload`: flooding clients take and send bursts whole (big receive buffers); clients
     /// that only hold an allocation keep small ones.
-    static func connect(loop: any EventLoop, server: SocketAddress, offload: Bool) async throws -> TURNBenchClient {
-        let handler = BenchClientHandler(server: server)
+    static func connect(loop: any EventLoop, server: SocketAddress, offload: Bool, username: String,
+                        password: String) async throws -> TURNBenchClient {
+        let handler = BenchClientHandler(
+            server: server, core: TURNClientCore(configuration: TURNClientConfiguration(username: username, password: password)))
         let bootstrap = DatagramBootstrap(group: loop)
         let channel = try await (offload ? BenchRelay.offloading(bootstrap) : bootstrap)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
             }
             .bind(host: server.protocol == .inet6 ? "::1" : "127.0.0.1", port: 0).get()
-        return TURNBenchClient(channel: channel, handler: handler, server: server)
+        return TURNBenchClient(channel: channel, handler: handler)
     }
 
-    func allocate(username: String, password: String) async throws {
-        let challenge = try await transact(STUNMessage(.allocate, .request, attributes: [.requestedTransport(17)]))
-        guard let realm = try challenge.text(.realm), let nonce = try challenge.text(.nonce) else {
-            throw BenchError("no REALM/NONCE in the challenge")
-        }
-        let key = STUNCredentials.longTermKey(username: username, realm: realm, password: password)
-        state.withLockedValue { $0 = (key, realm, nonce, username) }
-        let response = try await authenticated(STUNMessage(.allocate, .request, attributes: [.requestedTransport(17)]))
-        guard response.type.messageClass == .successResponse else {
-            throw BenchError("Allocate failed: \(String(describing: try? response.errorCode()))")
-        }
+    func allocate() async throws {
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        try await channel.eventLoop.submit { self.handler.allocate(promise) }.get()
+        try await promise.futureResult.get()
     }
 
-    func bindChannel(_ number: UInt16, to peer: TransportAddress) async throws {
-        let id = TransactionID.random()
-        let response = try await authenticated(STUNMessage(.channelBind, .request, transactionID: id, attributes: [
-            .channelNumber(number), .xorAddress(.xorPeerAddress, peer, transactionID: id),
-        ]))
-        guard response.type.messageClass == .successResponse else {
-            throw BenchError("ChannelBind failed: \(String(describing: try? response.errorCode()))")
-        }
-        handler.channelNumber = number
+    /// Sends one packet to `peer` through the relay: the core installs the permission, sends
+    /// it as a Send indication and binds a channel, whose number the flood then uses.
+    func bindChannel(to peer: TransportAddress) async throws {
+        let promise = channel.eventLoop.makePromise(of: UInt16.self)
+        try await channel.eventLoop.submit { self.handler.bindChannel(to: peer, promise) }.get()
+        _ = try await promise.futureResult.get()
     }
 
     /// Ends the allocation (Refresh with LIFETIME 0) and closes the socket, so a later run
     /// that gets the same ephemeral port does not meet it (437).
     func release() async {
-        _ = try? await authenticated(STUNMessage(.refresh, .request, attributes: [.lifetime(0)]))
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        channel.eventLoop.execute { self.handler.release(promise) }
+        _ = try? await promise.futureResult.get()
         try? await channel.close()
-    }
-
-    private func authenticated(_ message: STUNMessage) async throws -> STUNMessage {
-        guard let (key, realm, nonce, username) = state.withLockedValue({ $0 }) else { throw BenchError("no key") }
-        var message = message
-        message.attributes += [.text(.username, username), .text(.realm, realm), .text(.nonce, nonce)]
-        return try await transact(message, key: key)
-    }
-
-    private func transact(_ message: STUNMessage, key: [UInt8]? = nil) async throws -> STUNMessage {
-        let bytes = message.encoded(integrityKey: key, fingerprint: true)
-        for _ in 0..<5 {
-            let promise = channel.eventLoop.makePromise(of: STUNMessage.self)
-            try await channel.eventLoop.submit {
-                self.handler.pending = (message.transactionID, promise)
-            }.get()
-            try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: bytes)))
-            let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(500)) {
-                promise.fail(BenchError("timeout"))
-            }
-            do {
-                let response = try await promise.futureResult.get()
-                timeout.cancel()
-                return response
-            } catch {
-                continue
-            }
-        }
-        throw BenchError("no answer from \(server)")
     }
 
     /// On the event loop: send a window of ChannelData packets; each echo sends another.
@@ -209,21 +174,93 @@ final class TURNBenchClient: Sendable {
     }
 }
 
+/// Runs the client core during setup (STUN in, STUN out, its timers) and the flood after.
+/// Touched only on its channel's event loop.
 final class BenchClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
 
     let server: SocketAddress
-    var pending: (TransactionID, EventLoopPromise<STUNMessage>)?
+    private var core: TURNClientCore
+    private var allocated: EventLoopPromise<Void>?
+    private var bound: (peer: TransportAddress, promise: EventLoopPromise<UInt16>)?
+    private var closed: EventLoopPromise<Void>?
+    private var timer: Scheduled<Void>?
     var channelNumber: UInt16 = 0x4000
     var received = 0
     private var flooding = false
     private var packet = ByteBuffer()
-    private weak var channel: (any Channel)?
+    private var context: ChannelHandlerContext?
 
-    init(server: SocketAddress) { self.server = server }
+    init(server: SocketAddress, core: TURNClientCore) {
+        self.server = server
+        self.core = core
+    }
+
+    private static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000) }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+        allocated?.fail(BenchError("closed"))
+        bound?.promise.fail(BenchError("closed"))
+        closed?.succeed()
+    }
+
+    func allocate(_ promise: EventLoopPromise<Void>) {
+        allocated = promise
+        perform(core.start(now: Self.now()))
+    }
+
+    func bindChannel(to peer: TransportAddress, _ promise: EventLoopPromise<UInt16>) {
+        bound = (peer, promise)
+        perform(core.send(ByteBuffer(bytes: [0]), to: peer, now: Self.now()))
+    }
+
+    func release(_ promise: EventLoopPromise<Void>) {
+        closed = promise
+        perform(core.close(now: Self.now()))
+    }
+
+    private func perform(_ actions: [TURNClientAction]) {
+        guard let context else { return }
+        for action in actions {
+            switch action {
+            case .send(let bytes):
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: server, data: bytes)), promise: nil)
+            case .event(.allocated):
+                allocated?.succeed()
+            case .event(.channelBound(let peer, let number)):
+                if let bound, bound.peer == peer {
+                    channelNumber = number
+                    bound.promise.succeed(number)
+                }
+            case .event(.permissionFailed(_, let error)):
+                bound?.promise.fail(BenchError("CreatePermission failed: \(error)"))
+            case .event(.failed(let error)):
+                allocated?.fail(BenchError("\(error)"))
+                bound?.promise.fail(BenchError("\(error)"))
+                closed?.succeed()
+            case .event(.closed):
+                closed?.succeed()
+            case .event(.data):
+                break
+            }
+        }
+        context.flush()
+        timer?.cancel()
+        timer = nil
+        if let deadline = core.nextDeadline {
+            timer = context.eventLoop.assumeIsolated().scheduleTask(
+                deadline: .uptimeNanoseconds(UInt64(max(0, deadline)) * 1_000_000)
+            ) { [self] in
+                perform(core.tick(now: Self.now()))
+            }
+        }
+    }
 
     func startFlood(channel: any Channel, payload: ByteBuffer, window: Int) {
-        self.channel = channel
         var frame = ByteBuffer()
         ChannelData(channel: channelNumber, data: payload).write(to: &frame, padded: false)
         packet = frame
@@ -240,17 +277,16 @@ final class BenchClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        guard let first = envelope.data.getInteger(at: envelope.data.readerIndex, as: UInt8.self) else { return }
+        guard envelope.remoteAddress == server,
+              let first = envelope.data.getInteger(at: envelope.data.readerIndex, as: UInt8.self) else { return }
         if first >= 64 && first < 128 {
             // A coalesced read (UDP_GRO) is several echoes of `segmentSize` bytes.
             let size = envelope.metadata?.segmentSize ?? envelope.data.readableBytes
             let count = max(1, (envelope.data.readableBytes + size - 1) / max(size, 1))
             received += count
             if flooding { owed += count }
-        } else if let message = try? STUNMessage(datagram: envelope.data), let (id, promise) = pending,
-                  message.transactionID == id {
-            pending = nil
-            promise.succeed(message)
+        } else {
+            perform(core.receive(envelope.data, now: Self.now()))
         }
     }
 
