@@ -8,9 +8,10 @@ import Glibc
 #endif
 
 /// Our agent against aioice (PyPI), an ICE implementation this project did not write, over a
-/// real UDP socket on 127.0.0.1. aioice is the controlled side; it connects only when our
-/// nomination arrives, then sends a datagram on the pair and echoes ours back. Skipped when
-/// the project's Python environment is missing.
+/// real UDP socket on 127.0.0.1, in both roles. aioice's connect() returns only once a pair is
+/// nominated (by us, or by its aggressive nomination when it controls); then it sends a
+/// datagram on the pair and reports ours. Skipped when the project's Python environment is
+/// missing (SWITCHBOARD_PYTHON names another interpreter with aioice).
 @Suite struct AioiceInteropTests {
     static let python = ProcessInfo.processInfo.environment["SWITCHBOARD_PYTHON"] ?? "/work/main/.venv/bin/python"
 
@@ -21,7 +22,7 @@ import Glibc
     from aioice import Candidate, Connection
 
     async def main():
-        conn = Connection(ice_controlling=False, use_ipv6=False)
+        conn = Connection(ice_controlling=sys.argv[1] == "controlling", use_ipv6=False)
         await conn.gather_candidates()
         print(json.dumps({"ufrag": conn.local_username, "pwd": conn.local_password,
                           "candidates": ["candidate:" + c.to_sdp() for c in conn.local_candidates]}), flush=True)
@@ -43,8 +44,8 @@ import Glibc
     """#
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: python), "needs the project's Python venv with aioice"),
-          .timeLimit(.minutes(1)))
-    func ourAgentConnectsToAioiceOverRealUDP() throws {
+          .timeLimit(.minutes(1)), arguments: [ICERole.controlling, .controlled])
+    func ourAgentConnectsToAioiceOverRealUDP(role: ICERole) throws {
         // The UDP socket.
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         #expect(fd >= 0)
@@ -65,7 +66,7 @@ import Glibc
         // The aioice peer.
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.python)
-        process.arguments = ["-c", Self.script]
+        process.arguments = ["-c", Self.script, role == .controlling ? "controlled" : "controlling"]
         let input = Pipe(), output = Pipe()
         process.standardInput = input
         process.standardOutput = output
@@ -79,12 +80,12 @@ import Glibc
         let password = try #require(remote?["pwd"] as? String)
         let candidates = try #require(remote?["candidates"] as? [String])
 
-        // Our agent, controlling.
+        // Our agent.
         let clock = ContinuousClock()
         let start = clock.now
         func now() -> ICETime { ICETime(clock.now - start) }
         let credentials = ICECredentials.random()
-        var agent = ICEAgent(role: .controlling, local: credentials, tieBreaker: UInt64.random(in: 0 ... .max), now: now())
+        var agent = ICEAgent(role: role, local: credentials, tieBreaker: UInt64.random(in: 0 ... .max), now: now())
         let base = ICEBase(id: 1)
         let added = agent.addLocalCandidate(.host(localAddress, base: base), now: now())
         let host = try #require(added)
@@ -134,6 +135,7 @@ import Glibc
             }
         }
         #expect(agent.state == .connected)
+        #expect(agent.role == role)
         #expect(agent.selectedPair?.nominated == true)
         #expect(agent.selectedPair?.remote.type == .host)
         #expect(received.contains("hello from aioice"))

@@ -56,6 +56,9 @@ final class FakeNetwork {
     var routes: [TransportAddress: Route] = [:]
     /// The source address the other side sees for (agent, base).
     var sources: [Int: [ICEBase: TransportAddress]] = [0: [:], 1: [:]]
+    var symmetric: [Int: [ICEBase: IPAddress]] = [0: [:], 1: [:]]
+    var symmetricMappings: [[TransportAddress]: TransportAddress] = [:]
+    var nextMappedPort: UInt16 = 40000
     var stunServers: Set<TransportAddress> = []
     /// Return true to lose the datagram. Swift 6.3.1 (x86_64, debug) crashed with a misaligned
     /// load when such a closure captured a Set<TransportAddress> (UInt128 inside) and ran from an
@@ -99,6 +102,27 @@ final class FakeNetwork {
         agents[agent].addLocalCandidate(.host(host, base: base), now: now)
     }
 
+    /// A host socket behind a symmetric NAT (`masquerade random`): a new public port on
+    /// `publicIP` for every destination, port-restricted filtering.
+    func addHostBehindSymmetricNAT(_ agent: Int, base: Int, _ host: TransportAddress, publicIP: IPAddress) {
+        let base = ICEBase(id: base)
+        symmetric[agent]![base] = publicIP
+        sources[agent]![base] = host
+        agents[agent].addLocalCandidate(.host(host, base: base), now: now)
+    }
+
+    /// The source the world sees for a datagram from (agent, base) to `to`.
+    func source(_ agent: Int, _ base: ICEBase, to: TransportAddress) -> TransportAddress? {
+        guard let inside = sources[agent]![base] else { return nil }
+        guard let publicIP = symmetric[agent]![base] else { return inside }
+        if let mapped = symmetricMappings[[inside, to]] { return mapped }
+        nextMappedPort += 1
+        let mapped = TransportAddress(ip: publicIP, port: nextMappedPort)
+        symmetricMappings[[inside, to]] = mapped
+        routes[mapped] = Route(agent: agent, base: base, filtered: true)
+        return mapped
+    }
+
     /// A TURN allocation for `agent` (no permissions modelled).
     func addRelay(_ agent: Int, base: Int, _ relayed: TransportAddress, mapped: TransportAddress? = nil) {
         let base = ICEBase(id: base)
@@ -129,7 +153,7 @@ final class FakeNetwork {
             for action in agents[index].takeActions() {
                 log.append((index, now, action))
                 if case .send(let bytes, let base, let to) = action {
-                    guard let from = sources[index]![base] else { continue }
+                    guard let from = source(index, base, to: to) else { continue }
                     sent.insert([from, to])
                     guard !drop(from, to) else { continue }
                     sequence += 1

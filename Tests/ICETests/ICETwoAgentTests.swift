@@ -112,6 +112,55 @@ import Wire
         #expect(bob.remote.type == .srflx)
     }
 
+    /// Both behind "home" NATs (endpoint-independent mapping, port-restricted filtering) with a
+    /// STUN server and relays: the hole punch through srflx candidates wins over the relay.
+    @Test func homeNATsOnBothSidesConnectDirectly() throws {
+        let net = FakeNetwork.pair()
+        let stun = address("198.51.100.9", 3478)
+        net.stunServers = [stun]
+        net.addHostBehindNAT(0, base: 1, address("10.0.0.1", 1000), mapped: address("203.0.113.1", 1000))
+        net.addRelay(0, base: 2, Self.aliceRelay)
+        net.addHostBehindNAT(1, base: 1, address("10.0.1.2", 2000), mapped: address("203.0.113.2", 2000))
+        net.addRelay(1, base: 2, Self.bobRelay)
+        net.agents[0].addServerReflexiveServer(stun, base: ICEBase(id: 1), now: net.now)
+        net.agents[1].addServerReflexiveServer(stun, base: ICEBase(id: 1), now: net.now)
+        net.run(for: .milliseconds(50))
+        net.signal()
+        net.run(for: .seconds(3))
+        let alice = try #require(net.agents[0].selectedPair)
+        let bob = try #require(net.agents[1].selectedPair)
+        #expect(!alice.isRelayed && !bob.isRelayed)
+        #expect(alice.remoteAddress == address("203.0.113.2", 2000))
+        #expect(bob.remoteAddress == address("203.0.113.1", 1000))
+        #expect(alice.nominated && bob.nominated)
+        #expect(try #require(net.selectedPairs(of: 0).last?.time) < .seconds(1))
+    }
+
+    /// A symmetric NAT against a home NAT: no direct pair can work; the relay carries it, as
+    /// fast as a direct connection would, and nothing flaps afterwards.
+    @Test func aSymmetricNATAgainstAHomeNATConnectsThroughTheRelayQuickly() throws {
+        let net = FakeNetwork.pair()
+        let stun = address("198.51.100.9", 3478)
+        net.stunServers = [stun]
+        net.addHostBehindSymmetricNAT(0, base: 1, address("10.0.0.1", 1000), publicIP: IPAddress("203.0.113.1")!)
+        net.addRelay(0, base: 2, Self.aliceRelay)
+        net.addHostBehindNAT(1, base: 1, address("10.0.1.2", 2000), mapped: address("203.0.113.2", 2000))
+        net.addRelay(1, base: 2, Self.bobRelay)
+        net.agents[0].addServerReflexiveServer(stun, base: ICEBase(id: 1), now: net.now)
+        net.agents[1].addServerReflexiveServer(stun, base: ICEBase(id: 1), now: net.now)
+        net.run(for: .milliseconds(50))
+        net.signal()
+        let signalledAt = net.now
+        net.run(for: .seconds(10))
+        let alice = try #require(net.agents[0].selectedPair)
+        let bob = try #require(net.agents[1].selectedPair)
+        #expect(alice.isRelayed && bob.isRelayed)
+        #expect(alice.nominated && bob.nominated)
+        #expect(try #require(net.selectedPairs(of: 0).first?.time) - signalledAt <= .milliseconds(100))
+        #expect(net.states(of: 0) == [.checking, .connected])
+        #expect(net.states(of: 1) == [.checking, .connected])
+    }
+
     @Test func consentKeepsTheConnectionUpThenItsLossDisconnectsAndFails() throws {
         let net = FakeNetwork.pair()
         net.addHost(0, base: 1, Self.aliceHost)

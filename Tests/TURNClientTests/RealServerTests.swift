@@ -29,6 +29,23 @@ import Wire
                                 username: "u", password: "p")
     }
 
+    @Test func aWrongPasswordOnCoturnFailsTheAllocationWith401AndClosesTheSocket() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.turnserver) else {
+            print("SKIPPED: \(Self.turnserver) is missing (Debian package coturn)")
+            return
+        }
+        let coturn = try await Coturn.start(tls: false)
+        defer { coturn.stop() }
+        let log = EventLog()
+        let connection = try await TURNConnection.connect(
+            .init(server: SocketAddress(ipAddress: "127.0.0.1", port: coturn.port),
+                  client: TURNClientConfiguration(username: "u", password: "wrong")),
+            on: MultiThreadedEventLoopGroup.singleton.next(), onEvent: { log.append($0) }).get()
+        await #expect(throws: TURNClientError.rejected(.unauthorized)) { try await connection.allocation.get() }
+        try await connection.channel.closeFuture.get()
+        #expect(log.events == [.failed(.rejected(.unauthorized))])
+    }
+
     @Test func ourRelayOverTLSRelaysToAnEchoPeerAndBack() async throws {
         let directory = try TemporaryFolder()
         let (certificate, key) = try directory.selfSignedCertificate()

@@ -121,7 +121,7 @@ final class RelayLoop {
     }
 
     /// The relay's side: what the server would do with one frame from the client.
-    private func serve(_ bytes: ByteBuffer) -> [ByteBuffer] {
+    func serve(_ bytes: ByteBuffer) -> [ByteBuffer] {
         let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) ?? 0xFF
         if ChannelData.isMessage(firstByte: first) {
             guard let frame = try? ChannelData(datagram: bytes) else {
