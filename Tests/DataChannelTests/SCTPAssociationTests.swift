@@ -20,6 +20,7 @@ final class Loopback {
     var dropEvery = 0
     var sentCount = 0
     var dropped = 0
+    var largestPacket = 0
     var firstPacketsA: [[UInt8]] = []
     var firstPacketsB: [[UInt8]] = []
 
@@ -40,6 +41,7 @@ final class Loopback {
                        log: ReferenceWritableKeyPath<Loopback, [[UInt8]]>) {
         if self[keyPath: log].count < 4 { self[keyPath: log].append(packet) }
         sentCount += 1
+        largestPacket = max(largestPacket, packet.count)
         if dropEvery > 0 && sentCount % dropEvery == 0 {
             dropped += 1
             return
@@ -182,6 +184,21 @@ struct SplitMix: RandomNumberGenerator {
         #expect(pipe.run { Loopback.messages(pipe.eventsB, on: id).count == 1 })
         #expect(Loopback.messages(pipe.eventsB, on: id).first.map { Array($0.0.readableBytesView) == big } == true)
         #expect(pipe.a.send(randomBytes((1 << 20) + 1, seed: 2), on: id) == .refused(.tooLarge))
+        // Fixed path MTU, no discovery. usrsctp counts it without the 12-byte common header;
+        // with DTLS (≤ 37), UDP and IPv6 headers every packet still fits 1280 bytes (RFC 8261 §5).
+        #expect(pipe.largestPacket == 1172 + 12, "largest \(pipe.largestPacket)")
+    }
+
+    @Test func streamIdsStayBelowTheNegotiatedCount() throws {
+        var configuration = SCTPAssociation.Configuration()
+        configuration.streams = 5
+        let pipe = Loopback(configuration: configuration)
+        pipe.connect()
+        #expect(try pipe.a.openChannel(label: "0").stream == 0)
+        #expect(try pipe.a.openChannel(label: "2").stream == 2)
+        #expect(try pipe.a.openChannel(label: "4").stream == 4)
+        #expect(throws: SCTPAssociation.OpenError.noFreeStream) { try pipe.a.openChannel(label: "6") }
+        #expect(try pipe.b.openChannel(label: "1").stream == 1)
     }
 
     @Test func aMessageLargerThanOurLimitClosesItsChannelAndOthersCarryOn() throws {
