@@ -325,6 +325,25 @@ struct SplitMix: RandomNumberGenerator {
         #expect(pipe.dropped > 10)
     }
 
+    @Test func anUnreliableUnorderedChannelSkipsLostMessagesInsteadOfStalling() throws {
+        let pipe = Loopback()
+        pipe.connect()
+        let id = try pipe.a.openChannel(label: "lossy-video", ordered: false, reliability: .maxRetransmits(0))
+        #expect(pipe.run { pipe.eventsA.contains(.channelOpenAcked(id)) })
+        pipe.dropEvery = 4
+        for index in 0..<200 { pipe.a.send(ByteBuffer(string: "m\(index)"), on: id) ; pipe.run(maxTicks: 0) { false } }
+        pipe.run(maxTicks: 300) { false }
+        let received = Loopback.messages(pipe.eventsB, on: id).map { String(buffer: $0.0) }
+        // Lost messages are not retransmitted (PR-SCTP, RFC 3758), yet most get through and
+        // the association stays usable.
+        #expect(received.count < 200 && received.count > 100, "\(received.count)")
+        #expect(Set(received).count == received.count)
+        pipe.dropEvery = 0
+        let reliable = try pipe.openFromA(label: "after")
+        pipe.a.send([7], on: reliable)
+        #expect(pipe.run { Loopback.messages(pipe.eventsB, on: reliable).count == 1 })
+    }
+
     @Test func garbageInputIsDroppedAndTheAssociationCarriesOn() throws {
         let pipe = Loopback()
         pipe.connect()
