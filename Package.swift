@@ -214,7 +214,8 @@ let package = Package(
                 "DataChannel", "Wire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
-            ]
+            ],
+            exclude: ["aiortc_sctp_peer.py"]
         ),
         .testTarget(
             name: "ICETests",

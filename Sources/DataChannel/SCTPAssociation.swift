@@ -51,7 +51,9 @@ package final class SCTPAssociation {
         /// usrsctp's socket buffers each way.
         package var socketBufferSize = 1 << 20
         package var streams: UInt16 = 1024
-        /// Path MTU for SCTP packets: fixed, no discovery (RFC 8261 §5).
+        /// Path MTU, fixed, no discovery (RFC 8261 §5). usrsctp counts it without the SCTP
+        /// common header: packets are at most this + 12 bytes (1184), which leaves room for DTLS
+        /// (≤ 37), UDP and IPv6 headers within 1280.
         package var pathMTU: UInt32 = 1172
         package init() {}
     }
