@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env
-from natlab import SERVER, Lab
+from natlab import SERVER, Lab, start_lab_server
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
@@ -23,26 +22,6 @@ pytestmark = [
 
 PEER = Path(__file__).with_name("aiortc_peer.py")
 BASE_URL = f"http://{SERVER}:8080"
-
-
-def start_lab_server(lab, sb):
-    """`switchboard serve` in the lab's WAN namespace, on the lab's server address."""
-    process = subprocess.Popen(
-        lab.argv("wan", str(BIN), "serve", "--data-dir", str(sb.data_dir),
-                 "--http-listen", f"{SERVER}:8080", "--turn-listen", f"{SERVER}:3478",
-                 "--media-listen", f"{SERVER}:8189", "--relay-ip", SERVER, "--relay-ports", "40000-40999"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip().startswith("relay "):
-            return process
-    process.kill()
-    raise AssertionError("server did not start in the lab:\n" + "".join(lines))
 
 
 def run_lab_pair(lab, alice_key, bob_key, mode):
