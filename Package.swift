@@ -90,7 +90,7 @@ let package = Package(
             ]
         ),
 
-        // System OpenSSL (DTLS 1.2) and libsrtp2 (SRTP) for the media edge.
+        // System OpenSSL (DTLS 1.2) and libsrtp2 (SRTP, the media edge's).
         .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSRTP", path: "Sources/CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
         // sendmmsg with UDP segmentation offload (glibc GNU extensions and CMSG macros), and the
@@ -101,11 +101,15 @@ let package = Package(
             dependencies: ["Wire", "CDatagram", .product(name: "NIOCore", package: "swift-nio")]
         ),
 
+        // DTLS 1.2 through OpenSSL over memory BIOs: certificate, fingerprint, SRTP key export;
+        // the media edge's DTLS-SRTP and the peer agent's SCTP over DTLS.
+        .target(name: "DTLS", dependencies: ["CSSL", "Wire"]),
+
         // WHEP media edge (issue: MediaEdge).
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "CSSL", "CSRTP", "Datagram", "Admission",
+                "Wire", "Store", "DTLS", "CSSL", "CSRTP", "Datagram", "Admission",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -117,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge",
+                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "DTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -167,10 +171,11 @@ let package = Package(
             name: "DatagramTests",
             dependencies: ["Datagram", "Wire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        .testTarget(name: "DTLSTests", dependencies: ["DTLS", "Wire"]),
         .testTarget(
             name: "MediaEdgeTests",
             dependencies: [
-                "MediaEdge", "Wire", "Store",
+                "MediaEdge", "DTLS", "Wire", "Store",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -207,7 +212,7 @@ let package = Package(
 // testability, since the harnesses reach internal state (`@testable import`).
 if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
     let flags = (sanitizer == "none" ? ["-sanitize=fuzzer"] : ["-sanitize=fuzzer,\(sanitizer)"]) + ["-enable-testing"]
-    for target in package.targets where ["Wire", "Store", "Rendezvous", "Relay", "Datagram", "MediaEdge"].contains(target.name) {
+    for target in package.targets where ["Wire", "Store", "Rendezvous", "Relay", "Datagram", "DTLS", "MediaEdge"].contains(target.name) {
         target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(flags)]
     }
     let nio = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
@@ -219,7 +224,7 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
     package.targets += [
         .target(name: "FuzzSupport", dependencies: ["Wire", nio], path: "Fuzz/Sources/FuzzSupport",
                 swiftSettings: [.unsafeFlags(flags)]),
-        .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "Wire", "Store", nio],
+        .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "DTLS", "Wire", "Store", nio],
                 path: "Fuzz/Sources/MediaRig", swiftSettings: [.unsafeFlags(flags)]),
         fuzzTarget("WireFuzz", ["Wire"]),
         fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "Wire", "Store"]),
