@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "Rendezvous",
             dependencies: [
-                "Wire", "Store", "MediaEdge", "Admission",
+                "Wire", "Store", "Admission",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
