@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "Rendezvous",
             dependencies: [
-                "Wire", "Store", "MediaEdge", "Admission",
+                "Wire", "Store", "Admission",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -127,12 +127,15 @@ let package = Package(
             name: "ICE",
             dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // DTLS 1.2 through OpenSSL over memory BIOs: certificate, fingerprint, SRTP key export;
+        // the media edge's DTLS-SRTP and the peer agent's SCTP over DTLS.
+        .target(name: "DTLS", dependencies: ["CSSL", "Wire"]),
 
         // WHEP media edge (issue: MediaEdge).
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "CSSL", "CSRTP", "Datagram", "Admission",
+                "Wire", "Store", "DTLS", "CSSL", "CSRTP", "Datagram", "Admission",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -159,7 +162,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient",
+                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient", "DTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -242,10 +245,11 @@ let package = Package(
             name: "DatagramTests",
             dependencies: ["Datagram", "Wire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        .testTarget(name: "DTLSTests", dependencies: ["DTLS", "Wire"]),
         .testTarget(
             name: "MediaEdgeTests",
             dependencies: [
-                "MediaEdge", "Wire", "Store",
+                "MediaEdge", "DTLS", "Wire", "Store",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -282,7 +286,7 @@ let package = Package(
 // testability, since the harnesses reach internal state (`@testable import`).
 if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
     let flags = (sanitizer == "none" ? ["-sanitize=fuzzer"] : ["-sanitize=fuzzer,\(sanitizer)"]) + ["-enable-testing"]
-    for target in package.targets where ["Wire", "Store", "Rendezvous", "Relay", "Datagram", "MediaEdge"].contains(target.name) {
+    for target in package.targets where ["Wire", "Store", "Rendezvous", "Relay", "Datagram", "DTLS", "MediaEdge"].contains(target.name) {
         target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(flags)]
     }
     let nio = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
@@ -294,7 +298,7 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
     package.targets += [
         .target(name: "FuzzSupport", dependencies: ["Wire", nio], path: "Fuzz/Sources/FuzzSupport",
                 swiftSettings: [.unsafeFlags(flags)]),
-        .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "Wire", "Store", nio],
+        .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "DTLS", "Wire", "Store", nio],
                 path: "Fuzz/Sources/MediaRig", swiftSettings: [.unsafeFlags(flags)]),
         fuzzTarget("WireFuzz", ["Wire"]),
         fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "Wire", "Store"]),

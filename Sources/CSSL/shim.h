@@ -1,4 +1,4 @@
-// System OpenSSL (Debian libssl-dev) for DTLS 1.2 in the media edge. Functions that are
+// System OpenSSL (Debian libssl-dev) for DTLS 1.2 (the DTLS target). Functions that are
 // macros in OpenSSL's headers get a static inline wrapper Swift can call.
 #ifndef SWITCHBOARD_CSSL_SHIM_H
 #define SWITCHBOARD_CSSL_SHIM_H
@@ -17,6 +17,7 @@
 static inline long switchboard_DTLS_set_link_mtu(SSL *ssl, long mtu) { return DTLS_set_link_mtu(ssl, mtu); }
 static inline long switchboard_SSL_set_options(SSL *ssl, unsigned long options) { return (long)SSL_set_options(ssl, options); }
 static inline unsigned long switchboard_SSL_OP_NO_QUERY_MTU(void) { return SSL_OP_NO_QUERY_MTU; }
+static inline unsigned long switchboard_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline int switchboard_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
     return (int)SSL_CTX_set_min_proto_version(ctx, version);
 }

@@ -4,7 +4,6 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
-import MediaEdge
 import NIOCore
 import NIOPosix
 import Prometheus
@@ -32,7 +31,7 @@ package enum HTTPServer {
     package static func makeRouter(
         database: SwitchboardDatabase, registry: PrometheusCollectorRegistry,
         rendezvous: RendezvousConfiguration = RendezvousConfiguration(), hub: EventHub = EventHub(),
-        presence: PresenceTracker? = nil, edge: MediaEdge? = nil, logRequests: Bool = true
+        presence: PresenceTracker? = nil, edge: (any WHEPEdge)? = nil, logRequests: Bool = true
     ) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.middlewares.add(ProblemMiddleware(allowedMethods: Routes.methods(for:)))
@@ -112,7 +111,7 @@ package enum HTTPServer {
         registry: PrometheusCollectorRegistry,
         rendezvous: RendezvousConfiguration = RendezvousConfiguration(),
         hub: EventHub = EventHub(),
-        edge: MediaEdge? = nil,
+        edge: (any WHEPEdge)? = nil,
         logger: Logger,
         onRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
     ) -> some ApplicationProtocol & Sendable {

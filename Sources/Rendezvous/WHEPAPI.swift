@@ -2,7 +2,6 @@ import Admission
 import Foundation
 import HTTPTypes
 import Hummingbird
-import MediaEdge
 import NIOCore
 import Store
 import Wire
@@ -20,7 +19,7 @@ enum WHEPAPI {
         .accessControlExposeHeaders: "Location, ETag, Link, Retry-After",
     ]
 
-    static func addRoutes(to router: Router<SwitchboardRequestContext>, edge: MediaEdge, maximumBodyBytes: Int,
+    static func addRoutes(to router: Router<SwitchboardRequestContext>, edge: any WHEPEdge, maximumBodyBytes: Int,
                           offers: SourceLimiter) {
         router.post("whep/:name") { request, context -> Response in
             var request = request
@@ -34,8 +33,8 @@ enum WHEPAPI {
             }
             let offer = try await SessionsAPI.body(&request, contentType: "application/sdp", limit: maximumBodyBytes)
             let token = RendezvousAPI.bearerToken(header: request.headers[.authorization])
-            let viewer: (id: String, answer: String)
-            do throws(WHEPError) {
+            let viewer: WHEPViewerAnswer
+            do throws(WHEPEdgeError) {
                 viewer = try await edge.play(stream: name, offer: offer, token: token, from: client)
             } catch {
                 throw problem(error)
@@ -122,8 +121,8 @@ enum WHEPAPI {
 
     static func isStreamName(_ name: String) -> Bool { SwitchboardDatabase.isValidStreamName(name) }
 
-    static func problem(_ error: WHEPError) -> Problem {
-        switch error {
+    static func problem(_ error: WHEPEdgeError) -> Problem {
+        switch error.kind {
         case .unknownStream: Problem(.notFound, detail: error.description, headers: cors)
         case .unauthorized:
             Problem(.unauthorized, detail: error.description,

@@ -94,7 +94,8 @@ struct Serve: AsyncParsableCommand {
         connections.perSource = settings.httpConnectionsPerSource
         let http = HTTPServer.makeApplication(
             configuration: .init(host: settings.httpListen.host, port: settings.httpListen.port, connections: connections),
-            database: database, registry: registry, rendezvous: rendezvous, hub: hub, edge: mediaService.edge,
+            database: database, registry: registry, rendezvous: rendezvous, hub: hub,
+            edge: MediaEdgeWHEP(edge: mediaService.edge),
             logger: logger,
             onRunning: { address in
                 let bound = address.flatMap { $0.port.map { ListenAddress(host: settings.httpListen.host, port: $0) } }

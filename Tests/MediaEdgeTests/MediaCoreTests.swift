@@ -1,3 +1,4 @@
+import DTLS
 import Foundation
 import NIOCore
 import Store
@@ -28,7 +29,8 @@ import Testing
 
         init() throws {
             certificate = try DTLSCertificate.generate(commonName: "viewer")
-            dtls = try DTLSEndpoint(context: try DTLSContext(certificate: certificate), role: .client)
+            dtls = try DTLSEndpoint(context: try DTLSContext(certificate: certificate, srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80]), role: .client,
+                                    remoteFingerprints: nil)
         }
 
         /// The aiortc example offer, announcing this viewer's certificate (or `fingerprint`).
@@ -64,7 +66,7 @@ import Testing
         var wallBase: Double = 1_800_000_000
 
         init() throws {
-            let context = try DTLSContext(certificate: try DTLSCertificate.generate())
+            let context = try DTLSContext(certificate: try DTLSCertificate.generate(), srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80])
             core = MediaCore(configuration: .init(candidates: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: 8189)]),
                              context: context)
             _ = core.setStreams([MediaStream(name: "cam", videoPort: 5004, audioPort: 5006)])
@@ -120,12 +122,12 @@ import Testing
             #expect(response.verifyIntegrity(key: Array(viewer.password.utf8)))
             #expect(response.fingerprintIsValid == true)
             #expect(try response.xorAddress(.xorMappedAddress) == address)
-            var toServer = viewer.dtls.start()
+            var toServer = viewer.dtls.start().datagrams
             for _ in 0..<10 where !toServer.isEmpty {
                 for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: address, now: now) }
                 toServer = []
                 for datagram in core.outbox where PacketKind(firstByte: datagram.bytes.readableBytesView.first!) == .dtls {
-                    toServer += viewer.dtls.receive(Array(datagram.bytes.readableBytesView))
+                    toServer += viewer.dtls.receive(Array(datagram.bytes.readableBytesView)).datagrams
                 }
                 core.outbox.removeAll { PacketKind(firstByte: $0.bytes.readableBytesView.first!) == .dtls }
             }
@@ -153,7 +155,7 @@ import Testing
         let viewer = try FakeViewer()
         try rig.connect(viewer)
         #expect(viewer.dtls.state == .connected)
-        #expect(viewer.dtls.remoteFingerprint == rig.core.context.certificate.fingerprint)
+        #expect(viewer.dtls.remoteFingerprint()?.hex == rig.core.context.certificate.fingerprint)
 
         // Joined mid-GOP: the cached access unit (SPS, PPS, IDR×2) comes first, one timestamp.
         let first = try rig.received(by: viewer)
@@ -471,10 +473,10 @@ import Testing
         // The first one plays: its source and its stream have room again.
         try first.take(answer: firstAnswer, id: firstID)
         rig.core.receive(first.check(), from: Self.client, now: rig.now)
-        var toServer = first.dtls.start()
+        var toServer = first.dtls.start().datagrams
         for _ in 0..<10 where !toServer.isEmpty {
             for datagram in toServer { rig.core.receive(ByteBuffer(bytes: datagram), from: Self.client, now: rig.now) }
-            toServer = rig.drain().filter { PacketKind(firstByte: $0.bytes[0]) == .dtls }.flatMap { first.dtls.receive($0.bytes) }
+            toServer = rig.drain().filter { PacketKind(firstByte: $0.bytes[0]) == .dtls }.flatMap { first.dtls.receive($0.bytes).datagrams }
         }
         #expect(first.dtls.state == .connected)
         _ = try rig.core.addViewer(stream: "cam", offer: Self.offerText, token: nil, from: IPAddress("2001:db8::4")!, now: rig.now)

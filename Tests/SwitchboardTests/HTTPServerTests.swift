@@ -7,6 +7,7 @@ import Prometheus
 import Rendezvous
 import Store
 import Testing
+@testable import switchboard
 
 @Suite struct HTTPServerTests {
     let directory = NSTemporaryDirectory() + "switchboard-http-\(UUID().uuidString)"
@@ -21,7 +22,8 @@ import Testing
         var media = MediaEdgeConfiguration(certificatePath: directory + "/dtls-certificate.pem")
         media.listenPort = 0
         let service = try await MediaService.make(configuration: media, database: database, logger: Logger(label: "test"))
-        let app = Application(router: HTTPServer.makeRouter(database: database, registry: registry, edge: service.edge))
+        let app = Application(router: HTTPServer.makeRouter(database: database, registry: registry,
+                                                                  edge: MediaEdgeWHEP(edge: service.edge)))
         try await app.test(.router) { client in try await body(client) }
     }
 

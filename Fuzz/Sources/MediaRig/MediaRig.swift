@@ -1,3 +1,4 @@
+import DTLS
 import Foundation
 import FuzzSupport
 import NIOCore
@@ -11,9 +12,9 @@ import Wire
 /// read back and checked (`drain`): the invariants a viewer relies on.
 package final class MediaRig {
     /// Key generation is the slow part of a viewer: certificates are made once per process.
-    static let edgeContext = try! DTLSContext(certificate: try! DTLSCertificate.generate())
+    static let edgeContext = try! DTLSContext(certificate: try! DTLSCertificate.generate(), srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80])
     static let viewerCertificate = try! DTLSCertificate.generate(commonName: "viewer")
-    static let viewerContext = try! DTLSContext(certificate: viewerCertificate)
+    static let viewerContext = try! DTLSContext(certificate: viewerCertificate, srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80])
     static let offer: String = {
         let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("docs/examples/aiortc-whep-offer.sdp")
@@ -138,7 +139,7 @@ package final class MediaRig {
         guard let answer = try? SessionDescription(parsing: answerText), let media = answer.media.first,
               let (ufrag, password) = answer.iceCredentials(for: media) else { violated("the edge's answer does not parse") }
         drain()
-        let dtls = try! DTLSEndpoint(context: Self.viewerContext, role: .client)
+        let dtls = try! DTLSEndpoint(context: Self.viewerContext, role: .client, remoteFingerprints: nil)
         var message = STUNMessage(.binding, .request)
         message.append(.username, Array("\(ufrag):d0N5".utf8))
         message.append(.useCandidate, [])
@@ -148,12 +149,12 @@ package final class MediaRig {
               response.type == STUNMessageType(method: .binding, class: .successResponse),
               response.verifyIntegrity(key: Array(password.utf8)) else { violated("no valid answer to a valid ICE check") }
         core.outbox.removeAll()
-        var toServer = dtls.start()
+        var toServer = dtls.start().datagrams
         for _ in 0..<10 where !toServer.isEmpty {
             for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: address, now: now) }
             toServer = []
             for datagram in core.outbox where Self.isDTLS(datagram.bytes) {
-                toServer += dtls.receive(Array(datagram.bytes.readableBytesView))
+                toServer += dtls.receive(Array(datagram.bytes.readableBytesView)).datagrams
             }
             core.outbox.removeAll { Self.isDTLS($0.bytes) }
         }

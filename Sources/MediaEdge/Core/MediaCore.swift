@@ -1,4 +1,5 @@
 import Admission
+import DTLS
 import Datagram
 import NIOCore
 import Store
@@ -300,7 +301,10 @@ package final class MediaCore {
         }
         let dtls: DTLSEndpoint
         do {
-            dtls = try DTLSEndpoint(context: context, role: answer.negotiated.dtlsClient ? .client : .server)
+            // The certificate is checked against the offer once DTLS is up (`connected`), so
+            // that a mismatch is counted as one.
+            dtls = try DTLSEndpoint(context: context, role: answer.negotiated.dtlsClient ? .client : .server,
+                                    remoteFingerprints: nil)
         } catch {
             throw .internalError("DTLS: \(error)")
         }
@@ -416,7 +420,7 @@ package final class MediaCore {
             viewer.state = .handshaking
             viewer.reachedDTLS = true
             if viewer.negotiated.dtlsClient {
-                for datagram in viewer.dtls.start() { send(ByteBuffer(bytes: datagram), to: address) }
+                for datagram in viewer.dtls.start().datagrams { send(ByteBuffer(bytes: datagram), to: address) }
                 scheduleDTLSTimer(viewer, now: now)
             }
         }
@@ -427,7 +431,9 @@ package final class MediaCore {
             counters.unknownSource += 1
             return
         }
-        for reply in viewer.dtls.receive(Array(datagram.readableBytesView)) { send(ByteBuffer(bytes: reply), to: address) }
+        // Application data has no use here (SRTP carries the media): it is dropped.
+        let output = datagram.withUnsafeReadableBytes { viewer.dtls.receive($0) }
+        for reply in output.datagrams { send(ByteBuffer(bytes: reply), to: address) }
         switch viewer.dtls.state {
         case .connected where viewer.state == .handshaking:
             connected(viewer, now: now)
@@ -443,7 +449,7 @@ package final class MediaCore {
 
     /// DTLS is up: check the certificate against the offer, key SRTP, start the tracks.
     private func connected(_ viewer: Viewer, now: MediaTime) {
-        guard let fingerprint = viewer.dtls.remoteFingerprint, fingerprint == viewer.negotiated.remoteFingerprint else {
+        guard let fingerprint = viewer.dtls.remoteFingerprint(), fingerprint.hex == viewer.negotiated.remoteFingerprint else {
             counters.fingerprintMismatches += 1
             fail(viewer, "fingerprint-mismatch")
             return
@@ -596,7 +602,7 @@ package final class MediaCore {
             }
             if viewer.state == .handshaking, let due = viewer.nextDTLSTimerNanos, now.nanos >= due,
                let selected = viewer.selected {
-                for datagram in viewer.dtls.handleTimeout() { send(ByteBuffer(bytes: datagram), to: selected) }
+                for datagram in viewer.dtls.handleTimeout().datagrams { send(ByteBuffer(bytes: datagram), to: selected) }
                 if case .failed = viewer.dtls.state { fail(viewer, "dtls-failed") }
                 scheduleDTLSTimer(viewer, now: now)
             }

@@ -1,4 +1,5 @@
 import Admission
+import DTLS
 import Datagram
 import NIOCore
 import Store

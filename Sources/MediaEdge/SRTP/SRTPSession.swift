@@ -1,4 +1,5 @@
 import CSRTP
+import DTLS
 import NIOCore
 
 /// SRTPError is a libsrtp2 failure, with its status code (`srtp_err_status_t`).

@@ -1,3 +1,4 @@
+import DTLS
 import Datagram
 import Foundation
 import Logging
@@ -129,7 +130,7 @@ package final class MediaService: Service {
     package static func make(configuration: MediaEdgeConfiguration, database: SwitchboardDatabase, logger: Logger,
                              onListening: @escaping @Sendable (String) -> Void = { _ in }) async throws -> MediaService {
         let certificate = try DTLSCertificate.loadOrCreate(file: configuration.certificatePath)
-        let context = try DTLSContext(certificate: certificate)
+        let context = try DTLSContext(certificate: certificate, srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80])
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         var candidates: [TransportAddress] = []
         for host in configuration.announce.isEmpty ? [configuration.listenHost] : configuration.announce {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DTLS
 import Foundation
 import MediaEdge
 import NIOCore

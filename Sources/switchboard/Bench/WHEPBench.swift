@@ -1,4 +1,5 @@
 import ArgumentParser
+import DTLS
 import Foundation
 import MediaEdge
 import NIOConcurrencyHelpers
@@ -69,7 +70,7 @@ struct BenchWHEP: AsyncParsableCommand {
         }
 
         let certificate = try DTLSCertificate.generate(commonName: "bench")
-        let context = try DTLSContext(certificate: certificate)
+        let context = try DTLSContext(certificate: certificate, srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80])
         let http = try await (0..<8).asyncMap { _ in
             try await HTTPClientConnection.connect(host: httpAddress.host, port: httpAddress.port, group: group)
         }
@@ -383,7 +384,7 @@ final class BenchViewer: @unchecked Sendable {
             throw BenchError("answer without ICE credentials")
         }
         let server = media.candidates.lazy.compactMap(Self.hostCandidate).first
-        let dtls = try DTLSEndpoint(context: context, role: .client)
+        let dtls = try DTLSEndpoint(context: context, role: .client, remoteFingerprints: nil)
         try await loop.submit {
             if let server { self.server = server }
             self.posted = posted
@@ -399,7 +400,7 @@ final class BenchViewer: @unchecked Sendable {
                 let ticks = self.ticks
                 if dtls.state == .handshaking && self.srtp == nil {
                     if !self.dtlsStarted && ticks % 5 == 0 { self.send(check) }
-                    for datagram in dtls.handleTimeout() { self.send(datagram) }
+                    for datagram in dtls.handleTimeout().datagrams { self.send(datagram) }
                 } else if ticks % 50 == 0 {
                     self.send(check)
                 }
@@ -436,10 +437,10 @@ final class BenchViewer: @unchecked Sendable {
             // DTLS once our check is answered (and, for Janus, theirs too).
             if !dtlsStarted, checkAnswered, remoteCheckAnswered || !waitsForRemoteCheck, dtls.state == .handshaking {
                 dtlsStarted = true
-                for datagram in dtls.start() { send(datagram) }
+                for datagram in dtls.start().datagrams { send(datagram) }
             }
         case .dtls:
-            for reply in dtls.receive(Array(datagram.readableBytesView)) { send(reply) }
+            for reply in datagram.withUnsafeReadableBytes({ dtls.receive($0) }).datagrams { send(reply) }
             if dtls.state == .connected, srtp == nil {
                 guard let keys = try? dtls.srtpKeyingMaterial(),
                       let session = try? SRTPSession(profile: keys.profile, key: keys.serverKey, salt: keys.serverSalt,
@@ -449,7 +450,7 @@ final class BenchViewer: @unchecked Sendable {
                 }
                 srtp = session
             } else if case .failed(let reason) = dtls.state {
-                failure = reason
+                failure = reason.description
             }
         case .rtpOrRTCP:
             guard let srtp, !RTPPacket.isRTCP(datagram),

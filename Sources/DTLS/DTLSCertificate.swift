@@ -1,20 +1,25 @@
 import CSSL
 import Foundation
 
-/// DTLSCertificate is the media edge's DTLS identity: an ECDSA P-256 key and a self-signed
-/// X.509 certificate, whose SHA-256 fingerprint goes in every SDP answer (`a=fingerprint`,
-/// RFC 8122). WebRTC peers check the fingerprint, not a chain, so self-signed is the norm.
+/// DTLSCertificate is a DTLS identity (the media edge's, a peer agent's): an ECDSA P-256 key
+/// and a self-signed X.509 certificate, whose SHA-256 fingerprint goes in every SDP offer and
+/// answer (`a=fingerprint`, RFC 8122). WebRTC peers check the fingerprint, not a chain, so
+/// self-signed is the norm.
 package final class DTLSCertificate: @unchecked Sendable {
     // Immutable after init; OpenSSL's key and certificate objects are safe to share for reading.
     let key: OpaquePointer
     let certificate: OpaquePointer
+    /// The SHA-256 fingerprint of the certificate.
+    package let sha256Fingerprint: DTLSFingerprint
     /// "AB:CD:…", upper-case hex pairs (the form `a=fingerprint:sha-256` takes).
-    package let fingerprint: String
+    package var fingerprint: String { sha256Fingerprint.hex }
+    /// "sha-256 AB:CD:…": the value of this certificate's `a=fingerprint:` line.
+    package var sdpFingerprint: String { sha256Fingerprint.sdpValue }
 
     private init(key: OpaquePointer, certificate: OpaquePointer) throws(OpenSSLError) {
         self.key = key
         self.certificate = certificate
-        fingerprint = try Self.fingerprint(of: certificate)
+        sha256Fingerprint = try DTLSFingerprint(of: certificate, algorithm: .sha256)
     }
 
     deinit {
@@ -39,7 +44,10 @@ package final class DTLSCertificate: @unchecked Sendable {
         do throws(OpenSSLError) {
             try check(X509_set_version(x509, 2), "X509_set_version")
             var serial: Int64 = 0
-            withUnsafeMutableBytes(of: &serial) { _ = RAND_bytes($0.baseAddress!.assumingMemoryBound(to: UInt8.self), 8) }
+            try withUnsafeMutableBytes(of: &serial) { (bytes) throws(OpenSSLError) in
+                guard let base = bytes.baseAddress else { return }
+                try check(RAND_bytes(base.assumingMemoryBound(to: UInt8.self), Int32(bytes.count)), "RAND_bytes")
+            }
             try check(ASN1_INTEGER_set_int64(X509_get_serialNumber(x509), serial & Int64.max), "ASN1_INTEGER_set_int64")
             guard X509_gmtime_adj(X509_getm_notBefore(x509), -86_400) != nil,
                   X509_gmtime_adj(X509_getm_notAfter(x509), days * 86_400) != nil else { throw OpenSSLError.drain("X509_gmtime_adj") }
@@ -101,11 +109,8 @@ package final class DTLSCertificate: @unchecked Sendable {
         return created
     }
 
-    /// The SHA-256 fingerprint of a certificate's DER bytes.
-    static func fingerprint(of certificate: OpaquePointer) throws(OpenSSLError) -> String {
-        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var length: UInt32 = 0
-        try check(X509_digest(certificate, EVP_sha256(), &digest, &length), "X509_digest")
-        return digest.prefix(Int(length)).map { String(format: "%02X", $0) }.joined(separator: ":")
+    /// The certificate's fingerprint with another hash function (a remote SDP may name one).
+    package func fingerprint(_ algorithm: DTLSFingerprint.Algorithm) throws(OpenSSLError) -> DTLSFingerprint {
+        try DTLSFingerprint(of: certificate, algorithm: algorithm)
     }
 }
