@@ -148,7 +148,7 @@ let package = Package(
         .target(
             name: "Peer",
             dependencies: [
-                "Wire",
+                "Wire", "ICE", "DTLS", "DataChannel", "TURNClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -162,7 +162,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient", "DTLS",
+                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient", "DTLS", "Peer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,0 +1,108 @@
+import DataChannel
+import NIOCore
+
+/// DataChannelTunnel is one tunnelled stream on one data channel of a peer connection, in
+/// the tunnel protocol TunnelChannel describes. It lives on the peer connection's event loop.
+/// What arrives before a delegate is set (or while paused) waits here, bounded by the
+/// association's receive window: a paused tunnel pauses the association's reading.
+final class DataChannelTunnel: TunnelChannel {
+    enum Item {
+        case bytes(ByteBuffer)
+        case end
+        case refused(String)
+        case closed
+    }
+
+    private(set) var id: DataChannelID?
+    let service: String
+    private weak var connection: PeerConnection?
+    private var inbox: [Item] = []
+    private var paused = false
+    private(set) var isClosed = false
+    /// Sends made before the channel had an id (the association was not up yet).
+    var pendingSends: [ByteBuffer] = []
+    var pendingEnd = false
+
+    weak var delegate: (any TunnelChannelDelegate)? {
+        didSet {
+            if delegate != nil && paused && waiting > Self.waitingLimit { resumeReceiving() } else { deliver() }
+        }
+    }
+
+    init(id: DataChannelID?, service: String, connection: PeerConnection) {
+        self.id = id
+        self.service = service
+        self.connection = connection
+    }
+
+    func assign(_ id: DataChannelID) {
+        self.id = id
+    }
+
+    func send(_ bytes: ByteBuffer) -> Bool {
+        guard !isClosed, bytes.readableBytes > 0, let connection else { return false }
+        return connection.send(bytes, on: self)
+    }
+
+    func sendEnd() {
+        guard !isClosed, let connection else { return }
+        connection.sendEnd(on: self)
+    }
+
+    func refuse(_ reason: String) {
+        guard !isClosed, let connection else { return }
+        connection.refuse(self, reason: reason)
+        close()
+    }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        if paused { paused = false; connection?.resumeReceiving() }
+        connection?.closeTunnel(self)
+    }
+
+    func pauseReceiving() {
+        guard !paused, !isClosed else { return }
+        paused = true
+        connection?.pauseReceiving()
+    }
+
+    func resumeReceiving() {
+        guard paused else { return }
+        paused = false
+        connection?.resumeReceiving()
+        deliver()
+    }
+
+    // MARK: From the connection
+
+    func arrived(_ item: Item) {
+        inbox.append(item)
+        if case .bytes(let bytes) = item { waiting += bytes.readableBytes }
+        deliver()
+        // Nobody takes bytes yet (the service is still being dialled): past a bound, let the
+        // association's window hold the rest.
+        if delegate == nil && waiting > Self.waitingLimit { pauseReceiving() }
+    }
+
+    static let waitingLimit = 256 * 1024
+    private var waiting = 0
+
+    func writable() {
+        delegate?.tunnelWritable()
+    }
+
+    private func deliver() {
+        while !paused, let delegate, !inbox.isEmpty {
+            switch inbox.removeFirst() {
+            case .bytes(let bytes):
+                waiting -= bytes.readableBytes
+                delegate.tunnel(received: bytes)
+            case .end: delegate.tunnelEnded()
+            case .refused(let reason): delegate.tunnel(refused: reason)
+            case .closed: delegate.tunnelClosed()
+            }
+        }
+    }
+}

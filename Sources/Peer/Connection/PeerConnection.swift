@@ -1,0 +1,610 @@
+import DTLS
+import DataChannel
+import ICE
+import Logging
+import NIOCore
+import NIOPosix
+import TURNClient
+import Wire
+
+/// PathReport says how a peer connection carries its bytes right now.
+public struct PathReport: Sendable, Equatable, CustomStringConvertible {
+    public enum Path: String, Sendable { case direct, relay }
+    public var path: Path
+    /// Candidate types of the selected pair (host, srflx, prflx, relay).
+    public var local: String
+    public var remote: String
+    /// The TURN transport when the local side relays (udp, tcp, tls).
+    public var relayTransport: String?
+    public var rttMilliseconds: Int?
+
+    public var description: String {
+        var text = "path=\(path.rawValue)"
+        if let relayTransport { text += " relay=\(relayTransport)" }
+        text += " local=\(local) remote=\(remote)"
+        if let rttMilliseconds { text += " rtt_ms=\(rttMilliseconds)" }
+        return text
+    }
+}
+
+/// PeerConnection is one WebRTC connection with another peer, data channels only: a full
+/// ICE agent over local UDP sockets and TURN allocations, DTLS over the selected pair, SCTP
+/// over DTLS, one data channel per tunnelled stream. Everything runs on one event loop (the
+/// one usrsctp runs on): every method must be called there, and every callback comes there.
+final class PeerConnection: @unchecked Sendable {
+    // Sendable only so NIO's @Sendable callbacks (bind, connect, TURN events, timers) can
+    // carry it: every one of them runs on `loop`, as every method call does.
+    enum Role { case caller, callee }
+
+    struct Options {
+        var mode: ConnectMode
+        var stunServers: [TransportAddress] = []
+        var turnServers: [(address: SocketAddress, transport: TURNClientTransport, username: String, password: String)] = []
+        /// Local addresses for host candidates (each gets its own UDP socket).
+        var hostAddresses: [String] = []
+        var ice = ICEConfiguration()
+    }
+
+    struct Callbacks {
+        var localCandidate: (String) -> Void = { _ in }
+        var gatheringComplete: () -> Void = {}
+        var connected: (PathReport) -> Void = { _ in }
+        var pathChanged: (PathReport) -> Void = { _ in }
+        var incomingStream: (DataChannelTunnel) -> Void = { _ in }
+        var closed: (String) -> Void = { _ in }
+    }
+
+    let loop: any EventLoop
+    let role: Role
+    private(set) var options: Options
+    let logger: Logger
+    var callbacks = Callbacks()
+    let localCredentials = ICECredentials.random()
+    private let context: DTLSContext
+    private var agent: ICEAgent
+    private let started = NIODeadline.now()
+    private var sockets: [Int: any Channel] = [:]
+    private var relays: [Int: (connection: TURNConnection, transport: TURNClientTransport)] = [:]
+    private var nextBase = 0
+    private var pendingTURN = 0
+    private var iceGatheringDone = false
+    private var gatheringReported = false
+    private var remote: DataChannelSDP?
+    private var dtls: DTLSEndpoint?
+    private var dtlsRole: DTLSEndpoint.Role?
+    private var sctp: SCTPAssociation?
+    private var selected: ICECandidatePair?
+    private var lastInbound: (base: ICEBase, from: TransportAddress)?
+    private var earlyDatagrams: [[UInt8]] = []
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+    private var tunnels: [DataChannelID: DataChannelTunnel] = [:]
+    private var unopened: [DataChannelTunnel] = []
+    private var pausedTunnels = 0
+    private var reportedConnected = false
+    private(set) var isClosed = false
+    private(set) var path: PathReport?
+
+    init(loop: any EventLoop, role: Role, options: Options, context: DTLSContext, logger: Logger) {
+        self.loop = loop
+        self.role = role
+        self.options = options
+        self.context = context
+        self.logger = logger
+        self.agent = ICEAgent(role: role == .caller ? .controlling : .controlled, local: localCredentials,
+                              tieBreaker: UInt64.random(in: .min ... .max), configuration: options.ice, now: ICETime(.zero))
+    }
+
+    var now: ICETime { ICETime(.nanoseconds((NIODeadline.now() - started).nanoseconds)) }
+
+    /// Our description: the caller offers `actpass`, the callee answers `active` (the
+    /// answerer is the DTLS client, as JSEP recommends).
+    var localDescription: DataChannelSDP {
+        DataChannelSDP(ufrag: localCredentials.ufrag, password: localCredentials.password,
+                       fingerprint: ("sha-256", context.certificate.sha256Fingerprint.hex),
+                       setup: role == .caller ? .actpass : .active)
+    }
+
+    /// Replaces the options before `start()` (the caller learns its ICE servers after it
+    /// created the connection for its first stream).
+    func reconfigure(_ options: Options) {
+        self.options = options
+    }
+
+    // MARK: Gathering
+
+    /// Opens the sockets and starts gathering: host candidates at once, server-reflexive
+    /// and relayed ones as their servers answer. Relay mode gathers relayed candidates only,
+    /// p2p mode none.
+    func start() {
+        loop.assertInEventLoop()
+        let relayOnly = options.mode == .relay
+        if !relayOnly {
+            for address in options.hostAddresses { openSocket(address) }
+        }
+        if options.mode != .p2p {
+            for server in options.turnServers { allocate(server) }
+        }
+        if options.stunServers.isEmpty || relayOnly { iceGatheringDone = true }
+        checkGatheringComplete()
+        flush()
+    }
+
+    private func openSocket(_ address: String) {
+        let base = nextBase
+        nextBase += 1
+        let bootstrap = DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SocketHandler(connection: self, base: base))
+                }
+            }
+        // Bound synchronously enough for gathering: the host candidate follows the bind.
+        bootstrap.bind(host: address, port: 0).whenComplete { [self] (result: Result<any Channel, any Error>) in
+            switch result {
+            case .success(let channel):
+                guard !isClosed else { channel.close(promise: nil); return }
+                sockets[base] = channel
+                guard let local = channel.localAddress, let transport = TransportAddress(local) else { return }
+                agent.addLocalCandidate(.host(transport, base: ICEBase(id: base)), now: now)
+                if options.mode != .relay {
+                    for server in options.stunServers where server.ip.isIPv4 == transport.ip.isIPv4 {
+                        agent.addServerReflexiveServer(server, base: ICEBase(id: base), now: now)
+                    }
+                }
+                flush()
+            case .failure(let error):
+                logger.warning("no UDP socket on \(address): \(error)")
+            }
+        }
+    }
+
+    private func allocate(_ server: (address: SocketAddress, transport: TURNClientTransport, username: String, password: String)) {
+        let base = nextBase
+        nextBase += 1
+        pendingTURN += 1
+        var client = TURNClientConfiguration(username: server.username, password: server.password,
+                                             transport: server.transport)
+        client.useChannels = true
+        var configuration = TURNConnection.Configuration(server: server.address, client: client)
+        // The relay's certificate is checked by nothing here: TURN authenticates with the
+        // REST credentials, and what is relayed is DTLS with a checked fingerprint.
+        configuration.tls = TURNTLSOptions(verification: .none)
+        let transport = server.transport
+        TURNConnection.connect(configuration, on: loop) { [self] event in
+            loop.assertInEventLoop()
+            turnEvent(event, base: base)
+        }.whenComplete { [self] result in
+            switch result {
+            case .success(let connection):
+                guard !isClosed else { _ = connection.close(); return }
+                relays[base] = (connection, transport)
+                connection.allocation.whenComplete { [self] allocation in
+                    pendingTURN -= 1
+                    switch allocation {
+                    case .success(let allocation):
+                        let preference: UInt16 = transport == .udp ? 65535 : transport == .tcp ? 32767 : 16383
+                        agent.addLocalCandidate(.relay(allocation.relayed, mapped: allocation.mapped,
+                                                       base: ICEBase(id: base), localPreference: preference), now: now)
+                    case .failure(let error):
+                        logger.info("no TURN allocation over \(transport): \(error)")
+                    }
+                    checkGatheringComplete()
+                    flush()
+                }
+            case .failure(let error):
+                pendingTURN -= 1
+                logger.info("TURN server unreachable over \(transport): \(error)")
+                checkGatheringComplete()
+            }
+        }
+    }
+
+    private func turnEvent(_ event: TURNClientEvent, base: Int) {
+        switch event {
+        case .data(let from, let bytes):
+            receive(Array(bytes.readableBytesView), from: from, base: base)
+        case .failed(let error):
+            logger.info("TURN allocation failed: \(error)")
+        default:
+            break
+        }
+    }
+
+    private func checkGatheringComplete() {
+        guard !gatheringReported, iceGatheringDone, pendingTURN == 0 else { return }
+        gatheringReported = true
+        callbacks.gatheringComplete()
+    }
+
+    // MARK: Remote side
+
+    func setRemoteDescription(_ description: DataChannelSDP) {
+        loop.assertInEventLoop()
+        remote = description
+        agent.setRemoteCredentials(ICECredentials(ufrag: description.ufrag, password: description.password), now: now)
+        addRemoteCandidates(description.candidates, end: description.endOfCandidates)
+        // DTLS roles: the answerer said active (it is the client) or passive.
+        let role: DTLSEndpoint.Role
+        switch (self.role, description.setup) {
+        case (.caller, .passive): role = .client
+        case (.caller, _): role = .server
+        case (.callee, _): role = .client
+        }
+        dtlsRole = role
+        let fingerprints = DTLSFingerprint(sdp: "\(description.fingerprint.hash) \(description.fingerprint.value)").map { [$0] } ?? []
+        do {
+            dtls = try DTLSEndpoint(context: context, role: role, remoteFingerprints: fingerprints)
+        } catch {
+            fail("DTLS endpoint: \(error)")
+            return
+        }
+        flush()
+    }
+
+    func addRemoteCandidates(_ candidates: [String], end: Bool) {
+        loop.assertInEventLoop()
+        for text in candidates {
+            guard let candidate = try? ICECandidate(sdpAttribute: text) else {
+                logger.debug("unreadable remote candidate", metadata: ["candidate": "\(text)"])
+                continue
+            }
+            logger.debug("remote candidate", metadata: ["candidate": "\(text)"])
+            agent.addRemoteCandidate(candidate, now: now)
+        }
+        if end { agent.endOfRemoteCandidates(now: now) }
+        flush()
+    }
+
+    // MARK: Datagrams
+
+    fileprivate func receive(_ bytes: [UInt8], from: TransportAddress, base: Int) {
+        guard !isClosed, let first = bytes.first else { return }
+        let iceBase = ICEBase(id: base)
+        switch first {
+        case 0...3:
+            var buffer = ByteBuffer(bytes: bytes)
+            guard let message = try? STUNMessage(parsing: &buffer) else { return }
+            agent.receive(message, from: from, base: iceBase, now: now)
+        case 20...63:
+            // DTLS only from a path ICE checked: a stranger's ClientHello must not start a
+            // handshake that then fails the whole connection.
+            guard isChecked(base: iceBase, from: from) else { return }
+            lastInbound = (iceBase, from)
+            agent.noteTraffic(from: from, base: iceBase, now: now)
+            guard let dtls else {
+                // A ClientHello before the answer's description: keep a few.
+                if earlyDatagrams.count < 8 { earlyDatagrams.append(bytes) }
+                return
+            }
+            handle(dtls.receive(bytes))
+        default:
+            return
+        }
+        flush()
+    }
+
+    private func isChecked(base: ICEBase, from: TransportAddress) -> Bool {
+        if let selected, selected.base == base, selected.remoteAddress == from { return true }
+        // Any pair ICE holds: its remote address came signed through signaling or in an
+        // authenticated check (peer-reflexive), and DTLS may race ahead of our own check.
+        return agent.checklist.contains { $0.base == base && $0.remoteAddress == from && $0.state != .failed }
+    }
+
+    private func sendDatagram(_ bytes: [UInt8], base: ICEBase, to: TransportAddress) {
+        var buffer = ByteBuffer(bytes: bytes)
+        if let socket = sockets[base.id] {
+            socket.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(to), data: buffer), promise: nil)
+        } else if let relay = relays[base.id] {
+            relay.connection.send(buffer, to: to)
+        } else {
+            buffer.clear()
+        }
+    }
+
+    /// Sends DTLS on the selected pair, or back where the last DTLS datagram came from
+    /// before ICE selected one (the controlled side, before nomination).
+    private func sendOnPath(_ datagrams: [[UInt8]]) {
+        let path = selected.map { ($0.base, $0.remoteAddress) } ?? lastInbound.map { ($0.base, $0.from) }
+        guard let (base, to) = path else { return }
+        for datagram in datagrams { sendDatagram(datagram, base: base, to: to) }
+    }
+
+    // MARK: DTLS and SCTP
+
+    private func handle(_ output: DTLSEndpoint.Output) {
+        sendOnPath(output.datagrams)
+        for event in output.events {
+            switch event {
+            case .connected:
+                logger.debug("DTLS connected", metadata: ["role": "\(String(describing: dtlsRole))"])
+                startSCTP()
+            case .closeNotifyReceived: fail("the peer closed the connection")
+            case .failed(let failure): fail("DTLS: \(failure)")
+            default: break
+            }
+        }
+        for data in output.applicationData { sctp?.input(data) }
+    }
+
+    private func startDTLSIfReady() {
+        if dtls != nil, dtlsRole == .client, !dtlsStarted, selected == nil, lastInbound == nil {
+            logger.trace("DTLS client waits for a path")
+        }
+        guard let dtls, dtlsRole == .client, selected != nil || lastInbound != nil, case .handshaking = dtls.state,
+              !dtlsStarted else { return }
+        dtlsStarted = true
+        handle(dtls.start())
+    }
+    private var dtlsStarted = false
+
+    private func startSCTP() {
+        guard sctp == nil, let dtlsRole else { return }
+        var configuration = SCTPAssociation.Configuration()
+        configuration.remotePort = remote?.sctpPort ?? 5000
+        configuration.remoteMaxMessageSize = remote?.maxMessageSize ?? 65_536
+        let association = SCTPAssociation(role: dtlsRole == .client ? .client : .server, configuration: configuration,
+                                          output: { [weak self] packet in self?.sctpOutput(packet) },
+                                          onEvent: { [weak self] event in self?.sctpEvent(event) })
+        sctp = association
+        association.start()
+    }
+
+    private func sctpOutput(_ packet: [UInt8]) {
+        guard let dtls else { return }
+        do {
+            sendOnPath(try dtls.write(packet))
+        } catch {
+            logger.debug("SCTP packet not sent: \(error)")
+        }
+    }
+
+    private func sctpEvent(_ event: SCTPAssociation.Event) {
+        switch event {
+        case .associationUp:
+            logger.debug("SCTP association up")
+            reportConnected()
+            for tunnel in unopened { open(tunnel) }
+            unopened.removeAll()
+        case .channelOpened(let id, let label, _):
+            let tunnel = DataChannelTunnel(id: id, service: label, connection: self)
+            tunnels[id] = tunnel
+            callbacks.incomingStream(tunnel)
+        case .channelOpenAcked:
+            break
+        case .message(let id, let bytes, let binary):
+            guard let tunnel = tunnels[id] else { return }
+            if !binary {
+                tunnel.arrived(.refused(String(buffer: bytes)))
+            } else if bytes.readableBytes == 0 {
+                tunnel.arrived(.end)
+            } else {
+                tunnel.arrived(.bytes(bytes))
+            }
+        case .channelClosed(let id):
+            if let tunnel = tunnels.removeValue(forKey: id) { tunnel.arrived(.closed) }
+        case .bufferedAmountLow(let id):
+            tunnels[id]?.writable()
+        case .associationDown(let reason):
+            fail("SCTP association down: \(reason)")
+        }
+    }
+
+    // MARK: Streams
+
+    /// A new stream to the peer's `service` (its data channel opens once the association is up).
+    func openStream(service: String) -> DataChannelTunnel {
+        let tunnel = DataChannelTunnel(id: nil, service: service, connection: self)
+        if let sctp, sctp.isUp { open(tunnel) } else { unopened.append(tunnel) }
+        return tunnel
+    }
+
+    private func open(_ tunnel: DataChannelTunnel) {
+        guard let sctp, !tunnel.isClosed else { return }
+        do {
+            let id = try sctp.openChannel(label: tunnel.service, protocol: "switchboard-tcp")
+            tunnel.assign(id)
+            tunnels[id] = tunnel
+            for bytes in tunnel.pendingSends { _ = sctp.send(bytes, on: id) }
+            tunnel.pendingSends.removeAll()
+            if tunnel.pendingEnd { _ = sctp.send(ByteBuffer(), on: id) }
+        } catch {
+            tunnel.arrived(.refused("no data channel: \(error)"))
+            tunnel.arrived(.closed)
+        }
+    }
+
+    func send(_ bytes: ByteBuffer, on tunnel: DataChannelTunnel) -> Bool {
+        guard let id = tunnel.id, let sctp else {
+            tunnel.pendingSends.append(bytes)
+            return tunnel.pendingSends.count < 16
+        }
+        // Messages of up to 64 KiB each (a TCP read is never larger).
+        switch sctp.send(bytes, on: id) {
+        case .sent: return true
+        case .wouldBlock: return false
+        case .refused(let why):
+            logger.debug("stream send refused: \(why)")
+            return false
+        }
+    }
+
+    func sendEnd(on tunnel: DataChannelTunnel) {
+        guard let id = tunnel.id, let sctp else { tunnel.pendingEnd = true; return }
+        _ = sctp.send(ByteBuffer(), on: id)
+    }
+
+    func refuse(_ tunnel: DataChannelTunnel, reason: String) {
+        guard let id = tunnel.id, let sctp else { return }
+        _ = sctp.send(text: reason, on: id)
+    }
+
+    func closeTunnel(_ tunnel: DataChannelTunnel) {
+        guard let id = tunnel.id else {
+            unopened.removeAll { $0 === tunnel }
+            return
+        }
+        sctp?.closeChannel(id)
+        tunnels.removeValue(forKey: id)
+        flush()
+    }
+
+    func pauseReceiving() {
+        pausedTunnels += 1
+        if pausedTunnels == 1 { sctp?.pauseReceiving() }
+    }
+
+    func resumeReceiving() {
+        pausedTunnels = max(0, pausedTunnels - 1)
+        if pausedTunnels == 0 { sctp?.resumeReceiving() }
+    }
+
+    var streamCount: Int { tunnels.count + unopened.count }
+
+    // MARK: ICE actions, timers
+
+    /// Carries out what the ICE agent decided and re-arms the timer.
+    func flush() {
+        guard !isClosed else { return }
+        for action in agent.takeActions() {
+            switch action {
+            case .send(let bytes, let base, let to):
+                sendDatagram(bytes, base: base, to: to)
+            case .localCandidate(let candidate):
+                callbacks.localCandidate(candidate.sdpAttribute)
+            case .gatheringComplete:
+                iceGatheringDone = true
+                checkGatheringComplete()
+            case .selectedPair(let pair):
+                logger.debug("ICE selected a pair", metadata: ["pair": "\(pair)"])
+                let previous = selected
+                selected = pair
+                let report = self.report(pair)
+                path = report
+                if previous != nil && reportedConnected && (previous?.isRelayed != pair.isRelayed) {
+                    callbacks.pathChanged(report)
+                }
+                if let early = earlyDatagrams.isEmpty ? nil : earlyDatagrams, let dtls {
+                    earlyDatagrams.removeAll()
+                    for datagram in early { handle(dtls.receive(datagram)) }
+                }
+                startDTLSIfReady()
+                if sctp?.isUp == true { reportConnected() }
+            case .state(let state):
+                logger.debug("ICE state", metadata: ["state": "\(state)"])
+                if state == .failed {
+                    fail(options.mode == .p2p ? "no direct path (ICE failed; p2p mode does not relay)" : "ICE failed")
+                    return
+                }
+            }
+        }
+        if let dtls, !earlyDatagrams.isEmpty {
+            let early = earlyDatagrams
+            earlyDatagrams.removeAll()
+            for datagram in early { handle(dtls.receive(datagram)) }
+        }
+        startDTLSIfReady()
+        armTimer()
+    }
+
+    private func report(_ pair: ICECandidatePair) -> PathReport {
+        let relayTransport = pair.local.type == .relay ? relays[pair.base.id].map { $0.transport.rawValue } : nil
+        return PathReport(path: pair.isRelayed ? .relay : .direct, local: pair.local.type.rawValue,
+                          remote: pair.remote.type.rawValue, relayTransport: relayTransport, rttMilliseconds: nil)
+    }
+
+    private func reportConnected() {
+        guard !reportedConnected, let selected else { return }
+        reportedConnected = true
+        var report = self.report(selected)
+        report.rttMilliseconds = Int((NIODeadline.now() - started).nanoseconds / 1_000_000)
+        path = report
+        callbacks.connected(report)
+    }
+
+    private func armTimer() {
+        var deadline: NIODeadline?
+        if let next = agent.nextDeadline {
+            deadline = started + .nanoseconds(Int64(next.milliseconds) * 1_000_000)
+        }
+        if let timeout = dtls?.nextTimeout {
+            let at = NIODeadline.now() + .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
+                + timeout.components.attoseconds / 1_000_000_000)
+            deadline = min(deadline ?? at, at)
+        }
+        if sctp != nil {
+            let at = NIODeadline.now() + .milliseconds(10)
+            deadline = min(deadline ?? at, at)
+        }
+        guard let deadline else { return }
+        if let timerDeadline, timerDeadline <= deadline, timer != nil { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        timer = loop.scheduleTask(deadline: deadline) { [weak self] in self?.tick() }
+    }
+
+    private func tick() {
+        timer = nil
+        timerDeadline = nil
+        guard !isClosed else { return }
+        agent.advance(now: now)
+        if let dtls, let timeout = dtls.nextTimeout, timeout <= .zero { handle(dtls.handleTimeout()) }
+        if let sctp { sctp.handleTimers(now: .now()) }
+        flush()
+    }
+
+    // MARK: Ending
+
+    private func fail(_ reason: String) {
+        guard !isClosed else { return }
+        close(reason: reason)
+    }
+
+    func close(reason: String) {
+        guard !isClosed else { return }
+        isClosed = true
+        timer?.cancel()
+        for tunnel in tunnels.values { tunnel.arrived(.closed) }
+        for tunnel in unopened { tunnel.arrived(.refused(reason)); tunnel.arrived(.closed) }
+        tunnels.removeAll()
+        unopened.removeAll()
+        sctp?.close()
+        if let dtls { sendOnPath(dtls.close()) }
+        agent.close()
+        for socket in sockets.values { socket.close(promise: nil) }
+        for relay in relays.values { _ = relay.connection.close() }
+        callbacks.closed(reason)
+    }
+}
+
+
+/// Hands a UDP socket's datagrams to its connection (on the connection's event loop).
+private final class SocketHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    // The connection is confined to this channel's event loop, like the handler.
+    private weak var connection: PeerConnection?
+    private let base: Int
+
+    init(connection: PeerConnection, base: Int) {
+        self.connection = connection
+        self.base = base
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard let from = TransportAddress(envelope.remoteAddress) else { return }
+        connection?.receive(Array(envelope.data.readableBytesView), from: from, base: base)
+    }
+}
+
+extension SocketAddress {
+    /// The NIO address of a Wire transport address.
+    init(_ address: TransportAddress) {
+        switch address.kernelAddress {
+        case .v4(let kernel): self.init(kernel, host: "")
+        case .v6(let kernel): self.init(kernel, host: "")
+        }
+    }
+}

@@ -1,0 +1,330 @@
+import DTLS
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import TURNClient
+import Wire
+
+/// PeerAgent is what a device runs: it logs in to Switchboard, and either exposes local TCP
+/// services to peers that connect to it, or connects to another peer by its ID and carries
+/// local TCP connections to one of that peer's services. One peer connection (ICE, DTLS,
+/// SCTP) per pair of peers, shared by all their streams; every peer connection and tunnel
+/// runs on the agent's one event loop.
+public final class PeerAgent: Sendable {
+    public struct Configuration: Sendable {
+        public var signaling: SignalingClient.Configuration
+        /// Addresses for host candidates; empty means every IPv4 address of an interface that
+        /// is up, loopback only when there is nothing else.
+        public var hostAddresses: [String] = []
+
+        public init(signaling: SignalingClient.Configuration) {
+            self.signaling = signaling
+        }
+    }
+
+    /// The one loop every agent in the process runs its peer connections on: usrsctp keeps
+    /// process-wide state that must only ever be touched from one thread.
+    static let eventLoop: any EventLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
+
+    public let configuration: Configuration
+    public let signaling: SignalingClient
+    let loop: any EventLoop
+    let logger: Logger
+    let context: DTLSContext
+    /// One line per change of a peer connection (`connected …`, `path …`, `disconnected …`).
+    let report: @Sendable (String) -> Void
+
+    public init(configuration: Configuration, logger: Logger, report: @escaping @Sendable (String) -> Void) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.report = report
+        self.signaling = SignalingClient(configuration: configuration.signaling, logger: logger)
+        self.loop = Self.eventLoop
+        self.context = try DTLSContext(certificate: try DTLSCertificate.generate(), srtpProfiles: [])
+    }
+
+    // MARK: Exposing
+
+    /// Stays logged in and online; answers every offer and dials each incoming stream's
+    /// service. Returns when the task is cancelled.
+    public func expose(_ dialer: ServiceDialer) async throws {
+        try await signaling.logIn()
+        let sessions = SessionTable(loop: loop)
+        for await event in signaling.events() {
+            switch event.kind {
+            case .offer(let offer):
+                await answer(offer, dialer: dialer, sessions: sessions)
+            case .candidates(let session, let fragment):
+                let parsed = TrickleFragment(parsing: fragment)
+                sessions.with(session) { $0.addRemoteCandidates(parsed.candidates, end: parsed.endOfCandidates) }
+            case .closed(let session), .expired(let session):
+                sessions.with(session) { $0.close(reason: "hung up") }
+            case .answer:
+                break
+            }
+        }
+    }
+
+    private func answer(_ offer: IncomingOffer, dialer: ServiceDialer, sessions: SessionTable) async {
+        let remote: DataChannelSDP
+        do {
+            remote = try DataChannelSDP(parsing: offer.sdp)
+        } catch {
+            logger.info("offer refused: \(error)", metadata: ["from": "\(offer.from)"])
+            try? await signaling.hangUp(session: offer.session)
+            return
+        }
+        let mode: ConnectMode = offer.iceTransportPolicy == .relay ? .relay : offer.mode
+        let options = await options(mode: mode, servers: offer.iceServers)
+        let trickle = TrickleQueue(signaling: signaling, session: offer.session, logger: logger)
+        let peer = offer.from
+        let answer: String? = try? await loop.submit { [self] in
+            let connection = PeerConnection(loop: loop, role: .callee, options: options, context: context, logger: logger)
+            wire(connection, peer: peer, trickle: trickle) { sessions.remove(offer.session) }
+            connection.callbacks.incomingStream = { [logger, loop] tunnel in
+                dialer.accept(tunnel, service: tunnel.service, on: loop, logger: logger)
+            }
+            sessions.add(offer.session, connection)
+            connection.setRemoteDescription(remote)
+            connection.start()
+            return connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max)))
+        }.get()
+        guard let answer else { return }
+        do {
+            try await signaling.answer(session: offer.session, sdp: answer)
+            trickle.ready()
+        } catch {
+            logger.info("answer not delivered: \(error)")
+            sessions.with(offer.session) { $0.close(reason: "answer not delivered") }
+        }
+    }
+
+    // MARK: Connecting
+
+    /// Listens on `host:port` and carries each accepted TCP connection to `peer`'s `service`.
+    /// Returns the bound listener; it runs until closed.
+    public func connect(to peer: String, mode: ConnectMode, service: String, listenHost: String, listenPort: Int)
+        async throws -> TunnelListener
+    {
+        try await signaling.logIn()
+        let sessions = SessionTable(loop: loop)
+        let current = NIOLoopBoundBox.makeEmptyBox(valueType: PeerConnection.self, eventLoop: loop)
+        let listener = try await TunnelListener.bind(host: listenHost, port: listenPort, on: loop, logger: logger,
+                                                     refused: { [report] reason in report("refused \(peer) reason=\(reason)") }) {
+            [self] _ in
+            if let connection = current.value, !connection.isClosed {
+                return connection.openStream(service: service)
+            }
+            let connection = PeerConnection(loop: loop, role: .caller, options: PeerConnection.Options(mode: mode),
+                                            context: context, logger: logger)
+            current.value = connection
+            let tunnel = connection.openStream(service: service)
+            Task { await self.offer(connection, to: peer, mode: mode, service: service, sessions: sessions) }
+            return tunnel
+        }
+        Task {
+            for await event in signaling.events() {
+                switch event.kind {
+                case .answer(let session, let sdp):
+                    guard let description = try? DataChannelSDP(parsing: sdp) else {
+                        sessions.with(session) { $0.close(reason: "unreadable answer") }
+                        continue
+                    }
+                    sessions.with(session) { $0.setRemoteDescription(description) }
+                case .candidates(let session, let fragment):
+                    let parsed = TrickleFragment(parsing: fragment)
+                    sessions.with(session) { $0.addRemoteCandidates(parsed.candidates, end: parsed.endOfCandidates) }
+                case .closed(let session), .expired(let session):
+                    sessions.with(session) { $0.close(reason: "hung up") }
+                case .offer(let offer):
+                    try? await signaling.hangUp(session: offer.session)  // this side only connects
+                }
+            }
+        }
+        return listener
+    }
+
+    private func offer(_ connection: PeerConnection, to peer: String, mode: ConnectMode, service: String,
+                       sessions: SessionTable) async {
+        let token = await signaling.session
+        let options = await options(mode: mode, servers: token?.iceServers ?? [])
+        let sdp: String = (try? await loop.submit { [self] in
+            connection.reconfigure(options)
+            return connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max)))
+        }.get()) ?? ""
+        do {
+            let session = try await signaling.offer(to: peer, mode: mode, description: service, sdp: sdp)
+            let trickle = TrickleQueue(signaling: signaling, session: session.id, logger: logger)
+            try await loop.submit { [self] in
+                wire(connection, peer: peer, trickle: trickle) { sessions.remove(session.id) }
+                sessions.add(session.id, connection)
+                connection.start()
+            }.get()
+            trickle.ready()
+        } catch {
+            report("disconnected \(peer) reason=\(Self.oneLine("\(error)"))")
+            loop.execute { connection.close(reason: "\(error)") }
+        }
+    }
+
+    // MARK: Shared
+
+    private func wire(_ connection: PeerConnection, peer: String, trickle: TrickleQueue, removed: @escaping () -> Void) {
+        let report = self.report
+        connection.callbacks.localCandidate = { trickle.candidate($0) }
+        connection.callbacks.gatheringComplete = { trickle.end() }
+        connection.callbacks.connected = { report("connected \(peer) \($0)") }
+        connection.callbacks.pathChanged = { report("path \(peer) \($0)") }
+        connection.callbacks.closed = { reason in
+            report("disconnected \(peer) reason=\(Self.oneLine(reason))")
+            trickle.hangUp()
+            removed()
+        }
+    }
+
+    static func oneLine(_ text: String) -> String {
+        text.replacingOccurrences(of: "\n", with: " ")
+    }
+
+    /// Resolves the server's ICE servers into what a peer connection gathers with.
+    func options(mode: ConnectMode, servers: [ICEServer]) async -> PeerConnection.Options {
+        var options = PeerConnection.Options(mode: mode)
+        options.hostAddresses = configuration.hostAddresses.isEmpty ? Self.interfaceAddresses() : configuration.hostAddresses
+        for server in servers {
+            for url in server.urls {
+                guard let parsed = ICEServerURL(url) else { continue }
+                guard let address = try? SocketAddress.makeAddressResolvingHost(parsed.host, port: parsed.port) else {
+                    continue
+                }
+                switch parsed.scheme {
+                case "stun":
+                    if let transport = TransportAddress(address) { options.stunServers.append(transport) }
+                case "turn", "turns":
+                    guard let username = server.username, let password = server.credential else { continue }
+                    let transport: TURNClientTransport = parsed.scheme == "turns" ? .tls : parsed.transport == "tcp" ? .tcp : .udp
+                    options.turnServers.append((address, transport, username, password))
+                default:
+                    continue
+                }
+            }
+        }
+        return options
+    }
+
+    /// Every IPv4 address of an interface that is up, without loopback unless there is
+    /// nothing else.
+    static func interfaceAddresses() -> [String] {
+        let devices = (try? System.enumerateDevices()) ?? []
+        var addresses: [String] = []
+        var loopback: [String] = []
+        for device in devices {
+            guard let address = device.address, address.protocol == .inet, let ip = address.ipAddress else { continue }
+            if ip.hasPrefix("127.") { loopback.append(ip) } else if !addresses.contains(ip) { addresses.append(ip) }
+        }
+        return addresses.isEmpty ? Array(loopback.prefix(1)) : addresses
+    }
+}
+
+/// ICEServerURL reads `stun:host:port`, `turn:host:port?transport=udp|tcp`, `turns:…`.
+struct ICEServerURL {
+    var scheme: String
+    var host: String
+    var port: Int
+    var transport: String
+
+    init?(_ text: String) {
+        let parts = text.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2 else { return nil }
+        scheme = String(parts[0])
+        var rest = String(parts[1])
+        transport = "udp"
+        if let question = rest.firstIndex(of: "?") {
+            let query = rest[rest.index(after: question)...]
+            if query.hasPrefix("transport=") { transport = String(query.dropFirst("transport=".count)) }
+            rest = String(rest[..<question])
+        }
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { return nil }
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            port = after.hasPrefix(":") ? Int(after.dropFirst()) ?? 0 : (scheme == "turns" ? 5349 : 3478)
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            port = Int(rest[rest.index(after: colon)...]) ?? 0
+        } else {
+            host = rest
+            port = scheme == "turns" ? 5349 : 3478
+        }
+        guard (1...65535).contains(port), !host.isEmpty else { return nil }
+    }
+}
+
+/// SessionTable maps session IDs to peer connections; touched on the agent's loop only.
+final class SessionTable: Sendable {
+    private let connections: NIOLoopBoundBox<[String: PeerConnection]>
+    let loop: any EventLoop
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+        self.connections = NIOLoopBoundBox.makeBoxSendingValue([:], as: [String: PeerConnection].self, eventLoop: loop)
+    }
+
+    /// Call on the loop.
+    func add(_ session: String, _ connection: PeerConnection) { connections.value[session] = connection }
+    /// Call on the loop.
+    func remove(_ session: String) { connections.value[session] = nil }
+
+    /// Runs `body` on the loop with the session's connection, if there is one.
+    func with(_ session: String, _ body: @escaping (PeerConnection) -> Void) {
+        loop.execute { [connections] in
+            if let connection = connections.value[session] { body(connection) }
+        }
+    }
+}
+
+/// TrickleQueue sends a session's local candidates in order, batched, once the session can
+/// take them (after the offer was posted or the answer sent), and ends with
+/// end-of-candidates; `hangUp` deletes the session.
+final class TrickleQueue: Sendable {
+    private enum Item { case candidate(String), end, hangUp, ready }
+    private let continuation: AsyncStream<Item>.Continuation
+
+    init(signaling: SignalingClient, session: String, logger: Logger) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Item.self)
+        self.continuation = continuation
+        Task {
+            var ready = false
+            var waiting: [String] = []
+            var ended = false
+            for await item in stream {
+                switch item {
+                case .candidate(let candidate): waiting.append(candidate)
+                case .end: ended = true
+                case .ready: ready = true
+                case .hangUp:
+                    try? await signaling.hangUp(session: session)
+                    continuation.finish()
+                    return
+                }
+                guard ready, !waiting.isEmpty || ended else { continue }
+                let fragment = TrickleFragment(ufrag: nil, password: nil, candidates: waiting, endOfCandidates: ended)
+                waiting.removeAll()
+                do {
+                    try await signaling.trickle(session: session, fragment: fragment.text)
+                } catch {
+                    logger.info("candidates not delivered: \(error)")
+                }
+                if ended {
+                    // Nothing more to trickle; stay for a hang-up.
+                    ready = false
+                }
+            }
+        }
+    }
+
+    func candidate(_ attribute: String) { continuation.yield(.candidate(attribute)) }
+    func end() { continuation.yield(.end) }
+    func ready() { continuation.yield(.ready) }
+    func hangUp() { continuation.yield(.hangUp) }
+}

@@ -1,0 +1,160 @@
+"""The peer agent in the NAT lab: `switchboard agent expose` behind router B offers an HTTPS
+server (`openssl s_server`) and a plain HTTP server; `switchboard agent connect` behind router A
+listens on 127.0.0.1:8443 and curl, in A's namespace, reaches them by peer ID — directly behind
+two home NATs, through Switchboard's relay behind symmetric ones or in relay mode, never in p2p
+mode between symmetric NATs (a clear failure instead). Asserted from what the agent prints and
+what the server recorded (relay usage rows)."""
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, clean_env
+from natlab import SERVER, Lab, start_lab_server
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(shutil.which("nft") is None, reason="needs Debian nftables (make test installs it)"),
+]
+
+BASE_URL = f"http://{SERVER}:8080"
+
+
+class Agent:
+    """A `switchboard agent …` process in a lab namespace; its stdout lines land in a queue."""
+
+    def __init__(self, lab, side, key_file, *argv):
+        self.process = subprocess.Popen(
+            lab.argv(side, str(BIN), "agent", *argv[:1], "--server", BASE_URL, "--key-file", str(key_file),
+                     *argv[1:]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+        self.lines = queue.Queue()
+        self.seen = []
+        self.errors = []
+        threading.Thread(target=self._read, args=(self.process.stdout, self.lines), daemon=True).start()
+        threading.Thread(target=self._collect, args=(self.process.stderr,), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, lines):
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+
+    def _collect(self, stream):
+        for line in stream:
+            self.errors.append(line)
+
+    def wait_for(self, prefix, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix!r} line; stdout: {self.seen}; stderr: {''.join(self.errors)[-3000:]}")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def fields(line):
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=device-b"],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def start_services(lab, certificate, tmp_path):
+    """In B's namespace: openssl s_server -www on :4433 and Python's http.server on :8000."""
+    key, cert = certificate
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "hello.txt").write_text("hello from behind NAT B\n")
+    https = subprocess.Popen(lab.argv("b", "openssl", "s_server", "-accept", "127.0.0.1:4433", "-www", "-key", str(key),
+                                      "-cert", str(cert), "-quiet"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    http = subprocess.Popen(lab.argv("b", "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1",
+                                     "--directory", str(tmp_path / "www")),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return [https, http]
+
+
+def curl(lab, url, timeout=20):
+    return lab.exec("a", "curl", "-sk", "--max-time", str(timeout), url, check=False)
+
+
+def relayed_packets(sb):
+    return int(sb.sql("select coalesce(sum(packets_to_peer + packets_to_client), 0) from relay_usage;"))
+
+
+@pytest.mark.parametrize("kind_a,kind_b,mode,path", [
+    ("home", "home", "auto", "direct"),
+    ("symmetric", "symmetric", "auto", "relay"),
+    ("home", "home", "relay", "relay"),
+    ("home", "symmetric", "p2p", None),
+])
+def test_curl_reaches_a_service_behind_nat_by_peer_id(sb, certificate, tmp_path, kind_a, kind_b, mode, path):
+    keys = {}
+    for peer in ("alice", "bob"):
+        keys[peer] = tmp_path / f"{peer}.key"
+        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
+    with Lab({"a": kind_a, "b": kind_b}) as lab:
+        server = start_lab_server(lab, sb)
+        services = start_services(lab, certificate, tmp_path)
+        agents = []
+        try:
+            exposer = Agent(lab, "b", keys["bob"], "expose", "--peer-id", "bob",
+                            "--service", "https=127.0.0.1:4433", "--service", "http=127.0.0.1:8000")
+            agents.append(exposer)
+            connector = Agent(lab, "a", keys["alice"], "connect", "--peer-id", "alice", "bob",
+                              "--listen", "127.0.0.1:8443", "--service", "https", "--mode", mode)
+            agents.append(connector)
+            connector.wait_for("listening")
+            time.sleep(0.5)  # the exposing agent logs in and holds its event stream
+            started = time.monotonic()
+            page = curl(lab, "https://127.0.0.1:8443/", timeout=15)
+            if path is None:
+                line = connector.wait_for("disconnected", timeout=15)
+                assert "no direct path" in line, line
+                assert time.monotonic() - started < 12
+                assert "s_server" not in page.stdout
+                return
+            assert "s_server" in page.stdout, (page.stdout[-500:], page.stderr, connector.seen, exposer.seen,
+                                               "".join(connector.errors)[-2000:], "".join(exposer.errors)[-2000:])
+            line = connector.wait_for("connected bob")
+            assert fields(line)["path"] == path, line
+            answered = exposer.wait_for("connected alice")
+            assert fields(answered)["path"] == path, answered
+        finally:
+            for agent in agents:
+                agent.stop()
+            for process in services:
+                process.terminate()
+            server.terminate()
+            server.wait(timeout=15)
+    # What the server saw: relayed bytes only when the path was the relay.
+    packets = relayed_packets(sb)
+    if path == "relay":
+        assert packets > 10, packets
+    else:
+        assert packets < 40, packets
