@@ -41,7 +41,10 @@ public final class PeerAgent: Sendable {
         self.report = report
         self.signaling = SignalingClient(configuration: configuration.signaling, logger: logger)
         self.loop = Self.eventLoop
-        self.context = try DTLSContext(certificate: try DTLSCertificate.generate(), srtpProfiles: [])
+        // SRTP profiles are offered though no media flows: aiortc fails a DTLS handshake that
+        // negotiated none, and browsers offer them on data-channel-only connections too.
+        self.context = try DTLSContext(certificate: try DTLSCertificate.generate(),
+                                       srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80])
     }
 
     // MARK: Exposing

@@ -72,8 +72,10 @@ package enum HTTPServer {
             Response(status: .ok, headers: [.contentType: "application/yaml"],
                      body: .init(byteBuffer: ByteBuffer(string: EmbeddedFiles.openAPIYAML)))
         }
-        RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous, hub: hub,
-                                presence: presence ?? PresenceTracker(database: database))
+        RendezvousAPI.addRoutes(to: router, database: database, configuration: rendezvous,
+                                limiter: SourceLimiter(limits: .init(burst: rendezvous.loginFailureBurst,
+                                                                     interval: rendezvous.loginFailureInterval)),
+                                hub: hub, presence: presence ?? PresenceTracker(database: database))
         if let edge {
             let offers = SourceLimiter(limits: .init(burst: rendezvous.whepOfferBurst, interval: .seconds(60) / rendezvous.whepOffersPerMinute),
                                        name: "whep_offer")

@@ -17,6 +17,9 @@ package struct RendezvousConfiguration: Sendable {
     package var turnSecret: String?
     /// Seconds a TURN credential from `/v1/ice-servers` or `/v1/login` lives.
     package var turnCredentialLifetime = 3600
+    /// Failed logins one client source may make at once, and how often one more is allowed.
+    package var loginFailureBurst = 20
+    package var loginFailureInterval: Duration = .seconds(5)
     /// Largest request body accepted (413 beyond).
     package var maximumBodyBytes = 64 * 1024
     /// `--acl open`: every peer may reach every other (deny rules still apply).

@@ -16,6 +16,8 @@ import Testing
         configuration.turnURLs = ["turn:127.0.0.1:3478?transport=udp"]
         configuration.turnSecret = "turn-secret"
         configuration.maximumBodyBytes = 1024
+        // No refill during a test, however slowly a loaded machine runs its 22 logins.
+        configuration.loginFailureInterval = .seconds(3600)
         return configuration
     }()
 

@@ -13,6 +13,8 @@ The last line on stdout is a JSON report."""
 import argparse
 import asyncio
 import json
+import logging
+import os
 import sys
 
 import aioice.ice
@@ -65,8 +67,9 @@ async def offer(args, signaling, report):
             break
     report["stage"] = "open"
     await asyncio.wait_for(opened.wait(), 20)
-    channel.send(args.request.encode())
-    channel.send(b"")  # end marker: the request is complete
+    if not done.is_set() and channel.readyState == "open":  # a refusal may already have closed it
+        channel.send(args.request.encode())
+        channel.send(b"")  # end marker: the request is complete
     report["stage"] = "answer bytes"
     await asyncio.wait_for(done.wait(), 20)
     report["answer"] = answer_bytes.decode(errors="replace")
@@ -130,6 +133,8 @@ async def main():
     parser.add_argument("--request", default="GET / HTTP/1.0\r\n\r\n")
     parser.add_argument("--host-address", default="127.0.0.1")
     args = parser.parse_args()
+    if os.environ.get("AIORTC_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.host_address] if use_ipv4 else []
     signaling = Signaling(args.base_url, "ws")
     await signaling.login(args.peer, args.key)

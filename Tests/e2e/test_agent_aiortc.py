@@ -1,0 +1,113 @@
+"""Another WebRTC stack as a peer of the agent: aiortc (aiortc_tunnel_peer.py) speaks the
+tunnel protocol of docs/agent.md on a plain data channel. An aiortc peer offers a channel to an
+exposing agent and gets an HTTP answer from the service behind it; a connecting agent carries a
+TCP connection to an aiortc peer that answers and echoes it back upper-cased, with half-close
+both ways."""
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, clean_env, free_port, start_server
+
+TUNNEL_PEER = Path(__file__).with_name("aiortc_tunnel_peer.py")
+
+
+@pytest.fixture
+def lab(sb, tmp_path):
+    keys = {}
+    for peer in ("alice", "carol", "bob"):
+        keys[peer] = tmp_path / f"{peer}.key"
+        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
+    server = start_server(sb, "--allowed-peer", "127.0.0.0/8")
+    processes = []
+    yield server, keys, processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    server.stop()
+
+
+def agent(server, keys, processes, peer, *argv):
+    process = subprocess.Popen([str(BIN), "agent", argv[0], "--server", server.base_url, "--peer-id", peer,
+                                "--key-file", str(keys[peer]), "--host-address", "127.0.0.1", *argv[1:]],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    processes.append(process)
+    return process
+
+
+def wait_line(process, prefix, timeout=15):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line.strip())
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"no {prefix!r} line: {seen}; stderr: {process.stderr.read()[-2000:] if process.poll() is not None else ''}")
+
+
+def test_an_aiortc_peer_sends_an_http_request_through_an_exposing_agent(lab, tmp_path):
+    server, keys, processes = lab
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "hello.txt").write_text("hello from the exposed service\n")
+    port = free_port(socket.SOCK_STREAM)
+    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                            "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.append(web)
+    exposer = agent(server, keys, processes, "bob", "expose", "--service", f"http=127.0.0.1:{port}")
+    time.sleep(1.0)  # logged in, event stream held, web server up
+    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
+                             f"--key={keys['carol'].read_text().strip()}", "--role", "offer", "--target", "bob",
+                             "--service", "http", "--request", "GET /hello.txt HTTP/1.0\r\n\r\n"],
+                            capture_output=True, text=True, timeout=90)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"], (report, result.stderr[-2000:])
+    assert report["answer"].startswith("HTTP/1.0 200"), report
+    assert report["answer"].endswith("hello from the exposed service\n"), report
+    line = wait_line(exposer, "connected carol")
+    assert "path=direct" in line
+
+    # An unknown service is refused with a reason aiortc reads from the channel.
+    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
+                             f"--key={keys['carol'].read_text().strip()}", "--role", "offer", "--target", "bob",
+                             "--service", "ssh"], capture_output=True, text=True, timeout=90)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"] and report.get("refused") == "unknown service ssh", report
+
+
+def test_a_connecting_agent_reaches_an_aiortc_peer_that_answers(lab):
+    server, keys, processes = lab
+    answerer = subprocess.Popen([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
+                                 f"--key={keys['carol'].read_text().strip()}", "--role", "answer"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    processes.append(answerer)
+    time.sleep(1.0)
+    port = free_port(socket.SOCK_STREAM)
+    connector = agent(server, keys, processes, "alice", "connect", "carol", "--listen", f"127.0.0.1:{port}",
+                      "--service", "echo")
+    wait_line(connector, "listening")
+    payload = b"hello through a data channel\n" * 1000
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)  # half-close: the echo still comes back
+        received = b""
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    assert received == payload.upper()
+    line = wait_line(connector, "connected carol")
+    assert "path=direct" in line
+    out, err = answerer.communicate(timeout=40)
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["ok"], (report, err[-2000:])
+    assert report["streams"] == [{"label": "echo", "protocol": "switchboard-tcp", "bytes": len(payload)}], report
