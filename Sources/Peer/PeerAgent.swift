@@ -1,5 +1,6 @@
 import DTLS
 import Foundation
+import ICE
 import Logging
 import NIOCore
 import NIOPosix
@@ -34,6 +35,8 @@ public final class PeerAgent: Sendable {
     let context: DTLSContext
     /// One line per change of a peer connection (`connected …`, `path …`, `disconnected …`).
     let report: @Sendable (String) -> Void
+    /// Every peer connection of this agent, by signaling session.
+    let sessions: SessionTable
 
     public init(configuration: Configuration, logger: Logger, report: @escaping @Sendable (String) -> Void) throws {
         self.configuration = configuration
@@ -41,6 +44,7 @@ public final class PeerAgent: Sendable {
         self.report = report
         self.signaling = SignalingClient(configuration: configuration.signaling, logger: logger)
         self.loop = Self.eventLoop
+        self.sessions = SessionTable(loop: Self.eventLoop)
         // SRTP profiles are offered though no media flows: aiortc fails a DTLS handshake that
         // negotiated none, and browsers offer them on data-channel-only connections too.
         self.context = try DTLSContext(certificate: try DTLSCertificate.generate(),
@@ -53,7 +57,7 @@ public final class PeerAgent: Sendable {
     /// service. Returns when the task is cancelled.
     public func expose(_ dialer: ServiceDialer) async throws {
         try await signaling.logIn()
-        let sessions = SessionTable(loop: loop)
+        let sessions = self.sessions
         for await event in signaling.events() {
             switch event.kind {
             case .offer(let offer):
@@ -80,10 +84,12 @@ public final class PeerAgent: Sendable {
         }
         let mode: ConnectMode = offer.iceTransportPolicy == .relay ? .relay : offer.mode
         let options = await options(mode: mode, servers: offer.iceServers)
-        let trickle = TrickleQueue(signaling: signaling, session: offer.session, logger: logger)
+        let credentials = ICECredentials.random()
+        let trickle = TrickleQueue(signaling: signaling, session: offer.session, credentials: credentials, logger: logger)
         let peer = offer.from
         let answer: String? = try? await loop.submit { [self] in
-            let connection = PeerConnection(loop: loop, role: .callee, options: options, context: context, logger: logger)
+            let connection = PeerConnection(loop: loop, role: .callee, options: options, context: context,
+                                            credentials: credentials, logger: logger)
             wire(connection, peer: peer, trickle: trickle) { sessions.remove(offer.session) }
             connection.callbacks.incomingStream = { [logger, loop] tunnel in
                 dialer.accept(tunnel, service: tunnel.service, on: loop, logger: logger)
@@ -111,22 +117,22 @@ public final class PeerAgent: Sendable {
         async throws -> TunnelListener
     {
         try await signaling.logIn()
-        let sessions = SessionTable(loop: loop)
+        let sessions = self.sessions
         let current = NIOLoopBoundBox.makeEmptyBox(valueType: PeerConnection.self, eventLoop: loop)
         let listener = try await TunnelListener.bind(host: listenHost, port: listenPort, on: loop, logger: logger,
                                                      refused: { [report] reason in report("refused \(peer) reason=\(reason)") }) {
             [self] _ in
-            if let connection = current.value, !connection.isClosed {
+            if let connection = current.value, !connection.isClosed, !connection.isDisconnected {
                 return connection.openStream(service: service)
             }
             let connection = PeerConnection(loop: loop, role: .caller, options: PeerConnection.Options(mode: mode),
-                                            context: context, logger: logger)
+                                            context: context, credentials: ICECredentials.random(), logger: logger)
             current.value = connection
             let tunnel = connection.openStream(service: service)
             Task { await self.offer(connection, to: peer, mode: mode, service: service, sessions: sessions) }
             return tunnel
         }
-        Task {
+        let events = Task {
             for await event in signaling.events() {
                 switch event.kind {
                 case .answer(let session, let sdp):
@@ -145,21 +151,24 @@ public final class PeerAgent: Sendable {
                 }
             }
         }
+        listener.channel.closeFuture.whenComplete { _ in events.cancel() }
         return listener
     }
 
     private func offer(_ connection: PeerConnection, to peer: String, mode: ConnectMode, service: String,
                        sessions: SessionTable) async {
-        let token = await signaling.session
-        let options = await options(mode: mode, servers: token?.iceServers ?? [])
-        let sdp: String = (try? await loop.submit { [self] in
-            connection.reconfigure(options)
-            return connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max)))
+        // The offer does not depend on the ICE servers; the session's answer carries fresh
+        // TURN credentials for this mode (the login's may be older than their lifetime).
+        let sdp: String = (try? await loop.submit {
+            connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max)))
         }.get()) ?? ""
         do {
             let session = try await signaling.offer(to: peer, mode: mode, description: service, sdp: sdp)
-            let trickle = TrickleQueue(signaling: signaling, session: session.id, logger: logger)
+            let options = await options(mode: mode, servers: session.iceServers ?? [])
+            let trickle = TrickleQueue(signaling: signaling, session: session.id, credentials: connection.localCredentials,
+                                       logger: logger)
             try await loop.submit { [self] in
+                connection.reconfigure(options)
                 wire(connection, peer: peer, trickle: trickle) { sessions.remove(session.id) }
                 sessions.add(session.id, connection)
                 connection.start()
@@ -169,6 +178,17 @@ public final class PeerAgent: Sendable {
             report("disconnected \(peer) reason=\(Self.oneLine("\(error)"))")
             loop.execute { connection.close(reason: "\(error)") }
         }
+    }
+
+    /// Ends every peer connection (DTLS close_notify, TURN allocations released, sessions
+    /// hung up) so peers learn at once instead of by consent loss.
+    public func shutdown() async {
+        let connections = try? await loop.submit { [sessions] in sessions.all }.get()
+        try? await loop.submit {
+            for connection in connections ?? [] { connection.close(reason: "agent stopped") }
+        }.get()
+        // The hang-ups and the TURN refreshes go out from their own tasks and the loop.
+        try? await Task.sleep(for: .milliseconds(300))
     }
 
     // MARK: Shared
@@ -193,6 +213,9 @@ public final class PeerAgent: Sendable {
     /// Resolves the server's ICE servers into what a peer connection gathers with.
     func options(mode: ConnectMode, servers: [ICEServer]) async -> PeerConnection.Options {
         var options = PeerConnection.Options(mode: mode)
+        // A peer that stopped answering is given up after 15 s (RFC 7675 allows 30): the
+        // connecting side then starts a new peer connection for the next stream.
+        options.ice.consentTimeout = .seconds(15)
         options.hostAddresses = configuration.hostAddresses.isEmpty ? Self.interfaceAddresses() : configuration.hostAddresses
         for server in servers {
             for url in server.urls {
@@ -264,24 +287,43 @@ struct ICEServerURL {
 }
 
 /// SessionTable maps session IDs to peer connections; touched on the agent's loop only.
+/// Events for a session not added yet (the answer can overtake the 201 of the offer that
+/// created it) wait here, bounded, and run when it is added.
 final class SessionTable: Sendable {
-    private let connections: NIOLoopBoundBox<[String: PeerConnection]>
+    private struct State {
+        var connections: [String: PeerConnection] = [:]
+        var early: [(session: String, body: (PeerConnection) -> Void)] = []
+    }
+    private let state: NIOLoopBoundBox<State>
     let loop: any EventLoop
+    static let earlyLimit = 256
 
     init(loop: any EventLoop) {
         self.loop = loop
-        self.connections = NIOLoopBoundBox.makeBoxSendingValue([:], as: [String: PeerConnection].self, eventLoop: loop)
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), as: State.self, eventLoop: loop)
     }
 
     /// Call on the loop.
-    func add(_ session: String, _ connection: PeerConnection) { connections.value[session] = connection }
+    func add(_ session: String, _ connection: PeerConnection) {
+        state.value.connections[session] = connection
+        let waiting = state.value.early.filter { $0.session == session }
+        state.value.early.removeAll { $0.session == session }
+        for event in waiting { event.body(connection) }
+    }
     /// Call on the loop.
-    func remove(_ session: String) { connections.value[session] = nil }
+    func remove(_ session: String) { state.value.connections[session] = nil }
+    /// Call on the loop.
+    var all: [PeerConnection] { Array(state.value.connections.values) }
 
-    /// Runs `body` on the loop with the session's connection, if there is one.
+    /// Runs `body` on the loop with the session's connection, now or once it is added.
     func with(_ session: String, _ body: @escaping (PeerConnection) -> Void) {
-        loop.execute { [connections] in
-            if let connection = connections.value[session] { body(connection) }
+        loop.execute { [state] in
+            if let connection = state.value.connections[session] {
+                body(connection)
+            } else {
+                if state.value.early.count >= Self.earlyLimit { state.value.early.removeFirst() }
+                state.value.early.append((session, body))
+            }
         }
     }
 }
@@ -293,7 +335,7 @@ final class TrickleQueue: Sendable {
     private enum Item { case candidate(String), end, hangUp, ready }
     private let continuation: AsyncStream<Item>.Continuation
 
-    init(signaling: SignalingClient, session: String, logger: Logger) {
+    init(signaling: SignalingClient, session: String, credentials: ICECredentials, logger: Logger) {
         let (stream, continuation) = AsyncStream.makeStream(of: Item.self)
         self.continuation = continuation
         Task {
@@ -311,17 +353,15 @@ final class TrickleQueue: Sendable {
                     return
                 }
                 guard ready, !waiting.isEmpty || ended else { continue }
-                let fragment = TrickleFragment(ufrag: nil, password: nil, candidates: waiting, endOfCandidates: ended)
+                let fragment = TrickleFragment(ufrag: credentials.ufrag, password: credentials.password,
+                                               candidates: waiting, endOfCandidates: ended)
                 waiting.removeAll()
                 do {
                     try await signaling.trickle(session: session, fragment: fragment.text)
                 } catch {
                     logger.info("candidates not delivered: \(error)")
                 }
-                if ended {
-                    // Nothing more to trickle; stay for a hang-up.
-                    ready = false
-                }
+                ended = false
             }
         }
     }

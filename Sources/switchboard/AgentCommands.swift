@@ -53,6 +53,23 @@ struct AgentCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 
+    /// SIGTERM and SIGINT end the agent's peer connections cleanly (peers see the close at
+    /// once, TURN allocations are released), then exit. Keep the returned sources alive.
+    static func stopOnSignals(_ agent: PeerAgent) -> [any DispatchSourceSignal] {
+        [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                Task {
+                    await agent.shutdown()
+                    Foundation.exit(0)
+                }
+            }
+            source.resume()
+            return source
+        }
+    }
+
     static func fail(_ message: String) -> Never {
         FileHandle.standardError.write(Data("switchboard agent: \(message)\n".utf8))
         Foundation.exit(1)
@@ -77,6 +94,8 @@ struct AgentCommand: AsyncParsableCommand {
             }
             let agent = try PeerAgent(configuration: try login.agentConfiguration(), logger: login.logger(),
                                       report: AgentCommand.report)
+            let signals = AgentCommand.stopOnSignals(agent)
+            defer { withExtendedLifetime(signals) {} }
             do {
                 try await agent.expose(ServiceDialer(services: table))
             } catch {
@@ -100,6 +119,8 @@ struct AgentCommand: AsyncParsableCommand {
             else { throw ValidationError("--listen takes HOST:PORT") }
             let agent = try PeerAgent(configuration: try login.agentConfiguration(), logger: login.logger(),
                                       report: AgentCommand.report)
+            let signals = AgentCommand.stopOnSignals(agent)
+            defer { withExtendedLifetime(signals) {} }
             do {
                 let listener = try await agent.connect(to: peer, mode: mode, service: service,
                                                        listenHost: String(listen[..<colon]), listenPort: port)

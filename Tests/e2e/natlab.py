@@ -11,6 +11,8 @@ Router kinds (RFC 4787 terms):
 - "symmetric": `masquerade random` takes a new random port per destination
   (address-and-port-dependent mapping), same filtering.
 - "udp-blocked": a home router that drops every UDP datagram both ways; TCP works.
+- "tls-only": as "udp-blocked", and TCP to port 3478 dropped too: only TURN over TLS
+  (port 5349) gets out.
 
 Whatever the WAN sends to a router's own address is dropped in its input hook, before
 conntrack confirms an entry: otherwise an early ICE check arriving there takes the tuple the
@@ -21,7 +23,7 @@ import time
 
 SERVER = "203.0.113.1"
 ROUTERS = {"a": ("203.0.113.10", "10.0.1"), "b": ("203.0.113.20", "10.0.2")}
-KINDS = ("home", "symmetric", "udp-blocked")
+KINDS = ("home", "symmetric", "udp-blocked", "tls-only")
 
 
 def run(*argv, check=True, input=None):
@@ -114,7 +116,9 @@ class Lab:
     @staticmethod
     def ruleset(kind):
         masquerade = "masquerade random" if kind == "symmetric" else "masquerade"
-        block_udp = "meta l4proto udp counter drop" if kind == "udp-blocked" else ""
+        block_udp = "meta l4proto udp counter drop" if kind in ("udp-blocked", "tls-only") else ""
+        if kind == "tls-only":
+            block_udp += "\n        tcp dport 3478 counter drop"
         return f"""
 table ip nat {{
     chain postrouting {{

@@ -158,3 +158,85 @@ def test_curl_reaches_a_service_behind_nat_by_peer_id(sb, certificate, tmp_path,
         assert packets > 10, packets
     else:
         assert packets < 40, packets
+
+
+@pytest.mark.parametrize("kind_a,transport", [("udp-blocked", "tcp"), ("tls-only", "tls")])
+def test_where_udp_is_blocked_the_agent_relays_over_turn_tcp_or_tls(sb, certificate, tmp_path, kind_a, transport):
+    keys = {}
+    for peer in ("alice", "bob"):
+        keys[peer] = tmp_path / f"{peer}.key"
+        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
+    key, cert = certificate
+    with Lab({"a": kind_a, "b": "home"}) as lab:
+        server = start_lab_server(lab, sb, "--turn-tls-listen", f"{SERVER}:5349", "--tls-cert", str(cert),
+                                  "--tls-key", str(key))
+        services = start_services(lab, certificate, tmp_path)
+        agents = []
+        try:
+            exposer = Agent(lab, "b", keys["bob"], "expose", "--peer-id", "bob", "--service", "https=127.0.0.1:4433")
+            agents.append(exposer)
+            connector = Agent(lab, "a", keys["alice"], "connect", "--peer-id", "alice", "bob",
+                              "--listen", "127.0.0.1:8443", "--service", "https")
+            agents.append(connector)
+            connector.wait_for("listening")
+            time.sleep(0.5)
+            page = curl(lab, "https://127.0.0.1:8443/", timeout=20)
+            assert "s_server" in page.stdout, (page.stderr, connector.seen, "".join(connector.errors)[-2000:])
+            line = connector.wait_for("connected bob")
+            assert fields(line)["path"] == "relay" and fields(line).get("relay") == transport, line
+        finally:
+            for agent in agents:
+                agent.stop()
+            for process in services:
+                process.terminate()
+            server.terminate()
+            server.wait(timeout=15)
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_the_connecting_side_reports_a_restarted_exposing_agent_and_recovers(sb, certificate, tmp_path, stop):
+    keys = {}
+    for peer in ("alice", "bob"):
+        keys[peer] = tmp_path / f"{peer}.key"
+        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
+    with Lab({"a": "home", "b": "home"}) as lab:
+        server = start_lab_server(lab, sb)
+        services = start_services(lab, certificate, tmp_path)
+        agents = []
+        try:
+            def expose():
+                agent = Agent(lab, "b", keys["bob"], "expose", "--peer-id", "bob", "--service", "https=127.0.0.1:4433")
+                agents.append(agent)
+                return agent
+            exposer = expose()
+            connector = Agent(lab, "a", keys["alice"], "connect", "--peer-id", "alice", "bob",
+                              "--listen", "127.0.0.1:8443", "--service", "https")
+            agents.append(connector)
+            connector.wait_for("listening")
+            time.sleep(0.5)
+            assert "s_server" in curl(lab, "https://127.0.0.1:8443/").stdout
+            connector.wait_for("connected bob")
+
+            # Stopped: politely (DTLS close_notify, seen at once) or killed (consent runs out).
+            if stop == "sigterm":
+                exposer.process.terminate()
+            else:
+                exposer.process.kill()
+            exposer.process.wait(timeout=10)
+            started = time.monotonic()
+            line = connector.wait_for("disconnected bob", timeout=30)
+            waited = time.monotonic() - started
+            assert waited < (3 if stop == "sigterm" else 25), (line, waited)
+
+            # A new exposing agent; the next connection makes a new peer connection to it.
+            expose()
+            time.sleep(1.0)
+            assert "s_server" in curl(lab, "https://127.0.0.1:8443/").stdout, connector.seen
+            assert fields(connector.wait_for("connected bob"))["path"] == "direct"
+        finally:
+            for agent in agents:
+                agent.stop()
+            for process in services:
+                process.terminate()
+            server.terminate()
+            server.wait(timeout=15)

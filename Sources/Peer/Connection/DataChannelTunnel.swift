@@ -19,9 +19,21 @@ final class DataChannelTunnel: TunnelChannel {
     private var inbox: [Item] = []
     private var paused = false
     private(set) var isClosed = false
-    /// Sends made before the channel had an id (the association was not up yet).
-    var pendingSends: [ByteBuffer] = []
-    var pendingEnd = false
+    /// What waits to go into SCTP, in order: bytes, the end marker, a refusal.
+    enum Outgoing {
+        case bytes(ByteBuffer)
+        case end
+        case text(String)
+    }
+    var backlog = CircularBuffer<Outgoing>()
+    var backlogBytes = 0
+    /// The writer was told to stop: tell it `writable()` once the backlog drained.
+    var blocked = false
+    var closeAfterBacklog = false
+    /// Above this much waiting, `send` tells the writer to stop reading.
+    static let backlogLimit = 256 * 1024
+    /// The peer opened this channel (as opposed to us).
+    let incoming: Bool
 
     weak var delegate: (any TunnelChannelDelegate)? {
         didSet {
@@ -29,8 +41,9 @@ final class DataChannelTunnel: TunnelChannel {
         }
     }
 
-    init(id: DataChannelID?, service: String, connection: PeerConnection) {
+    init(id: DataChannelID?, service: String, connection: PeerConnection, incoming: Bool = false) {
         self.id = id
+        self.incoming = incoming
         self.service = service
         self.connection = connection
     }

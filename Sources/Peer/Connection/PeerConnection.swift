@@ -50,7 +50,8 @@ final class PeerConnection: @unchecked Sendable {
         var gatheringComplete: () -> Void = {}
         var connected: (PathReport) -> Void = { _ in }
         var pathChanged: (PathReport) -> Void = { _ in }
-        var incomingStream: (DataChannelTunnel) -> Void = { _ in }
+        /// A stream the peer opened; by default refused (a connecting agent exposes nothing).
+        var incomingStream: (DataChannelTunnel) -> Void = { $0.refuse("this peer exposes no services") }
         var closed: (String) -> Void = { _ in }
     }
 
@@ -59,7 +60,7 @@ final class PeerConnection: @unchecked Sendable {
     private(set) var options: Options
     let logger: Logger
     var callbacks = Callbacks()
-    let localCredentials = ICECredentials.random()
+    let localCredentials: ICECredentials
     private let context: DTLSContext
     private var agent: ICEAgent
     private let started = NIODeadline.now()
@@ -76,6 +77,7 @@ final class PeerConnection: @unchecked Sendable {
     private var selected: ICECandidatePair?
     private var lastInbound: (base: ICEBase, from: TransportAddress)?
     private var earlyDatagrams: [[UInt8]] = []
+    private var unverified: [(base: ICEBase, from: TransportAddress, bytes: [UInt8])] = []
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     private var tunnels: [DataChannelID: DataChannelTunnel] = [:]
@@ -83,32 +85,38 @@ final class PeerConnection: @unchecked Sendable {
     private var pausedTunnels = 0
     private var reportedConnected = false
     private(set) var isClosed = false
+    /// ICE lost consent for a while (it may come back): new streams go elsewhere.
+    private(set) var isDisconnected = false
     private(set) var path: PathReport?
 
-    init(loop: any EventLoop, role: Role, options: Options, context: DTLSContext, logger: Logger) {
+    init(loop: any EventLoop, role: Role, options: Options, context: DTLSContext, credentials: ICECredentials,
+         logger: Logger) {
+        self.localCredentials = credentials
         self.loop = loop
         self.role = role
         self.options = options
         self.context = context
         self.logger = logger
-        self.agent = ICEAgent(role: role == .caller ? .controlling : .controlled, local: localCredentials,
+        self.agent = ICEAgent(role: role == .caller ? .controlling : .controlled, local: credentials,
                               tieBreaker: UInt64.random(in: .min ... .max), configuration: options.ice, now: ICETime(.zero))
     }
 
     var now: ICETime { ICETime(.nanoseconds((NIODeadline.now() - started).nanoseconds)) }
 
-    /// Our description: the caller offers `actpass`, the callee answers `active` (the
-    /// answerer is the DTLS client, as JSEP recommends).
+    /// Our description: the caller offers `actpass`; the callee answers `active` (the
+    /// answerer is the DTLS client, as JSEP recommends) unless the offer said `active`.
     var localDescription: DataChannelSDP {
-        DataChannelSDP(ufrag: localCredentials.ufrag, password: localCredentials.password,
-                       fingerprint: ("sha-256", context.certificate.sha256Fingerprint.hex),
-                       setup: role == .caller ? .actpass : .active)
+        let setup: DTLSSetup = role == .caller ? .actpass : remote?.setup == .active ? .passive : .active
+        return DataChannelSDP(ufrag: localCredentials.ufrag, password: localCredentials.password,
+                              fingerprint: ("sha-256", context.certificate.sha256Fingerprint.hex), setup: setup)
     }
 
     /// Replaces the options before `start()` (the caller learns its ICE servers after it
     /// created the connection for its first stream).
     func reconfigure(_ options: Options) {
         self.options = options
+        agent = ICEAgent(role: role == .caller ? .controlling : .controlled, local: localCredentials,
+                         tieBreaker: UInt64.random(in: .min ... .max), configuration: options.ice, now: now)
     }
 
     // MARK: Gathering
@@ -128,6 +136,11 @@ final class PeerConnection: @unchecked Sendable {
         if options.stunServers.isEmpty || relayOnly { iceGatheringDone = true }
         checkGatheringComplete()
         flush()
+        // ICE gives up on its own; this bounds DTLS and SCTP after it (a peer that never
+        // finishes its handshake must not hold streams forever).
+        loop.scheduleTask(in: .seconds(30)) { [self] in
+            if sctp?.isUp != true { fail("no connection to the peer within 30 s") }
+        }
     }
 
     private func openSocket(_ address: String) {
@@ -231,6 +244,7 @@ final class PeerConnection: @unchecked Sendable {
         switch (self.role, description.setup) {
         case (.caller, .passive): role = .client
         case (.caller, _): role = .server
+        case (.callee, .active): role = .server
         case (.callee, _): role = .client
         }
         dtlsRole = role
@@ -270,8 +284,14 @@ final class PeerConnection: @unchecked Sendable {
             agent.receive(message, from: from, base: iceBase, now: now)
         case 20...63:
             // DTLS only from a path ICE checked: a stranger's ClientHello must not start a
-            // handshake that then fails the whole connection.
-            guard isChecked(base: iceBase, from: from) else { return }
+            // handshake that then fails the whole connection. The peer's first flight can
+            // overtake our check's answer: it waits (a few) until that pair succeeds.
+            guard isChecked(base: iceBase, from: from) else {
+                if unverified.count < 8 { unverified.append((iceBase, from, bytes)) }
+                agent.noteTraffic(from: from, base: iceBase, now: now)
+                flush()
+                return
+            }
             lastInbound = (iceBase, from)
             agent.noteTraffic(from: from, base: iceBase, now: now)
             guard let dtls else {
@@ -288,9 +308,7 @@ final class PeerConnection: @unchecked Sendable {
 
     private func isChecked(base: ICEBase, from: TransportAddress) -> Bool {
         if let selected, selected.base == base, selected.remoteAddress == from { return true }
-        // Any pair ICE holds: its remote address came signed through signaling or in an
-        // authenticated check (peer-reflexive), and DTLS may race ahead of our own check.
-        return agent.checklist.contains { $0.base == base && $0.remoteAddress == from && $0.state != .failed }
+        return agent.checklist.contains { $0.base == base && $0.remoteAddress == from && $0.state == .succeeded }
     }
 
     private func sendDatagram(_ bytes: [UInt8], base: ICEBase, to: TransportAddress) {
@@ -369,15 +387,19 @@ final class PeerConnection: @unchecked Sendable {
             for tunnel in unopened { open(tunnel) }
             unopened.removeAll()
         case .channelOpened(let id, let label, _):
-            let tunnel = DataChannelTunnel(id: id, service: label, connection: self)
+            let tunnel = DataChannelTunnel(id: id, service: label, connection: self, incoming: true)
             tunnels[id] = tunnel
             callbacks.incomingStream(tunnel)
         case .channelOpenAcked:
             break
         case .message(let id, let bytes, let binary):
             guard let tunnel = tunnels[id] else { return }
-            if !binary {
+            if !binary && !tunnel.incoming {
+                // Text on a channel we opened is the exposing side's refusal; on one the
+                // peer opened (a browser's dc.send("GET /…")) it is just bytes.
                 tunnel.arrived(.refused(String(buffer: bytes)))
+            } else if !binary {
+                tunnel.arrived(.bytes(bytes))
             } else if bytes.readableBytes == 0 {
                 tunnel.arrived(.end)
             } else {
@@ -386,7 +408,7 @@ final class PeerConnection: @unchecked Sendable {
         case .channelClosed(let id):
             if let tunnel = tunnels.removeValue(forKey: id) { tunnel.arrived(.closed) }
         case .bufferedAmountLow(let id):
-            tunnels[id]?.writable()
+            if let tunnel = tunnels[id] { drain(tunnel) }
         case .associationDown(let reason):
             fail("SCTP association down: \(reason)")
         }
@@ -407,43 +429,91 @@ final class PeerConnection: @unchecked Sendable {
             let id = try sctp.openChannel(label: tunnel.service, protocol: "switchboard-tcp")
             tunnel.assign(id)
             tunnels[id] = tunnel
-            for bytes in tunnel.pendingSends { _ = sctp.send(bytes, on: id) }
-            tunnel.pendingSends.removeAll()
-            if tunnel.pendingEnd { _ = sctp.send(ByteBuffer(), on: id) }
+            drain(tunnel)
         } catch {
             tunnel.arrived(.refused("no data channel: \(error)"))
             tunnel.arrived(.closed)
         }
     }
 
+    /// Queues bytes for the peer. Nothing is ever dropped: what SCTP cannot take yet (the
+    /// channel is not open, or the association's queue is full) waits in the tunnel's
+    /// backlog, and false tells the writer to stop reading until `writable()`.
     func send(_ bytes: ByteBuffer, on tunnel: DataChannelTunnel) -> Bool {
-        guard let id = tunnel.id, let sctp else {
-            tunnel.pendingSends.append(bytes)
-            return tunnel.pendingSends.count < 16
+        // Messages no larger than the peer takes (`a=max-message-size`).
+        let largest = max(1024, min(sctp?.configuration.remoteMaxMessageSize ?? 65_536, 65_536))
+        var bytes = bytes
+        while bytes.readableBytes > 0 {
+            let chunk = bytes.readSlice(length: min(largest, bytes.readableBytes))!
+            tunnel.backlog.append(.bytes(chunk))
+            tunnel.backlogBytes += chunk.readableBytes
         }
-        // Messages of up to 64 KiB each (a TCP read is never larger).
-        switch sctp.send(bytes, on: id) {
-        case .sent: return true
-        case .wouldBlock: return false
-        case .refused(let why):
-            logger.debug("stream send refused: \(why)")
-            return false
-        }
+        drain(tunnel)
+        // Reading goes on while the backlog is small, however it is held up (the channel not
+        // open yet, SCTP's queue full); past the limit the writer waits for `writable()`.
+        if tunnel.backlogBytes < DataChannelTunnel.backlogLimit { return true }
+        tunnel.blocked = true
+        return false
     }
 
     func sendEnd(on tunnel: DataChannelTunnel) {
-        guard let id = tunnel.id, let sctp else { tunnel.pendingEnd = true; return }
-        _ = sctp.send(ByteBuffer(), on: id)
+        tunnel.backlog.append(.end)
+        drain(tunnel)
     }
 
     func refuse(_ tunnel: DataChannelTunnel, reason: String) {
-        guard let id = tunnel.id, let sctp else { return }
-        _ = sctp.send(text: reason, on: id)
+        tunnel.backlog.append(.text(reason))
+        drain(tunnel)
+    }
+
+    /// Moves the tunnel's backlog into SCTP, in order, until SCTP says "full". Returns
+    /// whether all of it went. A close asked for meanwhile happens after the backlog; a
+    /// writer that was stopped hears `writable()` once it is all in.
+    @discardableResult
+    private func drain(_ tunnel: DataChannelTunnel) -> Bool {
+        guard let id = tunnel.id, let sctp, sctp.isUp else { return false }
+        while let item = tunnel.backlog.first {
+            let result: SCTPAssociation.SendResult
+            switch item {
+            case .bytes(let bytes): result = sctp.send(bytes, on: id)
+            case .end: result = sctp.send(ByteBuffer(), on: id)
+            case .text(let text): result = sctp.send(text: text, on: id)
+            }
+            switch result {
+            case .sent, .wouldBlock:
+                tunnel.backlog.removeFirst()
+                if case .bytes(let bytes) = item { tunnel.backlogBytes -= bytes.readableBytes }
+                // Over SCTP's high-water mark: the rest waits for `.bufferedAmountLow`.
+                if case .wouldBlock = result { return false }
+            case .refused(.queueFull):
+                return false
+            case .refused(let why):
+                // The channel is closing or gone: nothing more can go on it.
+                logger.debug("stream send refused: \(why)")
+                tunnel.backlog.removeAll()
+                tunnel.backlogBytes = 0
+                return false
+            }
+        }
+        if tunnel.closeAfterBacklog {
+            tunnel.closeAfterBacklog = false
+            closeTunnel(tunnel)
+            return false
+        }
+        if tunnel.blocked {
+            tunnel.blocked = false
+            tunnel.writable()
+        }
+        return true
     }
 
     func closeTunnel(_ tunnel: DataChannelTunnel) {
         guard let id = tunnel.id else {
             unopened.removeAll { $0 === tunnel }
+            return
+        }
+        if !tunnel.backlog.isEmpty {
+            tunnel.closeAfterBacklog = true
             return
         }
         sctp?.closeChannel(id)
@@ -494,9 +564,30 @@ final class PeerConnection: @unchecked Sendable {
                 if sctp?.isUp == true { reportConnected() }
             case .state(let state):
                 logger.debug("ICE state", metadata: ["state": "\(state)"])
+                if state == .disconnected { isDisconnected = true }
+                if state == .connected { isDisconnected = false }
                 if state == .failed {
-                    fail(options.mode == .p2p ? "no direct path (ICE failed; p2p mode does not relay)" : "ICE failed")
+                    let reason: String
+                    if agent.failureReason == .consentExpired {
+                        reason = "the peer stopped answering (consent lost)"
+                    } else if options.mode == .p2p {
+                        reason = "no direct path (ICE failed; p2p mode does not relay)"
+                    } else {
+                        reason = "no path to the peer (ICE failed)"
+                    }
+                    fail(reason)
                     return
+                }
+            }
+        }
+        if !unverified.isEmpty {
+            let waiting = unverified
+            unverified.removeAll()
+            for datagram in waiting {
+                if isChecked(base: datagram.base, from: datagram.from) {
+                    receive(datagram.bytes, from: datagram.from, base: datagram.base.id)
+                } else {
+                    unverified.append(datagram)
                 }
             }
         }

@@ -95,7 +95,9 @@ public final class TCPBridge: ChannelInboundHandler, TunnelChannelDelegate {
     }
 
     public func tunnelClosed() {
-        finish(refusal: nil)
+        // What came before the close is written out first: a close is no reason to lose it.
+        guard let context, !closed else { return }
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).whenComplete { [self] _ in finish(refusal: nil) }
     }
 
     public func tunnelWritable() {
