@@ -130,12 +130,22 @@ def split_candidates(sdp):
 
 
 async def add_fragment(pc, fragment):
-    """Adds the candidates of a trickle fragment; returns their types."""
+    """Adds the candidates of a trickle fragment's first media section (the BUNDLE tag, which
+    every bundled section shares); returns their types.
+
+    The others are skipped: aiortc gives every section of its offer the same ICE credentials
+    and a transport of its own, closes all but the first once BUNDLE is accepted, and the
+    answerer's ICE could otherwise settle on a pair with a transport (and TURN allocation) that
+    is gone a moment later: the CI failure where no audio came back though pings did."""
     types = []
     mid = None
+    first = None
     for line in fragment.splitlines():
         if line.startswith("a=mid:"):
             mid = line[6:]
+            first = mid if first is None else first
+        elif line.startswith("a=candidate:") and mid != first:
+            continue
         elif line.startswith("a=candidate:"):
             candidate = candidate_from_sdp(line[2:])
             candidate.sdpMid = mid

@@ -107,6 +107,52 @@ def relayed_packets(sb):
     return int(sb.sql("select coalesce(sum(packets_to_peer + packets_to_client), 0) from relay_usage;"))
 
 
+class Scene:
+    """A NAT lab with Switchboard on its WAN, the HTTPS and HTTP services behind B, peers alice
+    and bob with key files; agents started through it are stopped on exit."""
+
+    def __init__(self, sb, certificate, tmp_path, kinds, *server_args):
+        self.sb, self.certificate, self.tmp_path = sb, certificate, tmp_path
+        self.kinds, self.server_args = kinds, server_args
+        self.keys, self.agents = {}, []
+
+    def __enter__(self):
+        for peer in ("alice", "bob"):
+            self.keys[peer] = self.tmp_path / f"{peer}.key"
+            self.keys[peer].write_text(self.sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
+        self.lab = Lab(self.kinds).__enter__()
+        try:
+            self.server = start_lab_server(self.lab, self.sb, *self.server_args)
+            self.services = start_services(self.lab, self.certificate, self.tmp_path)
+        except BaseException:
+            self.lab.close()
+            raise
+        return self
+
+    def expose(self, *services):
+        argv = [arg for service in services for arg in ("--service", service)]
+        agent = Agent(self.lab, "b", self.keys["bob"], "expose", "--peer-id", "bob", *argv)
+        self.agents.append(agent)
+        return agent
+
+    def connect(self, *argv):
+        agent = Agent(self.lab, "a", self.keys["alice"], "connect", "--peer-id", "alice", "bob",
+                      "--listen", "127.0.0.1:8443", *argv)
+        self.agents.append(agent)
+        agent.wait_for("listening")
+        time.sleep(0.5)  # the exposing agent logs in and holds its event stream
+        return agent
+
+    def __exit__(self, *_):
+        for agent in self.agents:
+            agent.stop()
+        for process in self.services:
+            process.terminate()
+        self.server.terminate()
+        self.server.wait(timeout=15)
+        self.lab.close()
+
+
 def expected_path(kind_a, kind_b, mode):
     """Direct between two home NATs (unless relay mode); a symmetric NAT on either side needs
     the relay, which p2p mode refuses."""
@@ -123,44 +169,23 @@ def expected_path(kind_a, kind_b, mode):
     for a in ("home", "symmetric") for b in ("home", "symmetric") for mode in ("auto", "p2p", "relay")
 ])
 def test_curl_reaches_a_service_behind_nat_by_peer_id(sb, certificate, tmp_path, kind_a, kind_b, mode, path):
-    keys = {}
-    for peer in ("alice", "bob"):
-        keys[peer] = tmp_path / f"{peer}.key"
-        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
-    with Lab({"a": kind_a, "b": kind_b}) as lab:
-        server = start_lab_server(lab, sb)
-        services = start_services(lab, certificate, tmp_path)
-        agents = []
-        try:
-            exposer = Agent(lab, "b", keys["bob"], "expose", "--peer-id", "bob",
-                            "--service", "https=127.0.0.1:4433", "--service", "http=127.0.0.1:8000")
-            agents.append(exposer)
-            connector = Agent(lab, "a", keys["alice"], "connect", "--peer-id", "alice", "bob",
-                              "--listen", "127.0.0.1:8443", "--service", "https", "--mode", mode)
-            agents.append(connector)
-            connector.wait_for("listening")
-            time.sleep(0.5)  # the exposing agent logs in and holds its event stream
-            started = time.monotonic()
-            page = curl(lab, "https://127.0.0.1:8443/", timeout=15)
-            if path is None:
-                line = connector.wait_for("disconnected", timeout=15)
-                assert "no direct path" in line, line
-                assert time.monotonic() - started < 12
-                assert "s_server" not in page.stdout
-                return
-            assert "s_server" in page.stdout, (page.stdout[-500:], page.stderr, connector.seen, exposer.seen,
-                                               "".join(connector.errors)[-2000:], "".join(exposer.errors)[-2000:])
-            line = connector.wait_for("connected bob")
-            assert fields(line)["path"] == path, line
-            answered = exposer.wait_for("connected alice")
-            assert fields(answered)["path"] == path, answered
-        finally:
-            for agent in agents:
-                agent.stop()
-            for process in services:
-                process.terminate()
-            server.terminate()
-            server.wait(timeout=15)
+    with Scene(sb, certificate, tmp_path, {"a": kind_a, "b": kind_b}) as scene:
+        exposer = scene.expose("https=127.0.0.1:4433", "http=127.0.0.1:8000")
+        connector = scene.connect("--service", "https", "--mode", mode)
+        started = time.monotonic()
+        page = curl(scene.lab, "https://127.0.0.1:8443/", timeout=15)
+        if path is None:
+            line = connector.wait_for("disconnected", timeout=15)
+            assert "no direct path" in line, line
+            assert time.monotonic() - started < 12
+            assert "s_server" not in page.stdout
+            return
+        assert "s_server" in page.stdout, (page.stdout[-500:], page.stderr, connector.seen, exposer.seen,
+                                           "".join(connector.errors)[-2000:], "".join(exposer.errors)[-2000:])
+        line = connector.wait_for("connected bob")
+        assert fields(line)["path"] == path, line
+        answered = exposer.wait_for("connected alice")
+        assert fields(answered)["path"] == path, answered
     # What the server saw: relayed bytes only when the path was the relay.
     packets = relayed_packets(sb)
     if path == "relay":
@@ -171,81 +196,38 @@ def test_curl_reaches_a_service_behind_nat_by_peer_id(sb, certificate, tmp_path,
 
 @pytest.mark.parametrize("kind_a,transport", [("udp-blocked", "tcp"), ("tls-only", "tls")])
 def test_where_udp_is_blocked_the_agent_relays_over_turn_tcp_or_tls(sb, certificate, tmp_path, kind_a, transport):
-    keys = {}
-    for peer in ("alice", "bob"):
-        keys[peer] = tmp_path / f"{peer}.key"
-        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
     key, cert = certificate
-    with Lab({"a": kind_a, "b": "home"}) as lab:
-        server = start_lab_server(lab, sb, "--turn-tls-listen", f"{SERVER}:5349", "--tls-cert", str(cert),
-                                  "--tls-key", str(key))
-        services = start_services(lab, certificate, tmp_path)
-        agents = []
-        try:
-            exposer = Agent(lab, "b", keys["bob"], "expose", "--peer-id", "bob", "--service", "https=127.0.0.1:4433")
-            agents.append(exposer)
-            connector = Agent(lab, "a", keys["alice"], "connect", "--peer-id", "alice", "bob",
-                              "--listen", "127.0.0.1:8443", "--service", "https")
-            agents.append(connector)
-            connector.wait_for("listening")
-            time.sleep(0.5)
-            page = curl(lab, "https://127.0.0.1:8443/", timeout=20)
-            assert "s_server" in page.stdout, (page.stderr, connector.seen, "".join(connector.errors)[-2000:])
-            line = connector.wait_for("connected bob")
-            assert fields(line)["path"] == "relay" and fields(line).get("relay") == transport, line
-        finally:
-            for agent in agents:
-                agent.stop()
-            for process in services:
-                process.terminate()
-            server.terminate()
-            server.wait(timeout=15)
+    with Scene(sb, certificate, tmp_path, {"a": kind_a, "b": "home"}, "--turn-tls-listen", f"{SERVER}:5349",
+               "--tls-cert", str(cert), "--tls-key", str(key)) as scene:
+        scene.expose("https=127.0.0.1:4433")
+        connector = scene.connect("--service", "https")
+        page = curl(scene.lab, "https://127.0.0.1:8443/", timeout=20)
+        assert "s_server" in page.stdout, (page.stderr, connector.seen, "".join(connector.errors)[-2000:])
+        line = connector.wait_for("connected bob")
+        assert fields(line)["path"] == "relay" and fields(line).get("relay") == transport, line
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 def test_the_connecting_side_reports_a_restarted_exposing_agent_and_recovers(sb, certificate, tmp_path, stop):
-    keys = {}
-    for peer in ("alice", "bob"):
-        keys[peer] = tmp_path / f"{peer}.key"
-        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
-    with Lab({"a": "home", "b": "home"}) as lab:
-        server = start_lab_server(lab, sb)
-        services = start_services(lab, certificate, tmp_path)
-        agents = []
-        try:
-            def expose():
-                agent = Agent(lab, "b", keys["bob"], "expose", "--peer-id", "bob", "--service", "https=127.0.0.1:4433")
-                agents.append(agent)
-                return agent
-            exposer = expose()
-            connector = Agent(lab, "a", keys["alice"], "connect", "--peer-id", "alice", "bob",
-                              "--listen", "127.0.0.1:8443", "--service", "https")
-            agents.append(connector)
-            connector.wait_for("listening")
-            time.sleep(0.5)
-            assert "s_server" in curl(lab, "https://127.0.0.1:8443/").stdout
-            connector.wait_for("connected bob")
+    with Scene(sb, certificate, tmp_path, {"a": "home", "b": "home"}) as scene:
+        exposer = scene.expose("https=127.0.0.1:4433")
+        connector = scene.connect("--service", "https")
+        assert "s_server" in curl(scene.lab, "https://127.0.0.1:8443/").stdout
+        connector.wait_for("connected bob")
 
-            # Stopped: politely (DTLS close_notify, seen at once) or killed (consent runs out).
-            if stop == "sigterm":
-                exposer.process.terminate()
-            else:
-                exposer.process.kill()
-            exposer.process.wait(timeout=10)
-            started = time.monotonic()
-            line = connector.wait_for("disconnected bob", timeout=30)
-            waited = time.monotonic() - started
-            assert waited < (3 if stop == "sigterm" else 25), (line, waited)
+        # Stopped: politely (DTLS close_notify, seen at once) or killed (consent runs out).
+        if stop == "sigterm":
+            exposer.process.terminate()
+        else:
+            exposer.process.kill()
+        exposer.process.wait(timeout=10)
+        started = time.monotonic()
+        line = connector.wait_for("disconnected bob", timeout=30)
+        waited = time.monotonic() - started
+        assert waited < (3 if stop == "sigterm" else 25), (line, waited)
 
-            # A new exposing agent; the next connection makes a new peer connection to it.
-            expose()
-            time.sleep(1.0)
-            assert "s_server" in curl(lab, "https://127.0.0.1:8443/").stdout, connector.seen
-            assert fields(connector.wait_for("connected bob"))["path"] == "direct"
-        finally:
-            for agent in agents:
-                agent.stop()
-            for process in services:
-                process.terminate()
-            server.terminate()
-            server.wait(timeout=15)
+        # A new exposing agent; the next connection makes a new peer connection to it.
+        scene.expose("https=127.0.0.1:4433")
+        time.sleep(1.0)
+        assert "s_server" in curl(scene.lab, "https://127.0.0.1:8443/").stdout, connector.seen
+        assert fields(connector.wait_for("connected bob"))["path"] == "direct"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from natlab import SERVER, Lab, start_lab_server
+from test_webrtc_peers import reports_of
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
@@ -33,17 +34,7 @@ def run_lab_pair(lab, alice_key, bob_key, mode):
     callee = spawn("b", "--peer", "bob", f"--key={bob_key}", "--role", "callee", "--events", "sse")
     caller = spawn("a", "--peer", "alice", f"--key={alice_key}", "--role", "caller", "--target", "bob",
                    "--events", "ws", "--mode", mode)
-    reports = []
-    for process in (caller, callee):
-        try:
-            out, err = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-        lines = out.strip().splitlines()
-        assert lines, f"no report; stderr:\n{err[-3000:]}"
-        reports.append(json.loads(lines[-1]))
-    return reports
+    return reports_of(caller, callee)
 
 
 def relayed_packets(sb, allocations, timeout=20):

@@ -22,10 +22,15 @@ def run_pair(server, alice_key, bob_key, caller_events, callee_events, mode="rel
     caller = subprocess.Popen([sys.executable, str(PEER), *common, "--peer", "alice", f"--key={alice_key}",
                                "--role", "caller", "--target", "bob", "--events", caller_events, "--mode", mode],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return reports_of(caller, callee)
+
+
+def reports_of(*processes, timeout=120):
+    """The JSON report each aiortc peer process prints last."""
     reports = []
-    for process in (caller, callee):
+    for process in processes:
         try:
-            out, err = process.communicate(timeout=120)
+            out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()
