@@ -223,8 +223,9 @@ final class Coturn {
         process.standardError = FileHandle.nullDevice
         try process.run()
         let coturn = Coturn(process: process, port: port, tlsPort: tlsPort, folder: folder)
-        // Ready when its TCP (or TLS) listener accepts.
-        let deadline = ContinuousClock.now + .seconds(10)
+        // Ready when its TCP (or TLS) listener accepts: seconds while the other suites run
+        // beside it on two cores (10 s was once not enough in a clean-clone CI run).
+        let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             if await canConnect(port: tls ? tlsPort : port) { return coturn }
             guard process.isRunning else { break }
