@@ -556,11 +556,6 @@ final class PeerConnection: @unchecked Sendable {
                 if previous != nil && reportedConnected && (previous?.isRelayed != pair.isRelayed) {
                     callbacks.pathChanged(report)
                 }
-                if let early = earlyDatagrams.isEmpty ? nil : earlyDatagrams, let dtls {
-                    earlyDatagrams.removeAll()
-                    for datagram in early { handle(dtls.receive(datagram)) }
-                }
-                startDTLSIfReady()
                 if sctp?.isUp == true { reportConnected() }
             case .state(let state):
                 logger.debug("ICE state", metadata: ["state": "\(state)"])
