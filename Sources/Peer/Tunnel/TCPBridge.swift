@@ -8,6 +8,13 @@ public final class TCPBridge: ChannelInboundHandler, TunnelChannelDelegate {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
+    /// SO_RCVBUF for every bridged TCP socket (Linux doubles the figure for its bookkeeping).
+    /// It bounds what a stream can take in without asking: when a socket is hung up at both
+    /// ends (EPOLLHUP), NIO reads all it holds at once, whatever `autoRead` says, and those
+    /// bytes join the tunnel's queue. Without a set size, Linux lets a socket's buffer grow to
+    /// `tcp_rmem`'s maximum (32 MiB on some machines) per stream.
+    public static let socketReceiveBuffer = 256 * 1024
+
     private let tunnel: any TunnelChannel
     private var context: ChannelHandlerContext?
     private var tcpInputEnded = false

@@ -18,6 +18,8 @@ public final class TunnelListener: Sendable {
         let channel = try await ServerBootstrap(group: eventLoop)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
+            // Accepted sockets inherit it (it must be set before the handshake to take effect).
+            .serverChannelOption(.socketOption(.so_rcvbuf), value: TCPBridge.socketReceiveBuffer)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             // A full tunnel stops reading after the current read loop: keep that loop short.
@@ -76,6 +78,7 @@ public struct ServiceDialer: Sendable {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.maxMessagesPerRead, value: 4)
+            .channelOption(.socketOption(.so_rcvbuf), value: TCPBridge.socketReceiveBuffer)
             .channelOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
