@@ -45,6 +45,22 @@ import Testing
         #expect(parsed.endOfCandidates)
     }
 
+    /// Our agents' window attribute reads back; aiortc's offer has none; out-of-range or
+    /// non-numeric windows are refused rather than taken.
+    @Test func theStreamWindowAttributeRoundTripsAndIsBounded() throws {
+        var ours = local
+        ours.streamWindow = 512 * 1024
+        let text = ours.text(sessionID: 7)
+        #expect(text.contains("a=x-switchboard-stream-window:524288\r\n"))
+        #expect(try DataChannelSDP(parsing: text) == ours)
+        #expect(try DataChannelSDP(parsing: local.text(sessionID: 7)).streamWindow == nil)
+        for bad in ["0", "-5", "1023", "\(128 << 20)", "lots", "99999999999999999999999"] {
+            #expect(throws: DataChannelSDP.ParseError.bad("a=x-switchboard-stream-window:\(bad)")) {
+                try DataChannelSDP(parsing: text.replacingOccurrences(of: "window:524288", with: "window:\(bad)"))
+            }
+        }
+    }
+
     @Test func descriptionsWithoutWhatDTLSAndICENeedAreRefused() {
         let text = local.text(sessionID: 1)
         #expect(throws: DataChannelSDP.ParseError.missing("sha-256 fingerprint")) {

@@ -4,12 +4,14 @@ listens on 127.0.0.1:8443 and curl, in A's namespace, reaches them by peer ID â€
 two home NATs, through Switchboard's relay behind symmetric ones or in relay mode, never in p2p
 mode between symmetric NATs (a clear failure instead). Asserted from what the agent prints and
 what the server recorded (relay usage rows)."""
+import json
 import os
 import queue
 import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +71,14 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def drain(agent):
+    """The lines an agent printed that nobody waited for yet."""
+    lines = []
+    while not agent.lines.empty():
+        lines.append(agent.lines.get())
+    return lines
 
 
 def fields(line):
@@ -231,3 +241,32 @@ def test_the_connecting_side_reports_a_restarted_exposing_agent_and_recovers(sb,
         time.sleep(1.0)
         assert "s_server" in curl(scene.lab, "https://127.0.0.1:8443/").stdout, connector.seen
         assert fields(connector.wait_for("connected bob"))["path"] == "direct"
+
+
+PACED = str(Path(__file__).parent / "paced_stream.py")
+
+
+@pytest.mark.parametrize("mode,path", [("auto", "direct"), ("relay", "relay")])
+def test_a_transfer_survives_both_nats_forgetting_their_mappings(sb, certificate, tmp_path, mode, path):
+    """Both routers' connection tracking is flushed in the middle of a 6 s transfer (what a
+    router reboot does to its NAT table): the transfer stalls for less than 3 s and every byte
+    arrives, on the same peer connection."""
+    with Scene(sb, certificate, tmp_path, {"a": "home", "b": "home"}) as scene:
+        blocks = 240  # 15 MiB, one 64 KiB block every 25 ms
+        scene.services.append(subprocess.Popen(scene.lab.argv("b", "python3", PACED, "serve", "9000", str(blocks), "0.025"),
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        scene.expose("paced=127.0.0.1:9000")
+        connector = scene.connect("--service", "paced", "--mode", mode)
+        fetch = subprocess.Popen(scene.lab.argv("a", "python3", PACED, "fetch", "8443"), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert fields(connector.wait_for("connected bob"))["path"] == path
+        time.sleep(2.0)
+        for side in ("a", "b"):
+            scene.lab.flush_conntrack(side)
+        out, err = fetch.communicate(timeout=90)
+        assert fetch.returncode == 0, err
+        result = json.loads(out)
+        assert result["bytes"] == blocks * 65536 and result["intact"], result
+        assert result["longest_gap"] < 3.0, (result, connector.seen)
+        # No new peer connection was needed.
+        assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen

@@ -3,8 +3,10 @@ import NIOCore
 
 /// DataChannelTunnel is one tunnelled stream on one data channel of a peer connection, in
 /// the tunnel protocol TunnelChannel describes. It lives on the peer connection's event loop.
-/// What arrives before a delegate is set (or while paused) waits here, bounded by the
-/// association's receive window: a paused tunnel pauses the association's reading.
+/// What arrives before a delegate is set (or while paused) waits here. With a peer that
+/// grants credit (`StreamCredit`, both sides our agents) that is bounded by the stream's
+/// window and a pause holds up this stream alone; with any other peer the bound is the
+/// association's receive window, and a paused tunnel pauses the association's reading.
 final class DataChannelTunnel: TunnelChannel {
     enum Item {
         case bytes(ByteBuffer)
@@ -18,6 +20,14 @@ final class DataChannelTunnel: TunnelChannel {
     private weak var connection: PeerConnection?
     private var inbox: [Item] = []
     private var paused = false
+    /// This tunnel's pause stopped the association's reading (no credit with this peer).
+    private var pausedAssociation = false
+    /// Paused because nobody takes bytes yet (the service is still being dialled).
+    private var pausedForReader = false
+    /// Per-stream flow control, set when the channel opens if both sides use it.
+    var credit: StreamCredit?
+    /// Credit granted to the peer that SCTP could not take yet.
+    var pendingGrant = 0
     private(set) var isClosed = false
     /// What waits to go into SCTP, in order: bytes, the end marker, a refusal.
     enum Outgoing {
@@ -37,7 +47,7 @@ final class DataChannelTunnel: TunnelChannel {
 
     weak var delegate: (any TunnelChannelDelegate)? {
         didSet {
-            if delegate != nil && paused && waiting > Self.waitingLimit { resumeReceiving() } else { deliver() }
+            if delegate != nil && pausedForReader { resumeReceiving() } else { deliver() }
         }
     }
 
@@ -71,20 +81,29 @@ final class DataChannelTunnel: TunnelChannel {
     func close() {
         guard !isClosed else { return }
         isClosed = true
-        if paused { paused = false; connection?.resumeReceiving() }
+        paused = false
+        pausedForReader = false
+        if pausedAssociation { pausedAssociation = false; connection?.resumeReceiving() }
         connection?.closeTunnel(self)
     }
 
     func pauseReceiving() {
         guard !paused, !isClosed else { return }
         paused = true
-        connection?.pauseReceiving()
+        if credit == nil {
+            pausedAssociation = true
+            connection?.pauseReceiving()
+        }
     }
 
     func resumeReceiving() {
         guard paused else { return }
         paused = false
-        connection?.resumeReceiving()
+        pausedForReader = false
+        if pausedAssociation {
+            pausedAssociation = false
+            connection?.resumeReceiving()
+        }
         deliver()
     }
 
@@ -95,8 +114,11 @@ final class DataChannelTunnel: TunnelChannel {
         if case .bytes(let bytes) = item { waiting += bytes.readableBytes }
         deliver()
         // Nobody takes bytes yet (the service is still being dialled): past a bound, let the
-        // association's window hold the rest.
-        if delegate == nil && waiting > Self.waitingLimit { pauseReceiving() }
+        // association's window hold the rest. (With credit, the stream's window is the bound.)
+        if delegate == nil && credit == nil && waiting > Self.waitingLimit && !paused {
+            pausedForReader = true
+            pauseReceiving()
+        }
     }
 
     static let waitingLimit = 256 * 1024
@@ -112,6 +134,7 @@ final class DataChannelTunnel: TunnelChannel {
             case .bytes(let bytes):
                 waiting -= bytes.readableBytes
                 delegate.tunnel(received: bytes)
+                if let grant = credit?.readerTook(bytes.readableBytes) { connection?.grant(grant, on: self) }
             case .end: delegate.tunnelEnded()
             case .refused(let reason): delegate.tunnel(refused: reason)
             case .closed: delegate.tunnelClosed()

@@ -108,8 +108,21 @@ final class PeerConnection: @unchecked Sendable {
     var localDescription: DataChannelSDP {
         let setup: DTLSSetup = role == .caller ? .actpass : remote?.setup == .active ? .passive : .active
         return DataChannelSDP(ufrag: localCredentials.ufrag, password: localCredentials.password,
-                              fingerprint: ("sha-256", context.certificate.sha256Fingerprint.hex), setup: setup)
+                              fingerprint: ("sha-256", context.certificate.sha256Fingerprint.hex), setup: setup,
+                              streamWindow: Self.streamWindow)
     }
+
+    /// The window each stream grants the peer (`StreamCredit`): 512 KiB is half the
+    /// association's receive window, so one stream alone can still fill the path.
+    static let streamWindow = 512 * 1024
+
+    /// Per-stream credit for a new stream, if the peer's description says it grants it too.
+    private func makeCredit() -> StreamCredit? {
+        remote?.streamWindow.map { StreamCredit(window: Self.streamWindow, peerWindow: $0) }
+    }
+
+    /// Streams the peer broke the credit rules on (closed, and counted here).
+    private(set) var creditViolations = 0
 
     /// Replaces the options before `start()` (the caller learns its ICE servers after it
     /// created the connection for its first stream).
@@ -388,13 +401,16 @@ final class PeerConnection: @unchecked Sendable {
             unopened.removeAll()
         case .channelOpened(let id, let label, _):
             let tunnel = DataChannelTunnel(id: id, service: label, connection: self, incoming: true)
+            tunnel.credit = makeCredit()
             tunnels[id] = tunnel
             callbacks.incomingStream(tunnel)
         case .channelOpenAcked:
             break
         case .message(let id, let bytes, let binary):
             guard let tunnel = tunnels[id] else { return }
-            if !binary && !tunnel.incoming {
+            if tunnel.credit != nil {
+                received(bytes, binary: binary, on: tunnel, id: id)
+            } else if !binary && !tunnel.incoming {
                 // Text on a channel we opened is the exposing side's refusal; on one the
                 // peer opened (a browser's dc.send("GET /…")) it is just bytes.
                 tunnel.arrived(.refused(String(buffer: bytes)))
@@ -414,6 +430,52 @@ final class PeerConnection: @unchecked Sendable {
         }
     }
 
+    /// A message on a stream that uses credit: bytes count against what we granted; text is
+    /// a control message (a grant, or a refusal). A peer that breaks the rules loses the stream.
+    private func received(_ bytes: ByteBuffer, binary: Bool, on tunnel: DataChannelTunnel, id: DataChannelID) {
+        do {
+            if binary {
+                if bytes.readableBytes == 0 {
+                    tunnel.arrived(.end)
+                } else {
+                    try tunnel.credit?.received(bytes.readableBytes)
+                    tunnel.arrived(.bytes(bytes))
+                }
+                return
+            }
+            let control = try TunnelControl.decode(bytes)
+            if let amount = control.credit {
+                try tunnel.credit?.granted(amount)
+                drain(tunnel)
+            } else if let reason = control.refused {
+                tunnel.arrived(.refused(reason))
+            }
+        } catch {
+            creditViolations += 1
+            logger.warning("stream closed: the peer broke its flow control", metadata: ["error": "\(error)"])
+            tunnels.removeValue(forKey: id)
+            sctp?.closeChannel(id)
+            tunnel.arrived(.closed)
+        }
+    }
+
+    /// Grants the peer `amount` more bytes on `tunnel` (its reader took them). Grants go
+    /// straight to SCTP, never behind the tunnel's own backlog (which may itself wait for the
+    /// peer's credit); one SCTP cannot take yet goes with the next drain.
+    func grant(_ amount: Int, on tunnel: DataChannelTunnel) {
+        tunnel.pendingGrant += amount
+        sendGrant(tunnel)
+    }
+
+    private func sendGrant(_ tunnel: DataChannelTunnel) {
+        guard tunnel.pendingGrant > 0, !tunnel.isClosed, let id = tunnel.id, tunnels[id] === tunnel, let sctp else { return }
+        switch sctp.send(TunnelControl(credit: tunnel.pendingGrant).encoded(), on: id, binary: false) {
+        case .sent, .wouldBlock: tunnel.pendingGrant = 0
+        case .refused(.queueFull): break  // `.bufferedAmountLow` brings it back here
+        case .refused: tunnel.pendingGrant = 0
+        }
+    }
+
     // MARK: Streams
 
     /// A new stream to the peer's `service` (its data channel opens once the association is up).
@@ -428,6 +490,7 @@ final class PeerConnection: @unchecked Sendable {
         do {
             let id = try sctp.openChannel(label: tunnel.service, protocol: "switchboard-tcp")
             tunnel.assign(id)
+            tunnel.credit = makeCredit()
             tunnels[id] = tunnel
             drain(tunnel)
         } catch {
@@ -472,17 +535,38 @@ final class PeerConnection: @unchecked Sendable {
     @discardableResult
     private func drain(_ tunnel: DataChannelTunnel) -> Bool {
         guard let id = tunnel.id, let sctp, sctp.isUp else { return false }
+        sendGrant(tunnel)
         while let item = tunnel.backlog.first {
             let result: SCTPAssociation.SendResult
+            // With credit, bytes go only as far as the peer granted; the rest waits for a grant.
+            var sending = 0
             switch item {
-            case .bytes(let bytes): result = sctp.send(bytes, on: id)
+            case .bytes(let bytes):
+                sending = min(bytes.readableBytes, tunnel.credit?.sendable ?? .max)
+                if sending == 0 { return false }
+                result = sctp.send(bytes.getSlice(at: bytes.readerIndex, length: sending)!, on: id)
             case .end: result = sctp.send(ByteBuffer(), on: id)
-            case .text(let text): result = sctp.send(text: text, on: id)
+            case .text(let text):
+                if tunnel.credit != nil {
+                    result = sctp.send(TunnelControl(refused: text).encoded(), on: id, binary: false)
+                } else {
+                    result = sctp.send(text: text, on: id)
+                }
             }
             switch result {
             case .sent, .wouldBlock:
-                tunnel.backlog.removeFirst()
-                if case .bytes(let bytes) = item { tunnel.backlogBytes -= bytes.readableBytes }
+                if case .bytes(var bytes) = item {
+                    _ = tunnel.credit?.take(upTo: sending)
+                    tunnel.backlogBytes -= sending
+                    if sending < bytes.readableBytes {
+                        bytes.moveReaderIndex(forwardBy: sending)
+                        tunnel.backlog[tunnel.backlog.startIndex] = .bytes(bytes)
+                    } else {
+                        tunnel.backlog.removeFirst()
+                    }
+                } else {
+                    tunnel.backlog.removeFirst()
+                }
                 // Over SCTP's high-water mark: the rest waits for `.bufferedAmountLow`.
                 if case .wouldBlock = result { return false }
             case .refused(.queueFull):

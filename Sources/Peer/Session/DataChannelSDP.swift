@@ -24,6 +24,13 @@ public struct DataChannelSDP: Sendable, Equatable {
     /// Candidate attribute values found inline (`candidate:…`, without `a=`).
     public var candidates: [String]
     public var endOfCandidates: Bool
+    /// `a=x-switchboard-stream-window`: the bytes this endpoint lets its peer send on each
+    /// tunnel stream before it grants more (docs/agent.md, flow control). Only our agents
+    /// write it; streams use per-stream credit when both descriptions carry it.
+    public var streamWindow: Int?
+
+    /// The range a stream window must fall in (smaller would crawl, larger is no bound).
+    public static let streamWindows = 16 * 1024...(64 << 20)
 
     public enum ParseError: Error, Sendable, Equatable, CustomStringConvertible {
         case sdp(String)
@@ -42,7 +49,7 @@ public struct DataChannelSDP: Sendable, Equatable {
     }
 
     public init(mid: String = "0", ufrag: String, password: String, fingerprint: (hash: String, value: String),
-                setup: DTLSSetup, sctpPort: UInt16 = 5000, maxMessageSize: Int = 262_144) {
+                setup: DTLSSetup, sctpPort: UInt16 = 5000, maxMessageSize: Int = 262_144, streamWindow: Int? = nil) {
         self.mid = mid
         self.ufrag = ufrag
         self.password = password
@@ -50,6 +57,7 @@ public struct DataChannelSDP: Sendable, Equatable {
         self.setup = setup
         self.sctpPort = sctpPort
         self.maxMessageSize = maxMessageSize
+        self.streamWindow = streamWindow
         self.candidates = []
         self.endOfCandidates = false
     }
@@ -84,8 +92,15 @@ public struct DataChannelSDP: Sendable, Equatable {
             guard let parsed = Int(value), parsed >= 0, parsed <= 1 << 30 else { throw .bad("a=max-message-size:\(value)") }
             maxMessageSize = parsed == 0 ? 262_144 : parsed
         }
+        var streamWindow: Int?
+        if let value = media.value("x-switchboard-stream-window") {
+            guard let parsed = Int(value), Self.streamWindows.contains(parsed) else {
+                throw .bad("a=x-switchboard-stream-window:\(value)")
+            }
+            streamWindow = parsed
+        }
         self.init(mid: media.mid ?? "0", ufrag: ufrag, password: password, fingerprint: fingerprint, setup: setup,
-                  sctpPort: port, maxMessageSize: maxMessageSize)
+                  sctpPort: port, maxMessageSize: maxMessageSize, streamWindow: streamWindow)
         self.candidates = media.candidates.map { "candidate:" + $0 }
         self.endOfCandidates = media.has("end-of-candidates")
     }
@@ -110,6 +125,7 @@ public struct DataChannelSDP: Sendable, Equatable {
             "a=sctp-port:\(sctpPort)",
             "a=max-message-size:\(maxMessageSize)",
         ]
+        if let streamWindow { lines.append("a=x-switchboard-stream-window:\(streamWindow)") }
         lines += candidates.map { "a=\($0)" }
         if endOfCandidates { lines.append("a=end-of-candidates") }
         return lines.joined(separator: "\r\n") + "\r\n"
@@ -118,7 +134,7 @@ public struct DataChannelSDP: Sendable, Equatable {
     public static func == (lhs: DataChannelSDP, rhs: DataChannelSDP) -> Bool {
         lhs.mid == rhs.mid && lhs.ufrag == rhs.ufrag && lhs.password == rhs.password
             && lhs.fingerprint == rhs.fingerprint && lhs.setup == rhs.setup && lhs.sctpPort == rhs.sctpPort
-            && lhs.maxMessageSize == rhs.maxMessageSize && lhs.candidates == rhs.candidates
+            && lhs.maxMessageSize == rhs.maxMessageSize && lhs.streamWindow == rhs.streamWindow && lhs.candidates == rhs.candidates
             && lhs.endOfCandidates == rhs.endOfCandidates
     }
 }
