@@ -55,6 +55,14 @@ package final class SCTPAssociation {
         /// common header: packets are at most this + 12 bytes (1184), which leaves room for DTLS
         /// (≤ 37), UDP and IPv6 headers within 1280.
         package var pathMTU: UInt32 = 1172
+        /// Retransmission timeout bounds (ms). A path that comes back (an ICE restart after a
+        /// NAT rebinding) carries data again at the next retransmission: a lower maximum
+        /// means a shorter wait after long losses.
+        package var minimumRTO: UInt32 = 200
+        package var maximumRTO: UInt32 = 10_000
+        /// Retransmissions of one chunk before the association gives up (RFC 4960
+        /// Association.Max.Retrans); with `maximumRTO` it sets how long an outage it survives.
+        package var maximumRetransmissions: UInt16 = 10
         package init() {}
     }
 
@@ -372,8 +380,12 @@ package final class SCTPAssociation {
         setOption(socket, sctp, SCTP_DELAYED_SACK,
                   sctp_sack_info(sack_assoc_id: sctp_assoc_t(SCTP_FUTURE_ASSOC), sack_delay: 20, sack_freq: 2))
         setOption(socket, sctp, SCTP_RTOINFO,
-                  sctp_rtoinfo(srto_assoc_id: sctp_assoc_t(SCTP_FUTURE_ASSOC), srto_initial: 1000, srto_max: 10_000,
-                               srto_min: 200))
+                  sctp_rtoinfo(srto_assoc_id: sctp_assoc_t(SCTP_FUTURE_ASSOC), srto_initial: 1000,
+                               srto_max: configuration.maximumRTO, srto_min: configuration.minimumRTO))
+        var associationParameters = sctp_assocparams()
+        associationParameters.sasoc_assoc_id = sctp_assoc_t(SCTP_FUTURE_ASSOC)
+        associationParameters.sasoc_asocmaxrxt = configuration.maximumRetransmissions
+        setOption(socket, sctp, SCTP_ASSOCINFO, associationParameters)
         var initmsg = sctp_initmsg()
         initmsg.sinit_num_ostreams = configuration.streams
         initmsg.sinit_max_instreams = configuration.streams

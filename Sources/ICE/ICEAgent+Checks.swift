@@ -368,13 +368,17 @@ extension ICEAgent {
               let hostAddress = host.transportAddress
         else { return }
         // §5.1.3: a srflx candidate equal to its base (no NAT) or to one we have is redundant.
-        guard mapped != hostAddress, !localCandidates.contains(where: { $0.transportAddress == mapped }),
-              localCandidates.count < configuration.maxLocalCandidates else { return }
+        guard mapped != hostAddress, !localCandidates.contains(where: { $0.transportAddress == mapped }) else { return }
+        let srflxFoundation = foundation(type: .srflx, baseIP: "\(hostAddress.ip)", server: "\(transaction.destination.ip)")
+        // A new mapping from the same base and server (asked again for a restart: the NAT
+        // changed) replaces the old one, which no longer leads here.
+        localCandidates.removeAll { $0.type == .srflx && $0.base == base && $0.foundation == srflxFoundation }
+        guard localCandidates.count < configuration.maxLocalCandidates else { return }
         var srflx = ICECandidate(
             priority: ICECandidate.priority(type: .srflx, localPreference: UInt16(host.priority >> 8 & 0xFFFF)),
             address: .ip(mapped.ip), port: mapped.port, type: .srflx, relatedAddress: host.address,
             relatedPort: host.port, base: base)
-        srflx.foundation = foundation(type: .srflx, baseIP: "\(hostAddress.ip)", server: "\(transaction.destination.ip)")
+        srflx.foundation = srflxFoundation
         localCandidates.append(srflx)
         actions.append(.localCandidate(srflx))
     }

@@ -102,6 +102,30 @@ package struct ICEAgent: Sendable {
         update(now: now)
     }
 
+    /// Asks every STUN server again from its base (for an ICE restart after the network or
+    /// a NAT changed: call it before `restart`). A mapping that changed replaces the old
+    /// server-reflexive candidate of that base and server; `.gatheringComplete` follows once
+    /// every server answered or gave up.
+    package mutating func regatherServerReflexive(now: ICETime) {
+        guard state != .closed else { return }
+        for index in servers.indices {
+            transactions = transactions.filter { _, transaction in
+                if case .server(let other) = transaction.purpose, other == index { return false }
+                return true
+            }
+            servers[index].done = false
+            let id = newTransactionID()
+            let bytes = STUNMessage(.binding, .request, transactionID: id).encoded(fingerprint: true)
+            addTransaction(Transaction(
+                purpose: .server(index: index), id: id, bytes: bytes, key: nil, base: servers[index].base,
+                destination: servers[index].address, sentAt: now, nextSend: now + configuration.initialRTO,
+                rto: configuration.initialRTO, retransmissionsLeft: configuration.serverRetransmissions, role: role,
+                sequence: 0))
+            actions.append(.send(bytes: bytes, base: servers[index].base, to: servers[index].address))
+        }
+        update(now: now)
+    }
+
     /// The remote ufrag and password (from the offer or answer).
     package mutating func setRemoteCredentials(_ credentials: ICECredentials, now: ICETime) {
         guard state != .closed else { return }

@@ -64,9 +64,9 @@ public final class PeerAgent: Sendable {
                 await answer(offer, dialer: dialer, sessions: sessions)
             case .candidates(let session, let fragment):
                 let parsed = TrickleFragment(parsing: fragment)
-                sessions.with(session) { $0.addRemoteCandidates(parsed.candidates, end: parsed.endOfCandidates) }
+                sessions.with(session) { $0.remoteFragment(parsed) }
             case .closed(let session), .expired(let session):
-                sessions.with(session) { $0.close(reason: "hung up") }
+                sessions.with(session) { $0.peerHungUp() }
             case .answer:
                 break
             }
@@ -143,9 +143,9 @@ public final class PeerAgent: Sendable {
                     sessions.with(session) { $0.setRemoteDescription(description) }
                 case .candidates(let session, let fragment):
                     let parsed = TrickleFragment(parsing: fragment)
-                    sessions.with(session) { $0.addRemoteCandidates(parsed.candidates, end: parsed.endOfCandidates) }
+                    sessions.with(session) { $0.remoteFragment(parsed) }
                 case .closed(let session), .expired(let session):
-                    sessions.with(session) { $0.close(reason: "hung up") }
+                    sessions.with(session) { $0.peerHungUp() }
                 case .offer(let offer):
                     try? await signaling.hangUp(session: offer.session)  // this side only connects
                 }
@@ -197,6 +197,11 @@ public final class PeerAgent: Sendable {
         let report = self.report
         connection.callbacks.localCandidate = { trickle.candidate($0) }
         connection.callbacks.gatheringComplete = { trickle.end() }
+        connection.callbacks.restarted = { [signaling] credentials in
+            trickle.restart(credentials)
+            // The network changed under us: the event stream's connection may be dead too.
+            Task { await signaling.reconnectEvents() }
+        }
         connection.callbacks.connected = { report("connected \(peer) \($0)") }
         connection.callbacks.pathChanged = { report("path \(peer) \($0)") }
         connection.callbacks.closed = { reason in
@@ -332,7 +337,7 @@ final class SessionTable: Sendable {
 /// take them (after the offer was posted or the answer sent), and ends with
 /// end-of-candidates; `hangUp` deletes the session.
 final class TrickleQueue: Sendable {
-    private enum Item { case candidate(String), end, hangUp, ready }
+    private enum Item { case candidate(String), end, hangUp, ready, restart(ICECredentials) }
     private let continuation: AsyncStream<Item>.Continuation
 
     init(signaling: SignalingClient, session: String, credentials: ICECredentials, logger: Logger) {
@@ -342,11 +347,18 @@ final class TrickleQueue: Sendable {
             var ready = false
             var waiting: [String] = []
             var ended = false
+            var credentials = credentials
             for await item in stream {
                 switch item {
                 case .candidate(let candidate): waiting.append(candidate)
                 case .end: ended = true
                 case .ready: ready = true
+                case .restart(let new):
+                    // What waits belongs to the old generation: the new one sends all again.
+                    credentials = new
+                    waiting.removeAll()
+                    ended = false
+                    continue
                 case .hangUp:
                     try? await signaling.hangUp(session: session)
                     continuation.finish()
@@ -370,4 +382,6 @@ final class TrickleQueue: Sendable {
     func end() { continuation.yield(.end) }
     func ready() { continuation.yield(.ready) }
     func hangUp() { continuation.yield(.hangUp) }
+    /// An ICE restart: later candidates go with these credentials.
+    func restart(_ credentials: ICECredentials) { continuation.yield(.restart(credentials)) }
 }

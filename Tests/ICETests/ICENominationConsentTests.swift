@@ -138,6 +138,44 @@ import Wire
         #expect(script.agent.checklist.count == 1)
     }
 
+    /// After the NAT changed its mapping, the restart's second round of gathering replaces the
+    /// srflx candidate (the old one leads nowhere) and completes again; an unchanged mapping
+    /// adds nothing.
+    @Test func regatheringReplacesAChangedMappingAndCompletesAgain() throws {
+        let script = Script()
+        script.agent.addServerReflexiveServer(Self.server, base: Script.base, now: .zero)
+        script.collect()
+        let first = try #require(script.requests.last?.message)
+        script.receive(Remote.parsed(STUNMessage.bindingSuccess(to: first, from: address("203.0.113.5", 6000)).encoded()),
+                       from: Self.server)
+        script.at(1000) { script.agent.regatherServerReflexive(now: script.now) }
+        let second = try #require(script.requests.last)
+        #expect(second.time == .milliseconds(1000) && second.to == Self.server && second.message.transactionID != first.transactionID)
+        // The answer to the first request, late, is not taken for the second.
+        script.receive(Remote.parsed(STUNMessage.bindingSuccess(to: first, from: address("203.0.113.5", 7777)).encoded()),
+                       from: Self.server)
+        #expect(script.agent.localCandidates.filter { $0.type == .srflx }.map(\.transportAddress) == [address("203.0.113.5", 6000)])
+        let moved = address("203.0.113.5", 21000)
+        script.at(1020) {
+            script.receive(Remote.parsed(STUNMessage.bindingSuccess(to: second.message, from: moved).encoded()), from: Self.server)
+        }
+        #expect(script.agent.localCandidates.filter { $0.type == .srflx }.map(\.transportAddress) == [moved])
+        let emitted = script.events.filter { $0.time == .milliseconds(1020) }.map(\.action)
+        guard emitted.count == 2, case .localCandidate(let srflx) = emitted[0], emitted[1] == .gatheringComplete else {
+            Issue.record("want the new srflx candidate then gathering complete, got \(emitted)")
+            return
+        }
+        #expect(srflx.transportAddress == moved)
+        // Asked again, same mapping: gathering completes with no new candidate.
+        script.at(2000) { script.agent.regatherServerReflexive(now: script.now) }
+        let third = try #require(script.requests.last)
+        script.at(2020) {
+            script.receive(Remote.parsed(STUNMessage.bindingSuccess(to: third.message, from: moved).encoded()), from: Self.server)
+        }
+        #expect(script.events.filter { $0.time == .milliseconds(2020) }.map(\.action) == [.gatheringComplete])
+        #expect(script.agent.localCandidates.count == 2)
+    }
+
     @Test func aSilentServerIsRetriedThenGivenUpAndGatheringStillCompletes() {
         let script = Script()
         script.agent.addServerReflexiveServer(Self.server, base: Script.base, now: .zero)

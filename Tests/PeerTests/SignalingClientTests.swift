@@ -60,6 +60,32 @@ import Testing
         try await alice.hangUp(session: session.id)
     }
 
+    /// After an ICE restart the agent drops its event stream and makes a new one at once (the
+    /// old TCP connection may have died with the NAT mapping): events in between are not lost,
+    /// and none comes twice.
+    @Test func aReconnectedEventStreamResumesAfterTheLastEventSeen() async throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let (alice, bob) = try clients(server)
+        var bobEvents = bob.events().makeAsyncIterator()
+        try await Task.sleep(for: .milliseconds(300))
+        let first = try await alice.offer(to: "bob", mode: .auto, description: "one", sdp: Self.offerSDP)
+        let seen = try #require(await bobEvents.next())
+        guard case .offer(let offer) = seen.kind else { Issue.record("\(seen)"); return }
+        #expect(offer.session == first.id)
+        #expect(await bob.reconnectEvents())
+        // Sent while the stream reconnects.
+        let second = try await alice.offer(to: "bob", mode: .auto, description: "two", sdp: Self.offerSDP)
+        let third = try await alice.offer(to: "bob", mode: .auto, description: "three", sdp: Self.offerSDP)
+        var sessions: [String] = []
+        for _ in 0..<2 {
+            let event = try #require(await bobEvents.next())
+            guard case .offer(let offer) = event.kind else { Issue.record("\(event)"); return }
+            sessions.append(offer.session)
+        }
+        #expect(sessions == [second.id, third.id])
+    }
+
     @Test func aWrongKeyIsRefusedWithTheServersProblem() async throws {
         let server = try TestServer()
         defer { server.stop() }

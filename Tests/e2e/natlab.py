@@ -146,6 +146,19 @@ table inet filter {{
         self.exec(f"r{side}", "conntrack", "-F", check=False)
 
 
+    def rebind(self, side, ports="20000-29999"):
+        """Router `side` maps to outside ports from `ports` from now on and forgets every
+        mapping it had: each flow reappears on a new outside port (a NAT rebinding, as after a
+        router reboot or a carrier-grade NAT's timeout); packets to the old ports are dropped."""
+        masquerade = "masquerade random" if self.kinds[side] == "symmetric" else "masquerade"
+        self.exec(f"r{side}", "nft", "flush", "chain", "ip", "nat", "postrouting")
+        self.exec(f"r{side}", "nft", "-f", "-", input=f"""
+add rule ip nat postrouting oifname "wan0" meta l4proto {{ tcp, udp }} {masquerade} to :{ports}
+add rule ip nat postrouting oifname "wan0" {masquerade}
+""")
+        self.exec(f"r{side}", "conntrack", "-F")
+
+
 def start_lab_server(lab, sb, *extra):
     """`switchboard serve` in the lab's WAN namespace, on the lab's server address (HTTP :8080,
     TURN :3478 over UDP and TCP; `extra` adds options)."""

@@ -52,6 +52,9 @@ final class PeerConnection: @unchecked Sendable {
         var pathChanged: (PathReport) -> Void = { _ in }
         /// A stream the peer opened; by default refused (a connecting agent exposes nothing).
         var incomingStream: (DataChannelTunnel) -> Void = { $0.refuse("this peer exposes no services") }
+        /// An ICE restart began with these new local credentials: the candidates that follow
+        /// go to the peer with them (in a trickle fragment, RFC 8840, which tells it so).
+        var restarted: (ICECredentials) -> Void = { _ in }
         var closed: (String) -> Void = { _ in }
     }
 
@@ -60,7 +63,7 @@ final class PeerConnection: @unchecked Sendable {
     private(set) var options: Options
     let logger: Logger
     var callbacks = Callbacks()
-    let localCredentials: ICECredentials
+    private(set) var localCredentials: ICECredentials
     private let context: DTLSContext
     private var agent: ICEAgent
     private let started = NIODeadline.now()
@@ -83,6 +86,9 @@ final class PeerConnection: @unchecked Sendable {
     private var tunnels: [DataChannelID: DataChannelTunnel] = [:]
     private var unopened: [DataChannelTunnel] = []
     private var pausedTunnels = 0
+    /// When to restart ICE, and which generation a trickle fragment belongs to.
+    private var restartPolicy = RestartPolicy()
+    private var watchdog: RepeatedTask?
     private var reportedConnected = false
     private(set) var isClosed = false
     /// ICE lost consent for a while (it may come back): new streams go elsewhere.
@@ -250,6 +256,7 @@ final class PeerConnection: @unchecked Sendable {
     func setRemoteDescription(_ description: DataChannelSDP) {
         loop.assertInEventLoop()
         remote = description
+        restartPolicy.described(ufrag: description.ufrag)
         agent.setRemoteCredentials(ICECredentials(ufrag: description.ufrag, password: description.password), now: now)
         addRemoteCandidates(description.candidates, end: description.endOfCandidates)
         // DTLS roles: the answerer said active (it is the client) or passive.
@@ -285,6 +292,64 @@ final class PeerConnection: @unchecked Sendable {
         flush()
     }
 
+    /// A trickle fragment from the peer. New ICE credentials in it mean the peer restarted
+    /// ICE (RFC 8838/8840): we restart too, unless the restart was ours, and check the new
+    /// generation's candidates. A late fragment of an older generation is dropped.
+    func remoteFragment(_ fragment: TrickleFragment) {
+        loop.assertInEventLoop()
+        guard !isClosed else { return }
+        switch restartPolicy.fragment(ufrag: fragment.ufrag, hasPassword: fragment.password != nil) {
+        case .current:
+            break
+        case .old:
+            return
+        case .unusable:
+            logger.debug("a fragment with new ICE credentials but no password ignored")
+            return
+        case .peerRestarted(let alsoRestart):
+            guard let ufrag = fragment.ufrag, let password = fragment.password else { return }
+            if alsoRestart { restartICE(reason: "the peer restarted ICE", answeringPeer: true) }
+            logger.info("ICE restart: the peer's new credentials", metadata: ["ufrag": "\(ufrag)"])
+            agent.setRemoteCredentials(ICECredentials(ufrag: ufrag, password: password), now: now)
+        }
+        addRemoteCandidates(fragment.candidates, end: fragment.endOfCandidates)
+    }
+
+    // MARK: ICE restart
+
+    /// Watches the path once connected: silence after sending, or ICE's consent going
+    /// unanswered, restarts ICE through signaling; DTLS and SCTP carry on over the new pair.
+    private func startWatchdog() {
+        watchdog = loop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [weak self] _ in
+            self?.checkPath()
+        }
+    }
+
+    private func checkPath() {
+        guard !isClosed, remote != nil,
+              let reason = restartPolicy.restartReason(now: .now(), consentLost: agent.state == .disconnected) else { return }
+        restartICE(reason: reason)
+    }
+
+    /// ICE restart: new local credentials, the STUN servers asked again (the NAT may map us
+    /// elsewhere now), every candidate sent again with the new ufrag; the selected pair goes on
+    /// carrying DTLS until a pair of the new generation is selected. `answeringPeer`: the
+    /// peer restarted first and its credentials are already taken.
+    private func restartICE(reason: String, answeringPeer: Bool = false) {
+        guard !isClosed, remote != nil else { return }
+        restartPolicy.restarting(at: .now(), answeringPeer: answeringPeer)
+        logger.info("ICE restart", metadata: ["reason": "\(reason)", "restarts": "\(restartPolicy.restarts)"])
+        let credentials = ICECredentials.random()
+        localCredentials = credentials
+        iceGatheringDone = options.stunServers.isEmpty || options.mode == .relay
+        gatheringReported = false
+        callbacks.restarted(credentials)
+        if options.mode != .relay { agent.regatherServerReflexive(now: now) }
+        agent.restart(local: credentials, role: nil, now: now)
+        flush()
+        checkGatheringComplete()
+    }
+
     // MARK: Datagrams
 
     fileprivate func receive(_ bytes: [UInt8], from: TransportAddress, base: Int) {
@@ -306,6 +371,7 @@ final class PeerConnection: @unchecked Sendable {
                 return
             }
             lastInbound = (iceBase, from)
+            restartPolicy.received()
             agent.noteTraffic(from: from, base: iceBase, now: now)
             guard let dtls else {
                 // A ClientHello before the answer's description: keep a few.
@@ -340,6 +406,7 @@ final class PeerConnection: @unchecked Sendable {
     private func sendOnPath(_ datagrams: [[UInt8]]) {
         let path = selected.map { ($0.base, $0.remoteAddress) } ?? lastInbound.map { ($0.base, $0.from) }
         guard let (base, to) = path else { return }
+        if !datagrams.isEmpty { restartPolicy.sent(at: .now()) }
         for datagram in datagrams { sendDatagram(datagram, base: base, to: to) }
     }
 
@@ -376,6 +443,11 @@ final class PeerConnection: @unchecked Sendable {
         var configuration = SCTPAssociation.Configuration()
         configuration.remotePort = remote?.sctpPort ?? 5000
         configuration.remoteMaxMessageSize = remote?.maxMessageSize ?? 65_536
+        // Data lost while the path was down goes again soon after an ICE restart brings it
+        // back (at most 1 s after), and an outage of about 30 s is survived (ICE's consent
+        // timeout decides before that).
+        configuration.maximumRTO = 1000
+        configuration.maximumRetransmissions = 32
         let association = SCTPAssociation(role: dtlsRole == .client ? .client : .server, configuration: configuration,
                                           output: { [weak self] packet in self?.sctpOutput(packet) },
                                           onEvent: { [weak self] event in self?.sctpEvent(event) })
@@ -688,6 +760,7 @@ final class PeerConnection: @unchecked Sendable {
     private func reportConnected() {
         guard !reportedConnected, let selected else { return }
         reportedConnected = true
+        startWatchdog()
         var report = self.report(selected)
         report.rttMilliseconds = Int((NIODeadline.now() - started).nanoseconds / 1_000_000)
         path = report
@@ -732,10 +805,21 @@ final class PeerConnection: @unchecked Sendable {
         close(reason: reason)
     }
 
+    /// The peer deleted the session. Before any path worked that is the peer's ICE giving up
+    /// (it may do so a moment before ours does): say so in the mode's terms.
+    func peerHungUp() {
+        guard !reportedConnected else { return close(reason: "hung up") }
+        switch options.mode {
+        case .p2p: close(reason: "no direct path (the peer's ICE failed first; p2p mode does not relay)")
+        default: close(reason: "the peer hung up before a path was found")
+        }
+    }
+
     func close(reason: String) {
         guard !isClosed else { return }
         isClosed = true
         timer?.cancel()
+        watchdog?.cancel()
         for tunnel in tunnels.values { tunnel.arrived(.closed) }
         for tunnel in unopened { tunnel.arrived(.refused(reason)); tunnel.arrived(.closed) }
         tunnels.removeAll()

@@ -33,6 +33,9 @@ public actor SignalingClient {
     private let http: HTTPClient
     private let logger: Logger
     private var current: LoginAnswer?
+    /// The event stream's connection now, so that `reconnectEvents` can drop it.
+    private var streamAttempt: Task<WebSocketCloseFrame?, any Error>?
+    private var kicked = false
     private static let encoder = JSONEncoder()
     private static let decoder: JSONDecoder = {
         let decoder = JSONDecoder()
@@ -140,7 +143,8 @@ public actor SignalingClient {
                 settings.maxFrameSize = 1 << 20
                 settings.autoPing = .enabled(timePeriod: .seconds(20))
                 let logger = logger
-                let close = try await WebSocketClient.connect(url: url, configuration: settings, logger: logger) {
+                let attempt = Task {
+                    try await WebSocketClient.connect(url: url, configuration: settings, logger: logger) {
                     inbound, outbound, _ in
                     for try await message in inbound.messages(maxSize: 1 << 20) {
                         guard case .text(let text) = message else { continue }
@@ -157,7 +161,11 @@ public actor SignalingClient {
                             try await outbound.write(.text(String(decoding: ack, as: UTF8.self)))
                         }
                     }
+                    }
                 }
+                streamAttempt = attempt
+                let close = try await attempt.value
+                streamAttempt = nil
                 if connected.value > cursor { wait = configuration.firstRetry }
                 cursor = connected.value
                 if case .unknown(let code) = close?.closeCode, code == 4401 {
@@ -165,13 +173,32 @@ public actor SignalingClient {
                 }
                 logger.debug("event stream closed", metadata: ["code": "\(String(describing: close?.closeCode))"])
             } catch {
+                streamAttempt = nil
                 logger.info("event stream lost", metadata: ["error": "\(error)"])
             }
             guard !Task.isCancelled else { break }
+            if kicked {
+                // Dropped on purpose (the network changed): straight back, from the cursor.
+                kicked = false
+                wait = configuration.firstRetry
+                continue
+            }
             try? await Task.sleep(for: Self.jittered(wait))
             wait = min(wait * 2, configuration.longestRetry)
         }
         continuation.finish()
+    }
+
+    /// Drops the event stream's connection and makes a new one at once, resuming after the
+    /// last event seen. For when the network under it changed (a NAT rebinding, a new
+    /// address): the old TCP connection may be dead without either end knowing for a while.
+    /// Returns whether there was a connection to drop.
+    @discardableResult
+    public func reconnectEvents() -> Bool {
+        guard let streamAttempt else { return false }
+        kicked = true
+        streamAttempt.cancel()
+        return true
     }
 
     /// The event cursor, written from the WebSocket handler and read after it returns.
@@ -208,16 +235,31 @@ public actor SignalingClient {
         if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
-        do {
-            let timeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000
-                + configuration.requestTimeout.components.attoseconds / 1_000_000_000)
-            let response = try await http.execute(request, timeout: timeout)
-            // The API's answers are small; anything past 1 MiB is not one of them.
-            let buffer = try await response.body.collect(upTo: 1 << 20)
-            return (Int(response.status.code), response.headers, Array(buffer.readableBytesView))
-        } catch {
-            throw .unreachable("\(method) \(path): \(error)")
+        let timeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000
+            + configuration.requestTimeout.components.attoseconds / 1_000_000_000)
+        // A kept-alive connection can be dead (the server closed it, or a NAT on the way forgot
+        // it): requests that may be repeated are tried once more, on a new connection.
+        let attempts = method == "POST" ? 1 : 2
+        for attempt in 1...attempts {
+            do {
+                let response = try await http.execute(request, timeout: timeout)
+                // The API's answers are small; anything past 1 MiB is not one of them.
+                let buffer = try await response.body.collect(upTo: 1 << 20)
+                return (Int(response.status.code), response.headers, Array(buffer.readableBytesView))
+            } catch {
+                if attempt < attempts, !Self.isTimeout(error) {
+                    logger.debug("request failed, trying again", metadata: ["request": "\(method) \(path)", "error": "\(error)"])
+                    continue
+                }
+                throw .unreachable("\(method) \(path): \(error)")
+            }
         }
+        throw .unreachable("\(method) \(path)")
+    }
+
+    private static func isTimeout(_ error: any Error) -> Bool {
+        guard let error = error as? HTTPClientError else { return false }
+        return error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
     }
 
     private static func refusal(_ status: Int, _ data: [UInt8]) -> SignalingError {

@@ -1,0 +1,72 @@
+import NIOCore
+import Testing
+
+@testable import Peer
+
+/// When ICE restarts, and what a trickle fragment's credentials mean.
+@Suite struct RestartPolicyTests {
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    @Test func silenceAfterSendingRestartsButAnIdlePathDoesNot() {
+        var policy = RestartPolicy()
+        policy.described(ufrag: "peer1")
+        // Idle: nothing sent, nothing expected.
+        #expect(policy.restartReason(now: t0 + .seconds(60), consentLost: false) == nil)
+        // Sent, answered within the second: fine.
+        policy.sent(at: t0)
+        policy.sent(at: t0 + .milliseconds(300))
+        policy.received()
+        #expect(policy.restartReason(now: t0 + .seconds(5), consentLost: false) == nil)
+        // Sent at t0+6 s and nothing came back: 999 ms is not yet silence, 1 s is.
+        policy.sent(at: t0 + .seconds(6))
+        policy.sent(at: t0 + .milliseconds(6500))
+        #expect(policy.restartReason(now: t0 + .milliseconds(6999), consentLost: false) == nil)
+        #expect(policy.restartReason(now: t0 + .seconds(7), consentLost: false) == "no answer on the path for 1000 ms")
+    }
+
+    @Test func restartsAreSpacedAndConsentLossAlsoRestarts() {
+        var policy = RestartPolicy()
+        policy.described(ufrag: "peer1")
+        #expect(policy.restartReason(now: t0, consentLost: true) == "consent unanswered")
+        policy.restarting(at: t0)
+        #expect(policy.awaitingPeer && policy.restarts == 1)
+        #expect(policy.restartReason(now: t0 + .milliseconds(4999), consentLost: true) == nil)
+        #expect(policy.restartReason(now: t0 + .seconds(5), consentLost: true) == "consent unanswered")
+    }
+
+    @Test func ourRestartWaitsForThePeersCredentialsAndDropsTheOldGeneration() {
+        var policy = RestartPolicy()
+        policy.described(ufrag: "peer1")
+        #expect(policy.fragment(ufrag: "peer1", hasPassword: true) == .current)
+        #expect(policy.fragment(ufrag: nil, hasPassword: false) == .current)
+        policy.restarting(at: t0)
+        // The peer's candidates of the old generation, still on their way: dropped.
+        #expect(policy.fragment(ufrag: "peer1", hasPassword: true) == .old)
+        #expect(policy.fragment(ufrag: "peer2", hasPassword: false) == .unusable)
+        // Its answer to our restart: taken, and we do not restart again.
+        #expect(policy.fragment(ufrag: "peer2", hasPassword: true) == .peerRestarted(alsoRestart: false))
+        #expect(policy.remoteUfrag == "peer2" && !policy.awaitingPeer)
+        #expect(policy.fragment(ufrag: "peer2", hasPassword: true) == .current)
+        #expect(policy.fragment(ufrag: "peer1", hasPassword: true) == .old)
+    }
+
+    @Test func thePeersRestartMakesUsRestartOnceAndBothRestartingAtOnceSettles() {
+        var policy = RestartPolicy()
+        policy.described(ufrag: "peer1")
+        #expect(policy.fragment(ufrag: "peer2", hasPassword: true) == .peerRestarted(alsoRestart: true))
+        policy.restarting(at: t0, answeringPeer: true)
+        #expect(!policy.awaitingPeer && policy.restarts == 1)
+        #expect(policy.fragment(ufrag: "peer2", hasPassword: true) == .current)
+        // Both sides restart at the same moment: each takes the other's credentials once.
+        policy.restarting(at: t0 + .seconds(10))
+        #expect(policy.fragment(ufrag: "peer3", hasPassword: true) == .peerRestarted(alsoRestart: false))
+        #expect(policy.fragment(ufrag: "peer3", hasPassword: true) == .current)
+        // The stale list is bounded.
+        for generation in 4..<40 {
+            #expect(policy.fragment(ufrag: "peer\(generation)", hasPassword: true) == .peerRestarted(alsoRestart: true))
+            policy.restarting(at: t0 + .seconds(Int64(20 * generation)), answeringPeer: true)
+        }
+        #expect(policy.fragment(ufrag: "peer38", hasPassword: true) == .old)
+        #expect(policy.fragment(ufrag: "peer3", hasPassword: true) == .peerRestarted(alsoRestart: true))
+    }
+}
