@@ -298,3 +298,39 @@ def test_after_a_nat_rebinding_ice_restarts_and_the_transfer_goes_on(sb, certifi
         print(f"  NAT rebinding of {'+'.join(rebound)}: longest stall {result['longest_gap']} s")
         assert result["longest_gap"] < 3.0, (result, connector.seen)
         assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen
+
+
+def test_a_relayed_connection_moves_to_a_direct_path_once_one_opens(sb, certificate, tmp_path):
+    """At first router A drops UDP between the two routers (the server stays reachable), so
+    auto mode connects through the relay; then the block goes, ICE's checks still under way
+    on the direct pairs get through, and the connection moves to the direct path (a
+    `path bob direct` line) without dropping the transfer running over it."""
+    with Scene(sb, certificate, tmp_path, {"a": "home", "b": "home"}) as scene:
+        other = scene.lab.router_address("b")
+        scene.lab.exec("ra", "nft", "-f", "-", input=f"""
+table inet gate {{
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip daddr {other} meta l4proto udp counter drop
+        ip saddr {other} meta l4proto udp counter drop
+    }}
+}}
+""")
+        blocks = 240
+        scene.services.append(subprocess.Popen(scene.lab.argv("b", "python3", PACED, "serve", "9000", str(blocks), "0.025"),
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        scene.expose("paced=127.0.0.1:9000")
+        connector = scene.connect("--service", "paced")
+        fetch = subprocess.Popen(scene.lab.argv("a", "python3", PACED, "fetch", "8443"), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert fields(connector.wait_for("connected bob"))["path"] == "relay"
+        time.sleep(1.0)
+        scene.lab.exec("ra", "nft", "delete", "table", "inet", "gate")
+        moved = fields(connector.wait_for("path bob", timeout=20))
+        assert moved["path"] == "direct" and moved["remote"] in ("srflx", "prflx"), moved
+        out, err = fetch.communicate(timeout=90)
+        assert fetch.returncode == 0, err
+        result = json.loads(out)
+        assert result["bytes"] == blocks * 65536 and result["intact"], result
+        assert result["longest_gap"] < 1.0, result
+        assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen
