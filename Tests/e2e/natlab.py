@@ -150,11 +150,11 @@ table inet filter {{
         """Router `side` maps to outside ports from `ports` from now on and forgets every
         mapping it had: each flow reappears on a new outside port (a NAT rebinding, as after a
         router reboot or a carrier-grade NAT's timeout); packets to the old ports are dropped."""
-        masquerade = "masquerade random" if self.kinds[side] == "symmetric" else "masquerade"
+        random = " random" if self.kinds[side] == "symmetric" else ""
         self.exec(f"r{side}", "nft", "flush", "chain", "ip", "nat", "postrouting")
         self.exec(f"r{side}", "nft", "-f", "-", input=f"""
-add rule ip nat postrouting oifname "wan0" meta l4proto {{ tcp, udp }} {masquerade} to :{ports}
-add rule ip nat postrouting oifname "wan0" {masquerade}
+add rule ip nat postrouting oifname "wan0" meta l4proto {{ tcp, udp }} masquerade to :{ports}{random}
+add rule ip nat postrouting oifname "wan0" masquerade{random}
 """)
         self.exec(f"r{side}", "conntrack", "-F")
 

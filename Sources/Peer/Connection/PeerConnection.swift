@@ -89,6 +89,9 @@ final class PeerConnection: @unchecked Sendable {
     /// When to restart ICE, and which generation a trickle fragment belongs to.
     private var restartPolicy = RestartPolicy()
     private var watchdog: RepeatedTask?
+    /// Relay bases of an older generation, released when a pair of the new one is selected.
+    private var retiringRelays: Set<Int> = []
+    private var retirement: Scheduled<Void>?
     private var reportedConnected = false
     private(set) var isClosed = false
     /// ICE lost consent for a while (it may come back): new streams go elsewhere.
@@ -234,6 +237,15 @@ final class PeerConnection: @unchecked Sendable {
         }
     }
 
+    /// Releases the allocations an ICE restart replaced, except the one the selected pair uses.
+    private func retireRelays(keeping base: Int?) {
+        guard !isClosed else { return }
+        for old in retiringRelays where old != base {
+            if let relay = relays.removeValue(forKey: old) { _ = relay.connection.close() }
+        }
+        retiringRelays = retiringRelays.filter { $0 == base }
+    }
+
     private func turnEvent(_ event: TURNClientEvent, base: Int) {
         switch event {
         case .data(let from, let bytes):
@@ -346,6 +358,13 @@ final class PeerConnection: @unchecked Sendable {
         callbacks.restarted(credentials)
         if options.mode != .relay { agent.regatherServerReflexive(now: now) }
         agent.restart(local: credentials, role: nil, now: now)
+        // The relay's allocations may be gone with the old NAT mapping (TURN binds them to
+        // the client's address): new ones join the new generation, and the old ones are
+        // released once a new pair is selected.
+        if options.mode != .p2p && !options.turnServers.isEmpty {
+            retiringRelays.formUnion(relays.keys)
+            for server in options.turnServers { allocate(server) }
+        }
         flush()
         checkGatheringComplete()
     }
@@ -707,6 +726,15 @@ final class PeerConnection: @unchecked Sendable {
                 logger.debug("ICE selected a pair", metadata: ["pair": "\(pair)"])
                 let previous = selected
                 selected = pair
+                if !retiringRelays.isEmpty && retirement == nil {
+                    // Not at once: the controlled side selects before the nomination says which
+                    // pair both use, and that may still be one of the old allocations.
+                    retirement = loop.scheduleTask(in: .seconds(10)) { [weak self] in
+                        guard let self else { return }
+                        retirement = nil
+                        retireRelays(keeping: selected?.base.id)
+                    }
+                }
                 let report = self.report(pair)
                 path = report
                 if previous != nil && reportedConnected && (previous?.isRelayed != pair.isRelayed) {
@@ -820,6 +848,7 @@ final class PeerConnection: @unchecked Sendable {
         isClosed = true
         timer?.cancel()
         watchdog?.cancel()
+        retirement?.cancel()
         for tunnel in tunnels.values { tunnel.arrived(.closed) }
         for tunnel in unopened { tunnel.arrived(.refused(reason)); tunnel.arrived(.closed) }
         tunnels.removeAll()
