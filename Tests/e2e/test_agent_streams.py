@@ -1,5 +1,5 @@
 """Many streams over one peer connection between two agents on loopback: 100 TCP connections at
-once (1 MiB each) through `agent connect` to an echo service behind `agent expose`, each checked with
+once (1 MiB each), 256 held open at once through `agent connect` to an echo service behind `agent expose`, each checked with
 SHA-256; a reader that stops reading for a while: its writer is slowed, the agents' memory stays
 bounded and the other streams complete; connections cut abruptly on either side without harming the
 peer connection."""
@@ -126,6 +126,29 @@ def test_a_hundred_concurrent_streams_each_arrive_intact(tunnel):
     for index, payload in enumerate(payloads):
         assert results[index] == (hashlib.sha256(payload).hexdigest(), size), index
     # One peer connection for all of them.
+    assert connector.poll() is None and exposer.poll() is None
+
+
+def test_two_hundred_fifty_six_streams_open_at_once_on_one_peer_connection(tunnel):
+    """256 TCP connections held open at the same time (each one's echo read back only after
+    all of them were connected), on one peer connection: 256 data channels at once."""
+    port, connector, exposer = tunnel
+    assert exchange(port, b"warm-up")[1] == 7
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(256)]
+    try:
+        payloads = [os.urandom(16384) for _ in clients]
+        for client, payload in zip(clients, payloads):
+            client.sendall(payload)
+        for index, (client, payload) in enumerate(zip(clients, payloads)):
+            received = b""
+            while len(received) < len(payload):
+                chunk = client.recv(65536)
+                assert chunk, index
+                received += chunk
+            assert received == payload, index
+    finally:
+        for client in clients:
+            client.close()
     assert connector.poll() is None and exposer.poll() is None
 
 
