@@ -93,6 +93,9 @@ package final class TURNConnection: Sendable {
             let local = configuration.localAddress
                 ?? (try! SocketAddress(ipAddress: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0))
             opened = DatagramBootstrap(group: loop)
+                // recvmmsg: up to 16 datagrams of up to 4 KiB per read.
+                .channelOption(.datagramVectorReadMessageCount, value: 16)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 4096))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandlers(
@@ -218,8 +221,22 @@ final class TURNClientHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    /// Data to the peer is flushed once per loop pass, not per message: what one pass
+    /// produced (an SCTP burst) leaves in one sendmmsg, or one TCP/TLS write.
     func send(_ data: ByteBuffer, to peer: TransportAddress) {
-        perform(core.send(data, to: peer, now: Self.now()))
+        perform(core.send(data, to: peer, now: Self.now()), deferFlush: true)
+    }
+
+    private var flushScheduled = false
+
+    private func scheduleFlush(_ context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            handler.value.flushScheduled = false
+            handler.value.context?.flush()
+        }
     }
 
     func close() {
@@ -230,7 +247,7 @@ final class TURNClientHandler: ChannelInboundHandler {
         }
     }
 
-    private func perform(_ actions: [TURNClientAction]) {
+    private func perform(_ actions: [TURNClientAction], deferFlush: Bool = false) {
         guard let context else { return }
         var wrote = false
         var closeAfter = false
@@ -257,7 +274,9 @@ final class TURNClientHandler: ChannelInboundHandler {
                 if case .closed = event { finished = true }
             }
         }
-        if wrote { context.flush() }
+        if wrote {
+            if deferFlush && !closeAfter { scheduleFlush(context) } else { context.flush() }
+        }
         if closeAfter {
             timer?.task.cancel()
             timer = nil

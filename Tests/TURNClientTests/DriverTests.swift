@@ -13,6 +13,8 @@ import Wire
     /// Hands every frame the driver wrote to the relay's core and writes its answers back,
     /// one byte per read over a stream.
     static func pumpStream(_ channel: EmbeddedChannel, _ loop: RelayLoop) throws {
+        // Data to the peer is flushed after the loop pass that wrote it.
+        channel.embeddedEventLoop.run()
         while let out = try channel.readOutbound(as: ByteBuffer.self) {
             for reply in loop.serve(out) {
                 for byte in reply.readableBytesView { try channel.writeInbound(ByteBuffer(bytes: [byte])) }
