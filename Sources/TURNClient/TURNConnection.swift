@@ -93,9 +93,10 @@ package final class TURNConnection: Sendable {
             let local = configuration.localAddress
                 ?? (try! SocketAddress(ipAddress: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0))
             opened = DatagramBootstrap(group: loop)
-                // recvmmsg: up to 16 datagrams of up to 4 KiB per read.
+                // recvmmsg: up to 16 datagrams of up to 2 KiB per read (the agent sends at most
+                // 1280-byte packets; a larger datagram is cut and fails its checks).
                 .channelOption(.datagramVectorReadMessageCount, value: 16)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 4096))
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 2048))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandlers(

@@ -175,10 +175,10 @@ final class PeerConnection: @unchecked Sendable {
         nextBase += 1
         let bootstrap = DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            // recvmmsg: up to 16 datagrams of up to 4 KiB per read (DTLS records here stay
+            // recvmmsg: up to 16 datagrams of up to 2 KiB per read (DTLS records here stay
             // under the 1280-byte path; a larger datagram is cut and fails its checks).
             .channelOption(.datagramVectorReadMessageCount, value: 16)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 4096))
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 2048))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(SocketHandler(connection: self, base: base))
