@@ -5,6 +5,10 @@ to show that another WebRTC stack can be a peer of `switchboard agent`.
         offers a data channel labelled NAME (protocol switchboard-tcp) to an exposing agent,
         sends TEXT as bytes and an end marker, and reads the answer until the agent's end
         marker or the channel closes.
+        With --flood BYTES --flood-service SINK it first plays a broken agent: its offer claims
+        per-stream credit (a=x-switchboard-stream-window), and it sends BYTES on a channel to
+        SINK without waiting for any grant; the report says whether the agent closed that
+        channel, then the request above goes on a new channel of the same connection.
     aiortc_tunnel_peer.py --base-url URL --peer ID --key KEY --role answer
         answers an agent's offer and echoes every stream back, upper-cased, honouring the
         end marker.
@@ -31,7 +35,8 @@ def configuration(ice_servers):
 async def offer(args, signaling, report):
     _, body = await signaling.request("GET", "/v1/ice-servers")
     pc = RTCPeerConnection(configuration(json.loads(body)))
-    channel = pc.createDataChannel(args.service, protocol="switchboard-tcp")
+    flood = pc.createDataChannel(args.flood_service, protocol="switchboard-tcp") if args.flood else None
+    channel = flood or pc.createDataChannel(args.service, protocol="switchboard-tcp")
     answer_bytes = bytearray()
     done = asyncio.Event()
     opened = asyncio.Event()
@@ -39,7 +44,9 @@ async def offer(args, signaling, report):
 
     @channel.on("message")
     def on_message(message):
-        if isinstance(message, str):
+        if isinstance(message, str) and message.startswith('{"credit"'):
+            report["grants"] = report.get("grants", 0) + 1  # the agent's per-stream grants
+        elif isinstance(message, str):
             report["refused"] = message
             done.set()
         elif len(message) == 0:
@@ -50,6 +57,8 @@ async def offer(args, signaling, report):
     channel.on("close", done.set)
     await pc.setLocalDescription(await pc.createOffer())
     sdp, fragment = split_candidates(pc.localDescription.sdp)
+    if args.flood:
+        sdp += "a=x-switchboard-stream-window:1048576\r\n"
     headers, body = await signaling.request(
         "POST", f"/v1/peers/{args.target}/sessions", sdp,
         {"Content-Type": "application/sdp", "Switchboard-Connect-Desc": args.service}, expect=(201,))
@@ -67,6 +76,28 @@ async def offer(args, signaling, report):
             break
     report["stage"] = "open"
     await asyncio.wait_for(opened.wait(), 20)
+    if flood:
+        report["stage"] = "flood"
+        chunk = b"\x00" * 65536
+        for _ in range(args.flood // len(chunk)):
+            if flood.readyState != "open":
+                break
+            flood.send(chunk)
+            await asyncio.sleep(0)
+        try:
+            await asyncio.wait_for(done.wait(), 20)
+        except asyncio.TimeoutError:
+            pass
+        report["flood_closed"] = flood.readyState in ("closing", "closed")
+        # The same peer connection goes on: a new, well-behaved stream.
+        report["stage"] = "open after the flood"
+        done.clear()
+        opened.clear()
+        channel = pc.createDataChannel(args.service, protocol="switchboard-tcp")
+        channel.on("open", opened.set)
+        channel.on("message", on_message)
+        channel.on("close", done.set)
+        await asyncio.wait_for(opened.wait(), 20)
     if not done.is_set() and channel.readyState == "open":  # a refusal may already have closed it
         channel.send(args.request.encode())
         channel.send(b"")  # end marker: the request is complete
@@ -132,6 +163,8 @@ async def main():
     parser.add_argument("--service", default="http")
     parser.add_argument("--request", default="GET / HTTP/1.0\r\n\r\n")
     parser.add_argument("--host-address", default="127.0.0.1")
+    parser.add_argument("--flood", type=int, default=0)
+    parser.add_argument("--flood-service", default="sink")
     args = parser.parse_args()
     if os.environ.get("AIORTC_DEBUG"):
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)

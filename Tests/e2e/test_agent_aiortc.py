@@ -111,3 +111,38 @@ def test_a_connecting_agent_reaches_an_aiortc_peer_that_answers(lab):
     report = json.loads(out.strip().splitlines()[-1])
     assert report["ok"], (report, err[-2000:])
     assert report["streams"] == [{"label": "echo", "protocol": "switchboard-tcp", "bytes": len(payload)}], report
+
+
+def test_a_peer_that_sends_past_its_credit_loses_that_stream_and_nothing_else(lab, tmp_path):
+    """A broken agent (aiortc, claiming per-stream credit in its offer) floods 8 MiB on one
+    stream to a service that reads nothing, never waiting for a grant: the exposing agent
+    holds at most the window for that stream, then closes it; a new stream on the same peer
+    connection still gets its HTTP answer, and the agent stays up."""
+    server, keys, processes = lab
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "hello.txt").write_text("hello after the flood\n")
+    port = free_port(socket.SOCK_STREAM)
+    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                            "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.append(web)
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(4)  # accepts (the kernel does) and never reads
+    exposer = agent(server, keys, processes, "bob", "expose", "--service", f"http=127.0.0.1:{port}",
+                    "--service", f"sink=127.0.0.1:{sink.getsockname()[1]}")
+    time.sleep(1.0)
+    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
+                             f"--key={keys['carol'].read_text().strip()}", "--role", "offer", "--target", "bob",
+                             "--service", "http", "--request", "GET /hello.txt HTTP/1.0\r\n\r\n",
+                             "--flood", str(8 << 20), "--flood-service", "sink"],
+                            capture_output=True, text=True, timeout=120)
+    sink.close()
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"], (report, result.stderr[-2000:])
+    assert report["flood_closed"], report
+    assert "hello after the flood" in report["answer"], report
+    assert exposer.poll() is None
+    exposer.terminate()
+    _, errors = exposer.communicate(timeout=15)
+    # Closed for breaking the credit rules, not for anything else.
+    assert "the peer broke its flow control" in errors and "past its credit" in errors, errors[-2000:]
