@@ -18,6 +18,11 @@ public final class PeerAgent: Sendable {
         /// Addresses for host candidates; empty means every IPv4 address of an interface that
         /// is up, loopback only when there is nothing else.
         public var hostAddresses: [String] = []
+        /// Peer connections an exposing agent holds at once, in all and from one peer ID;
+        /// offers past either are hung up (each connection costs sockets, relay allocations
+        /// and buffers, and one peer must not take them all).
+        public var maximumPeerConnections = 256
+        public var maximumPeerConnectionsPerPeer = 16
 
         public init(signaling: SignalingClient.Configuration) {
             self.signaling = signaling
@@ -87,19 +92,27 @@ public final class PeerAgent: Sendable {
         let credentials = ICECredentials.random()
         let trickle = TrickleQueue(signaling: signaling, session: offer.session, credentials: credentials, logger: logger)
         let peer = offer.from
-        let answer: String? = try? await loop.submit { [self] in
+        let limits = (configuration.maximumPeerConnections, configuration.maximumPeerConnectionsPerPeer)
+        let answer: String?? = try? await loop.submit { [self] () -> String? in
+            guard sessions.count < limits.0, sessions.count(from: peer) < limits.1 else { return nil }
             let connection = PeerConnection(loop: loop, role: .callee, options: options, context: context,
                                             credentials: credentials, logger: logger)
             wire(connection, peer: peer, trickle: trickle) { sessions.remove(offer.session) }
             connection.callbacks.incomingStream = { [logger, loop] tunnel in
                 dialer.accept(tunnel, service: tunnel.service, on: loop, logger: logger)
             }
-            sessions.add(offer.session, connection)
+            sessions.add(offer.session, connection, peer: peer)
             connection.setRemoteDescription(remote)
             connection.start()
             return connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max)))
         }.get()
         guard let answer else { return }
+        guard let answer else {
+            logger.warning("offer refused: too many peer connections", metadata: [
+                "from": "\(peer)", "limit": "\(limits.0) in all, \(limits.1) per peer"])
+            try? await signaling.hangUp(session: offer.session)
+            return
+        }
         do {
             try await signaling.answer(session: offer.session, sdp: answer)
             trickle.ready()
@@ -297,6 +310,8 @@ struct ICEServerURL {
 final class SessionTable: Sendable {
     private struct State {
         var connections: [String: PeerConnection] = [:]
+        /// The peer ID of each session that has one (an exposing agent's callers).
+        var peers: [String: String] = [:]
         var early: [(session: String, body: (PeerConnection) -> Void)] = []
     }
     private let state: NIOLoopBoundBox<State>
@@ -309,14 +324,22 @@ final class SessionTable: Sendable {
     }
 
     /// Call on the loop.
-    func add(_ session: String, _ connection: PeerConnection) {
+    func add(_ session: String, _ connection: PeerConnection, peer: String? = nil) {
         state.value.connections[session] = connection
+        if let peer { state.value.peers[session] = peer }
         let waiting = state.value.early.filter { $0.session == session }
         state.value.early.removeAll { $0.session == session }
         for event in waiting { event.body(connection) }
     }
     /// Call on the loop.
-    func remove(_ session: String) { state.value.connections[session] = nil }
+    func remove(_ session: String) {
+        state.value.connections[session] = nil
+        state.value.peers[session] = nil
+    }
+    /// Call on the loop.
+    var count: Int { state.value.connections.count }
+    /// Call on the loop: the connections with `peer`.
+    func count(from peer: String) -> Int { state.value.peers.values.lazy.filter { $0 == peer }.count }
     /// Call on the loop.
     var all: [PeerConnection] { Array(state.value.connections.values) }
 

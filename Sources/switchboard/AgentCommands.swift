@@ -82,6 +82,17 @@ struct AgentCommand: AsyncParsableCommand {
         @Option(name: .customLong("service"),
                 help: ArgumentHelp("A service: NAME=HOST:PORT (repeatable).", valueName: "name=host:port"))
         var services: [String]
+        @Option(name: .customLong("max-peer-connections"),
+                help: "Peer connections held at once; offers past it are hung up.")
+        var maximumPeerConnections = 256
+        @Option(name: .customLong("max-per-peer"), help: "Peer connections held at once from one peer ID.")
+        var maximumPerPeer = 16
+
+        func validate() throws {
+            guard maximumPeerConnections >= 1, maximumPerPeer >= 1 else {
+                throw ValidationError("--max-peer-connections and --max-per-peer take a number of at least 1")
+            }
+        }
 
         func run() async throws {
             var table: [String: (host: String, port: Int)] = [:]
@@ -92,8 +103,10 @@ struct AgentCommand: AsyncParsableCommand {
                 else { throw ValidationError("--service takes NAME=HOST:PORT, not \(service)") }
                 table[String(parts[0])] = (String(parts[1][..<colon]), port)
             }
-            let agent = try PeerAgent(configuration: try login.agentConfiguration(), logger: login.logger(),
-                                      report: AgentCommand.report)
+            var configuration = try login.agentConfiguration()
+            configuration.maximumPeerConnections = maximumPeerConnections
+            configuration.maximumPeerConnectionsPerPeer = maximumPerPeer
+            let agent = try PeerAgent(configuration: configuration, logger: login.logger(), report: AgentCommand.report)
             let signals = AgentCommand.stopOnSignals(agent)
             defer { withExtendedLifetime(signals) {} }
             do {
