@@ -64,17 +64,27 @@ public final class PeerAgent: Sendable {
         try await signaling.logIn()
         let sessions = self.sessions
         for await event in signaling.events() {
-            switch event.kind {
-            case .offer(let offer):
-                await answer(offer, dialer: dialer, sessions: sessions)
-            case .candidates(let session, let fragment):
-                let parsed = TrickleFragment(parsing: fragment)
-                sessions.with(session) { $0.remoteFragment(parsed) }
-            case .closed(let session), .expired(let session):
-                sessions.with(session) { $0.peerHungUp() }
-            case .answer:
-                break
+            await route(event) { offer in await self.answer(offer, dialer: dialer, sessions: sessions) }
+        }
+    }
+
+    /// Hands a signaling event to the peer connection of its session (now, or once the
+    /// session is added); offers go to `offer`.
+    private func route(_ event: SignalingEvent, offer: (IncomingOffer) async -> Void) async {
+        switch event.kind {
+        case .offer(let incoming):
+            await offer(incoming)
+        case .answer(let session, let sdp):
+            guard let description = try? DataChannelSDP(parsing: sdp) else {
+                sessions.with(session) { $0.close(reason: "unreadable answer") }
+                return
             }
+            sessions.with(session) { $0.setRemoteDescription(description) }
+        case .candidates(let session, let fragment):
+            let parsed = TrickleFragment(parsing: fragment)
+            sessions.with(session) { $0.remoteFragment(parsed) }
+        case .closed(let session), .expired(let session):
+            sessions.with(session) { $0.peerHungUp() }
         }
     }
 
@@ -147,21 +157,8 @@ public final class PeerAgent: Sendable {
         }
         let events = Task {
             for await event in signaling.events() {
-                switch event.kind {
-                case .answer(let session, let sdp):
-                    guard let description = try? DataChannelSDP(parsing: sdp) else {
-                        sessions.with(session) { $0.close(reason: "unreadable answer") }
-                        continue
-                    }
-                    sessions.with(session) { $0.setRemoteDescription(description) }
-                case .candidates(let session, let fragment):
-                    let parsed = TrickleFragment(parsing: fragment)
-                    sessions.with(session) { $0.remoteFragment(parsed) }
-                case .closed(let session), .expired(let session):
-                    sessions.with(session) { $0.peerHungUp() }
-                case .offer(let offer):
-                    try? await signaling.hangUp(session: offer.session)  // this side only connects
-                }
+                // This side only connects: an offer to it is hung up.
+                await route(event) { offer in try? await self.signaling.hangUp(session: offer.session) }
             }
         }
         listener.channel.closeFuture.whenComplete { _ in events.cancel() }
