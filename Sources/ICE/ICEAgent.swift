@@ -126,6 +126,21 @@ package struct ICEAgent: Sendable {
         update(now: now)
     }
 
+    /// Forgets the local candidates gathered on `base` (a relay allocation given up, before a
+    /// `restart`, so that the new generation neither offers nor pairs them) and the pairs of
+    /// this generation on it. The selected pair, if it is on `base`, stays until a new one is
+    /// selected.
+    package mutating func removeLocalCandidates(base: ICEBase) {
+        localCandidates.removeAll { $0.base == base }
+        let removed = Set(pairs.filter { $0.base == base && $0.id != selection?.pairID }.map(\.id))
+        pairs.removeAll { removed.contains($0.id) }
+        triggered.removeAll { removed.contains($0) }
+        transactions = transactions.filter { _, transaction in
+            if case .check(let pairID, _) = transaction.purpose { return !removed.contains(pairID) }
+            return true
+        }
+    }
+
     /// The remote ufrag and password (from the offer or answer).
     package mutating func setRemoteCredentials(_ credentials: ICECredentials, now: ICETime) {
         guard state != .closed else { return }

@@ -114,6 +114,7 @@ public final class PeerAgent: Sendable {
             sessions.add(offer.session, connection, peer: peer)
             connection.setRemoteDescription(remote)
             connection.start()
+            renewRelayCredentials(of: connection, mode: mode, servers: offer.iceServers)
             return connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max)))
         }.get()
         guard let answer else { return }
@@ -184,6 +185,7 @@ public final class PeerAgent: Sendable {
                 connection.start()
             }.get()
             trickle.ready()
+            renewRelayCredentials(of: connection, mode: mode, servers: session.iceServers ?? [])
         } catch {
             report("disconnected \(peer) reason=\(Self.oneLine("\(error)"))")
             loop.execute { connection.close(reason: "\(error)") }
@@ -223,6 +225,43 @@ public final class PeerAgent: Sendable {
 
     static func oneLine(_ text: String) -> String {
         text.replacingOccurrences(of: "\n", with: " ")
+    }
+
+    /// Keeps a peer connection's relay credentials fresh: a quarter of their lifetime (at most
+    /// 5 min) before the earliest TURN REST credential expires, fetch new ICE servers and let
+    /// the connection allocate with them (an ICE restart; the old allocations go once a new
+    /// pair is selected). Ends with the connection.
+    func renewRelayCredentials(of connection: PeerConnection, mode: ConnectMode, servers: [ICEServer]) {
+        guard mode != .p2p else { return }
+        Task { [self] in
+            var servers = servers
+            while let wait = Self.renewalDelay(servers: servers, now: Date().timeIntervalSince1970) {
+                try? await Task.sleep(for: .seconds(wait))
+                guard (try? await loop.submit({ !connection.isClosed }).get()) == true else { return }
+                guard let fresh = try? await signaling.iceServers() else {
+                    // The old credentials stay (their delay is now the 5 s floor): try again.
+                    logger.info("relay credentials not renewed: no answer from the server")
+                    try? await Task.sleep(for: .seconds(30))
+                    continue
+                }
+                servers = fresh
+                let options = await options(mode: mode, servers: fresh)
+                loop.execute { connection.renewRelays(options.turnServers) }
+            }
+        }
+    }
+
+    /// Seconds until the relay credentials in `servers` should be renewed: a quarter of the
+    /// time they have left (at most 300 s) before the earliest expires, at least 5 s from now;
+    /// nil when none is a TURN REST credential (nothing to renew).
+    static func renewalDelay(servers: [ICEServer], now: Double) -> Double? {
+        let expiries = servers.compactMap { server -> Int64? in
+            guard server.urls.contains(where: { $0.hasPrefix("turn") }), let username = server.username else { return nil }
+            return TURNRESTCredential.expiry(of: username)
+        }
+        guard let expiry = expiries.min() else { return nil }
+        let left = Double(expiry) - now
+        return max(5, left - min(300, left / 4))
     }
 
     /// Resolves the server's ICE servers into what a peer connection gathers with.

@@ -75,6 +75,7 @@ struct Serve: AsyncParsableCommand {
         rendezvous.historyRetention = settings.historyRetention
         rendezvous.whepOffersPerMinute = settings.whepOffersPerMinute
         rendezvous.sessionsPerMinute = settings.sessionsPerMinute
+        rendezvous.turnCredentialLifetime = settings.turnCredentialLifetime
         rendezvous.sseHeartbeat = .seconds(settings.eventKeepalive)
         var media = MediaEdgeConfiguration(
             certificatePath: (settings.dataDirectory as NSString).appendingPathComponent("dtls-certificate.pem"))
@@ -233,6 +234,11 @@ struct ServerOptions: ParsableArguments {
         valueName: "seconds"))
     var sessionRetention: Int?
 
+    @Option(name: .customLong("turn-credential-lifetime"), help: ArgumentHelp(
+        "Seconds a TURN credential handed to peers lives (default 3600; also SWITCHBOARD_TURN_CREDENTIAL_LIFETIME).",
+        valueName: "seconds"))
+    var turnCredentialLifetime: Int?
+
     @Option(name: .customLong("sessions-per-minute"), help: ArgumentHelp(
         "New sessions one peer may start per minute, 429 beyond (default 60; also SWITCHBOARD_SESSIONS_PER_MINUTE).",
         valueName: "n"))
@@ -308,6 +314,9 @@ struct ServerOptions: ParsableArguments {
         if let offerTTL { values[AbsoluteConfigKey(Settings.Key.offerTTL)] = .init(.int(offerTTL), isSecret: false) }
         if let sessionRetention {
             values[AbsoluteConfigKey(Settings.Key.sessionRetention)] = .init(.int(sessionRetention), isSecret: false)
+        }
+        if let turnCredentialLifetime {
+            values[AbsoluteConfigKey(Settings.Key.turnCredentialLifetime)] = .init(.int(turnCredentialLifetime), isSecret: false)
         }
         if let eventKeepalive {
             values[AbsoluteConfigKey(Settings.Key.eventKeepalive)] = .init(.int(eventKeepalive), isSecret: false)

@@ -26,6 +26,8 @@ struct Settings: Sendable, Equatable {
     var sessionRetention = 86400
     /// New sessions one peer may start per minute (429 beyond).
     var sessionsPerMinute = 60
+    /// Seconds a TURN credential handed out (login, `/v1/ice-servers`, sessions) lives.
+    var turnCredentialLifetime = 3600
     /// Seconds an event stream (SSE, WebSocket) may stay silent before it gets a keepalive.
     var eventKeepalive = 15
     /// Seconds a request's write waits for another process's SQLite write lock (an admin's
@@ -91,6 +93,7 @@ struct Settings: Sendable, Equatable {
         static let offerTTL: ConfigKey = "offer-ttl"
         static let sessionRetention: ConfigKey = "session-retention"
         static let sessionsPerMinute: ConfigKey = "sessions-per-minute"
+        static let turnCredentialLifetime: ConfigKey = "turn-credential-lifetime"
         static let eventKeepalive: ConfigKey = "event-keepalive"
         static let writeTimeout: ConfigKey = "write-timeout"
         static let mediaListen: ConfigKey = "media-listen"
@@ -130,6 +133,10 @@ struct Settings: Sendable, Equatable {
         sessionRetention = try Self.integer(reader, Key.sessionRetention, default: defaults.sessionRetention)
         guard (1...315_360_000).contains(sessionRetention) else {
             throw SettingsError("session-retention must be 1-315360000 seconds")
+        }
+        turnCredentialLifetime = try Self.integer(reader, Key.turnCredentialLifetime, default: defaults.turnCredentialLifetime)
+        guard (10...604_800).contains(turnCredentialLifetime) else {
+            throw SettingsError("turn-credential-lifetime must be 10-604800 seconds")
         }
         sessionsPerMinute = try Self.integer(reader, Key.sessionsPerMinute, default: defaults.sessionsPerMinute)
         guard (1...1_000_000).contains(sessionsPerMinute) else {

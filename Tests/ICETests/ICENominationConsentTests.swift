@@ -176,6 +176,24 @@ import Wire
         #expect(script.agent.localCandidates.count == 2)
     }
 
+    /// A relay allocation given up before a restart: its candidate is neither offered again
+    /// nor paired in the new generation; the others are.
+    @Test func removedCandidatesAreNotOfferedAgainAfterARestart() throws {
+        let script = Script()
+        let relayBase = ICEBase(id: 2)
+        script.agent.addLocalCandidate(.relay(address("198.51.100.1", 50000), mapped: address("203.0.113.5", 6000),
+                                              base: relayBase, localPreference: 65535), now: .zero)
+        script.connectRemote()
+        #expect(script.agent.checklist.contains { $0.base == relayBase })
+        script.agent.removeLocalCandidates(base: relayBase)
+        #expect(!script.agent.localCandidates.contains { $0.base == relayBase })
+        #expect(!script.agent.checklist.contains { $0.base == relayBase })
+        script.agent.restart(local: ICECredentials(ufrag: "alc2", password: "alice-password-second-gen"), role: nil,
+                             now: .milliseconds(100))
+        let offered = script.agent.takeActions().compactMap { if case .localCandidate(let c) = $0 { c } else { nil } }
+        #expect(offered.map(\.base) == [Script.base])
+    }
+
     @Test func aSilentServerIsRetriedThenGivenUpAndGatheringStillCompletes() {
         let script = Script()
         script.agent.addServerReflexiveServer(Self.server, base: Script.base, now: .zero)

@@ -70,3 +70,26 @@ import Testing
         #expect(policy.fragment(ufrag: "peer3", hasPassword: true) == .peerRestarted(alsoRestart: true))
     }
 }
+
+/// When an agent renews its relay credentials.
+@Suite struct RelayRenewalTests {
+    func server(expiry: Int64?, urls: [String] = ["turn:192.0.2.1:3478?transport=udp"]) -> ICEServer {
+        ICEServer(urls: urls, username: expiry.map { "\($0):alice" } ?? "alice", credential: "secret")
+    }
+
+    @Test func aQuarterOfWhatIsLeftAtMostFiveMinutesBeforeTheEarliestExpiry() {
+        let now = 1_000_000.0
+        #expect(PeerAgent.renewalDelay(servers: [server(expiry: 1_003_600)], now: now) == 3300)
+        #expect(PeerAgent.renewalDelay(servers: [server(expiry: 1_000_100)], now: now) == 75)
+        #expect(PeerAgent.renewalDelay(servers: [server(expiry: 1_000_010)], now: now) == 7.5)
+        // Already expired, or nearly: soon, never at once in a loop.
+        #expect(PeerAgent.renewalDelay(servers: [server(expiry: 999_000)], now: now) == 5)
+        #expect(PeerAgent.renewalDelay(servers: [server(expiry: 1_003_600), server(expiry: 1_000_100)], now: now) == 75)
+    }
+
+    @Test func nothingToRenewWithoutATURNRESTCredential() {
+        #expect(PeerAgent.renewalDelay(servers: [], now: 0) == nil)
+        #expect(PeerAgent.renewalDelay(servers: [server(expiry: nil)], now: 0) == nil)
+        #expect(PeerAgent.renewalDelay(servers: [server(expiry: 100, urls: ["stun:192.0.2.1:3478"])], now: 0) == nil)
+    }
+}

@@ -272,19 +272,16 @@ def test_a_transfer_survives_both_nats_forgetting_their_mappings(sb, certificate
         assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen
 
 
-# Both symmetric NATs rebinding: both agents allocate at the relay again, which takes longer
-# than SCTP's third retransmission (1.4 s after the loss), so the data goes at its fourth (2.4 s).
-@pytest.mark.parametrize("kind,path,rebound,stall", [
-    ("home", "direct", ("a",), 3.0), ("home", "direct", ("b",), 3.0), ("home", "direct", ("a", "b"), 3.0),
-    ("symmetric", "relay", ("a",), 3.0), ("symmetric", "relay", ("a", "b"), 4.0),
+@pytest.mark.parametrize("kind,path,rebound", [
+    ("home", "direct", ("a",)), ("home", "direct", ("b",)), ("home", "direct", ("a", "b")),
+    ("symmetric", "relay", ("a",)), ("symmetric", "relay", ("a", "b")),
 ])
-def test_after_a_nat_rebinding_ice_restarts_and_the_transfer_goes_on(sb, certificate, tmp_path, kind, path, rebound,
-                                                                       stall):
+def test_after_a_nat_rebinding_ice_restarts_and_the_transfer_goes_on(sb, certificate, tmp_path, kind, path, rebound):
     """A NAT rebinding mid-transfer: the router(s) forget every mapping and map each flow to a
     new outside port, so the selected pair leads nowhere. The agents notice the silence, restart
     ICE through signaling (new credentials in a trickle fragment, new server-reflexive
     candidates, new relay allocations: TURN binds an allocation to the client's address) and
-    carry on over the new pair: the paced transfer stalls under 3 s (4 s when both relay), every byte arrives, and no
+    carry on over the new pair: the paced transfer stalls under 3 s, every byte arrives, and no
     new peer connection was made."""
     with Scene(sb, certificate, tmp_path, {"a": kind, "b": kind}) as scene:
         blocks = 240
@@ -303,7 +300,7 @@ def test_after_a_nat_rebinding_ice_restarts_and_the_transfer_goes_on(sb, certifi
         result = json.loads(out)
         assert result["bytes"] == blocks * 65536 and result["intact"], (result, "".join(connector.errors)[-3000:])
         print(f"  NAT rebinding of {'+'.join(rebound)} ({path}): longest stall {result['longest_gap']} s")
-        assert result["longest_gap"] < stall, (result, connector.seen)
+        assert result["longest_gap"] < 3.0, (result, connector.seen)
         assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen
 
 

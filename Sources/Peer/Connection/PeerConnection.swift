@@ -335,6 +335,15 @@ final class PeerConnection: @unchecked Sendable {
         addRemoteCandidates(fragment.candidates, end: fragment.endOfCandidates)
     }
 
+    /// New TURN credentials (the old ones run out soon, and the relay refuses to refresh an
+    /// allocation with an expired one): an ICE restart allocates with them, make before break.
+    func renewRelays(_ turnServers: [(address: SocketAddress, transport: TURNClientTransport, username: String, password: String)]) {
+        loop.assertInEventLoop()
+        guard !isClosed, options.mode != .p2p, !turnServers.isEmpty, !relays.isEmpty else { return }
+        options.turnServers = turnServers
+        restartICE(reason: "relay credentials renewed")
+    }
+
     // MARK: ICE restart
 
     /// Watches the path once connected: silence after sending, or ICE's consent going
@@ -365,12 +374,17 @@ final class PeerConnection: @unchecked Sendable {
         gatheringReported = false
         callbacks.restarted(credentials)
         if options.mode != .relay { agent.regatherServerReflexive(now: now) }
-        agent.restart(local: credentials, role: nil, now: now)
         // The relay's allocations may be gone with the old NAT mapping (TURN binds them to
-        // the client's address): new ones join the new generation, and the old ones are
-        // released once a new pair is selected.
-        if options.mode != .p2p && !options.turnServers.isEmpty {
+        // the client's address), or their credentials run out: new ones make the new
+        // generation's relayed candidates, and the old ones (not offered again) are released
+        // after a new pair is selected.
+        let reallocate = options.mode != .p2p && !options.turnServers.isEmpty
+        if reallocate {
             retiringRelays.formUnion(relays.keys)
+            for base in relays.keys { agent.removeLocalCandidates(base: ICEBase(id: base)) }
+        }
+        agent.restart(local: credentials, role: nil, now: now)
+        if reallocate {
             for server in options.turnServers { allocate(server) }
         }
         flush()

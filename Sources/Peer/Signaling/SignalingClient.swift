@@ -80,6 +80,13 @@ public actor SignalingClient {
         return try await logIn().token
     }
 
+    /// Fresh ICE servers, with TURN credentials of a new lifetime.
+    public func iceServers() async throws(SignalingError) -> [ICEServer] {
+        let (status, _, data) = try await authorized("GET", "/v1/ice-servers", body: nil, contentType: nil)
+        guard status == 200 else { throw Self.refusal(status, data) }
+        return try Self.decode(data)
+    }
+
     // MARK: Sessions
 
     /// Offers a session to `peer` (the SDP offer, without candidates: trickle those).
