@@ -246,30 +246,47 @@ def test_the_connecting_side_reports_a_restarted_exposing_agent_and_recovers(sb,
 PACED = str(Path(__file__).parent / "paced_stream.py")
 
 
+class PacedTransfer:
+    """15 MiB from a paced source behind B (one 64 KiB block every 25 ms: about 6 s) through
+    an exposing agent in B and a connecting agent in A (`connect_args` added) to a reader in A,
+    started at once; `finish` checks that every byte arrived and returns the reader's report
+    (bytes, intact, longest_gap)."""
+    BLOCKS = 240
+
+    def __init__(self, scene, *connect_args):
+        scene.services.append(subprocess.Popen(
+            scene.lab.argv("b", "python3", PACED, "serve", "9000", str(self.BLOCKS), "0.025"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        scene.expose("paced=127.0.0.1:9000")
+        self.connector = scene.connect("--service", "paced", *connect_args)
+        self.reader = subprocess.Popen(scene.lab.argv("a", "python3", PACED, "fetch", "8443"), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+
+    def finish(self):
+        out, err = self.reader.communicate(timeout=90)
+        assert self.reader.returncode == 0, err
+        result = json.loads(out)
+        assert result["bytes"] == self.BLOCKS * 65536 and result["intact"], \
+            (result, "".join(self.connector.errors)[-3000:])
+        # One peer connection throughout.
+        seen = self.connector.seen + drain(self.connector)
+        assert not any(line.startswith("disconnected") for line in seen), seen
+        return result
+
+
 @pytest.mark.parametrize("mode,path", [("auto", "direct"), ("relay", "relay")])
 def test_a_transfer_survives_both_nats_forgetting_their_mappings(sb, certificate, tmp_path, mode, path):
     """Both routers' connection tracking is flushed in the middle of a 6 s transfer (what a
     router reboot does to its NAT table): the transfer stalls for less than 3 s and every byte
     arrives, on the same peer connection."""
     with Scene(sb, certificate, tmp_path, {"a": "home", "b": "home"}) as scene:
-        blocks = 240  # 15 MiB, one 64 KiB block every 25 ms
-        scene.services.append(subprocess.Popen(scene.lab.argv("b", "python3", PACED, "serve", "9000", str(blocks), "0.025"),
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        scene.expose("paced=127.0.0.1:9000")
-        connector = scene.connect("--service", "paced", "--mode", mode)
-        fetch = subprocess.Popen(scene.lab.argv("a", "python3", PACED, "fetch", "8443"), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        assert fields(connector.wait_for("connected bob"))["path"] == path
+        transfer = PacedTransfer(scene, "--mode", mode)
+        assert fields(transfer.connector.wait_for("connected bob"))["path"] == path
         time.sleep(2.0)
         for side in ("a", "b"):
             scene.lab.flush_conntrack(side)
-        out, err = fetch.communicate(timeout=90)
-        assert fetch.returncode == 0, err
-        result = json.loads(out)
-        assert result["bytes"] == blocks * 65536 and result["intact"], result
-        assert result["longest_gap"] < 3.0, (result, connector.seen)
-        # No new peer connection was needed.
-        assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen
+        result = transfer.finish()
+        assert result["longest_gap"] < 3.0, (result, transfer.connector.seen)
 
 
 @pytest.mark.parametrize("kind,path,rebound", [
@@ -284,24 +301,14 @@ def test_after_a_nat_rebinding_ice_restarts_and_the_transfer_goes_on(sb, certifi
     carry on over the new pair: the paced transfer stalls under 3 s, every byte arrives, and no
     new peer connection was made."""
     with Scene(sb, certificate, tmp_path, {"a": kind, "b": kind}) as scene:
-        blocks = 240
-        scene.services.append(subprocess.Popen(scene.lab.argv("b", "python3", PACED, "serve", "9000", str(blocks), "0.025"),
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        scene.expose("paced=127.0.0.1:9000")
-        connector = scene.connect("--service", "paced")
-        fetch = subprocess.Popen(scene.lab.argv("a", "python3", PACED, "fetch", "8443"), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        assert fields(connector.wait_for("connected bob"))["path"] == path
+        transfer = PacedTransfer(scene)
+        assert fields(transfer.connector.wait_for("connected bob"))["path"] == path
         time.sleep(2.0)
         for side in rebound:
             scene.lab.rebind(side)
-        out, err = fetch.communicate(timeout=90)
-        assert fetch.returncode == 0, err
-        result = json.loads(out)
-        assert result["bytes"] == blocks * 65536 and result["intact"], (result, "".join(connector.errors)[-3000:])
+        result = transfer.finish()
         print(f"  NAT rebinding of {'+'.join(rebound)} ({path}): longest stall {result['longest_gap']} s")
-        assert result["longest_gap"] < 3.0, (result, connector.seen)
-        assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen
+        assert result["longest_gap"] < 3.0, (result, transfer.connector.seen)
 
 
 def test_a_relayed_connection_moves_to_a_direct_path_once_one_opens(sb, certificate, tmp_path):
@@ -320,21 +327,12 @@ table inet gate {{
     }}
 }}
 """)
-        blocks = 240
-        scene.services.append(subprocess.Popen(scene.lab.argv("b", "python3", PACED, "serve", "9000", str(blocks), "0.025"),
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        scene.expose("paced=127.0.0.1:9000")
-        connector = scene.connect("--service", "paced")
-        fetch = subprocess.Popen(scene.lab.argv("a", "python3", PACED, "fetch", "8443"), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        transfer = PacedTransfer(scene)
+        connector = transfer.connector
         assert fields(connector.wait_for("connected bob"))["path"] == "relay"
         time.sleep(1.0)
         scene.lab.exec("ra", "nft", "delete", "table", "inet", "gate")
         moved = fields(connector.wait_for("path bob", timeout=20))
         assert moved["path"] == "direct" and moved["remote"] in ("srflx", "prflx"), moved
-        out, err = fetch.communicate(timeout=90)
-        assert fetch.returncode == 0, err
-        result = json.loads(out)
-        assert result["bytes"] == blocks * 65536 and result["intact"], result
+        result = transfer.finish()
         assert result["longest_gap"] < 1.0, result
-        assert not any(line.startswith("disconnected") for line in connector.seen + drain(connector)), connector.seen

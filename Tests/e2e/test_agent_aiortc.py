@@ -12,60 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env, free_port, start_server
+from conftest import free_port
+from loopback_agents import LoopbackAgents, wait_line
 
 TUNNEL_PEER = Path(__file__).with_name("aiortc_tunnel_peer.py")
 
 
 @pytest.fixture
 def lab(sb, tmp_path):
-    keys = {}
-    for peer in ("alice", "carol", "bob"):
-        keys[peer] = tmp_path / f"{peer}.key"
-        keys[peer].write_text(sb.ok("peer", "add", peer, "--group", "lab").stdout.strip())
-    server = start_server(sb, "--allowed-peer", "127.0.0.0/8")
-    processes = []
-    yield server, keys, processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    server.stop()
+    with LoopbackAgents(sb, tmp_path) as lab:
+        yield lab
 
 
-def agent(server, keys, processes, peer, *argv):
-    process = subprocess.Popen([str(BIN), "agent", argv[0], "--server", server.base_url, "--peer-id", peer,
-                                "--key-file", str(keys[peer]), "--host-address", "127.0.0.1", *argv[1:]],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-    processes.append(process)
-    return process
-
-
-def wait_line(process, prefix, timeout=15):
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line.strip())
-        if line.startswith(prefix):
-            return line.strip()
-    raise AssertionError(f"no {prefix!r} line: {seen}; stderr: {process.stderr.read()[-2000:] if process.poll() is not None else ''}")
-
-
-def test_an_aiortc_peer_sends_an_http_request_through_an_exposing_agent(lab, tmp_path):
-    server, keys, processes = lab
-    (tmp_path / "www").mkdir()
-    (tmp_path / "www" / "hello.txt").write_text("hello from the exposed service\n")
-    port = free_port(socket.SOCK_STREAM)
-    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                            "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    processes.append(web)
-    exposer = agent(server, keys, processes, "bob", "expose", "--service", f"http=127.0.0.1:{port}")
+def test_an_aiortc_peer_sends_an_http_request_through_an_exposing_agent(lab):
+    port = lab.web("hello from the exposed service\n")
+    exposer = lab.agent("bob", "expose", "--service", f"http=127.0.0.1:{port}")
     time.sleep(1.0)  # logged in, event stream held, web server up
-    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
-                             f"--key={keys['carol'].read_text().strip()}", "--role", "offer", "--target", "bob",
+    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", lab.server.base_url, "--peer", "carol",
+                             f"--key={lab.key('carol')}", "--role", "offer", "--target", "bob",
                              "--service", "http", "--request", "GET /hello.txt HTTP/1.0\r\n\r\n"],
                             capture_output=True, text=True, timeout=90)
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -76,23 +40,21 @@ def test_an_aiortc_peer_sends_an_http_request_through_an_exposing_agent(lab, tmp
     assert "path=direct" in line
 
     # An unknown service is refused with a reason aiortc reads from the channel.
-    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
-                             f"--key={keys['carol'].read_text().strip()}", "--role", "offer", "--target", "bob",
+    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", lab.server.base_url, "--peer", "carol",
+                             f"--key={lab.key('carol')}", "--role", "offer", "--target", "bob",
                              "--service", "ssh"], capture_output=True, text=True, timeout=90)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ok"] and report.get("refused") == "unknown service ssh", report
 
 
 def test_a_connecting_agent_reaches_an_aiortc_peer_that_answers(lab):
-    server, keys, processes = lab
-    answerer = subprocess.Popen([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
-                                 f"--key={keys['carol'].read_text().strip()}", "--role", "answer"],
+    answerer = subprocess.Popen([sys.executable, str(TUNNEL_PEER), "--base-url", lab.server.base_url, "--peer", "carol",
+                                 f"--key={lab.key('carol')}", "--role", "answer"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    processes.append(answerer)
+    lab.processes.append(answerer)
     time.sleep(1.0)
     port = free_port(socket.SOCK_STREAM)
-    connector = agent(server, keys, processes, "alice", "connect", "carol", "--listen", f"127.0.0.1:{port}",
-                      "--service", "echo")
+    connector = lab.agent("alice", "connect", "carol", "--listen", f"127.0.0.1:{port}", "--service", "echo")
     wait_line(connector, "listening")
     payload = b"hello through a data channel\n" * 1000
     with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
@@ -113,26 +75,20 @@ def test_a_connecting_agent_reaches_an_aiortc_peer_that_answers(lab):
     assert report["streams"] == [{"label": "echo", "protocol": "switchboard-tcp", "bytes": len(payload)}], report
 
 
-def test_a_peer_that_sends_past_its_credit_loses_that_stream_and_nothing_else(lab, tmp_path):
+def test_a_peer_that_sends_past_its_credit_loses_that_stream_and_nothing_else(lab):
     """A broken agent (aiortc, claiming per-stream credit in its offer) floods 8 MiB on one
     stream to a service that reads nothing, never waiting for a grant: the exposing agent
     holds at most the window for that stream, then closes it; a new stream on the same peer
     connection still gets its HTTP answer, and the agent stays up."""
-    server, keys, processes = lab
-    (tmp_path / "www").mkdir()
-    (tmp_path / "www" / "hello.txt").write_text("hello after the flood\n")
-    port = free_port(socket.SOCK_STREAM)
-    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                            "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    processes.append(web)
+    port = lab.web("hello after the flood\n")
     sink = socket.socket()
     sink.bind(("127.0.0.1", 0))
     sink.listen(4)  # accepts (the kernel does) and never reads
-    exposer = agent(server, keys, processes, "bob", "expose", "--service", f"http=127.0.0.1:{port}",
-                    "--service", f"sink=127.0.0.1:{sink.getsockname()[1]}")
+    exposer = lab.agent("bob", "expose", "--service", f"http=127.0.0.1:{port}",
+                        "--service", f"sink=127.0.0.1:{sink.getsockname()[1]}")
     time.sleep(1.0)
-    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", server.base_url, "--peer", "carol",
-                             f"--key={keys['carol'].read_text().strip()}", "--role", "offer", "--target", "bob",
+    result = subprocess.run([sys.executable, str(TUNNEL_PEER), "--base-url", lab.server.base_url, "--peer", "carol",
+                             f"--key={lab.key('carol')}", "--role", "offer", "--target", "bob",
                              "--service", "http", "--request", "GET /hello.txt HTTP/1.0\r\n\r\n",
                              "--flood", str(8 << 20), "--flood-service", "sink"],
                             capture_output=True, text=True, timeout=120)
