@@ -108,11 +108,12 @@ package struct ICEAgent: Sendable {
     /// every server answered or gave up.
     package mutating func regatherServerReflexive(now: ICETime) {
         guard state != .closed else { return }
+        // Answers to the earlier round, late, are not taken for this one.
+        transactions = transactions.filter { _, transaction in
+            if case .server = transaction.purpose { return false }
+            return true
+        }
         for index in servers.indices {
-            transactions = transactions.filter { _, transaction in
-                if case .server(let other) = transaction.purpose, other == index { return false }
-                return true
-            }
             servers[index].done = false
             let id = newTransactionID()
             let bytes = STUNMessage(.binding, .request, transactionID: id).encoded(fingerprint: true)

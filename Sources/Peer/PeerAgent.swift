@@ -103,8 +103,9 @@ public final class PeerAgent: Sendable {
         let trickle = TrickleQueue(signaling: signaling, session: offer.session, credentials: credentials, logger: logger)
         let peer = offer.from
         let limits = (configuration.maximumPeerConnections, configuration.maximumPeerConnectionsPerPeer)
-        let answer: String?? = try? await loop.submit { [self] () -> String? in
-            guard sessions.count < limits.0, sessions.count(from: peer) < limits.1 else { return nil }
+        enum Admission { case answer(String), refused }
+        let admission: Admission? = try? await loop.submit { [self] () -> Admission in
+            guard sessions.count < limits.0, sessions.count(from: peer) < limits.1 else { return .refused }
             let connection = PeerConnection(loop: loop, role: .callee, options: options, context: context,
                                             credentials: credentials, logger: logger)
             wire(connection, peer: peer, trickle: trickle) { sessions.remove(offer.session) }
@@ -115,10 +116,13 @@ public final class PeerAgent: Sendable {
             connection.setRemoteDescription(remote)
             connection.start()
             renewRelayCredentials(of: connection, mode: mode, servers: offer.iceServers)
-            return connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max)))
+            return .answer(connection.localDescription.text(sessionID: UInt64.random(in: 1 ... UInt64(Int64.max))))
         }.get()
-        guard let answer else { return }
-        guard let answer else {
+        let answer: String
+        switch admission {
+        case nil: return  // the loop is shutting down
+        case .answer(let text): answer = text
+        case .refused:
             logger.warning("offer refused: too many peer connections", metadata: [
                 "from": "\(peer)", "limit": "\(limits.0) in all, \(limits.1) per peer"])
             try? await signaling.hangUp(session: offer.session)
@@ -233,11 +237,13 @@ public final class PeerAgent: Sendable {
     /// pair is selected). Ends with the connection.
     func renewRelayCredentials(of connection: PeerConnection, mode: ConnectMode, servers: [ICEServer]) {
         guard mode != .p2p else { return }
-        Task { [self] in
+        // Weak: the task sleeps for most of an hour and must not keep a closed connection.
+        Task { [self, weak connection] in
             var servers = servers
             while let wait = Self.renewalDelay(servers: servers, now: Date().timeIntervalSince1970) {
                 try? await Task.sleep(for: .seconds(wait))
-                guard (try? await loop.submit({ !connection.isClosed }).get()) == true else { return }
+                guard (try? await loop.submit({ [weak connection] in connection.map { !$0.isClosed } ?? false }).get()) == true
+                else { return }
                 guard let fresh = try? await signaling.iceServers() else {
                     // The old credentials stay (their delay is now the 5 s floor): try again.
                     logger.info("relay credentials not renewed: no answer from the server")
@@ -246,7 +252,7 @@ public final class PeerAgent: Sendable {
                 }
                 servers = fresh
                 let options = await options(mode: mode, servers: fresh)
-                loop.execute { connection.renewRelays(options.turnServers) }
+                loop.execute { [weak connection] in connection?.renewRelays(options.turnServers) }
             }
         }
     }
@@ -380,7 +386,7 @@ final class SessionTable: Sendable {
     var all: [PeerConnection] { Array(state.value.connections.values) }
 
     /// Runs `body` on the loop with the session's connection, now or once it is added.
-    func with(_ session: String, _ body: @escaping (PeerConnection) -> Void) {
+    func with(_ session: String, _ body: @escaping @Sendable (PeerConnection) -> Void) {
         loop.execute { [state] in
             if let connection = state.value.connections[session] {
                 body(connection)
@@ -444,3 +450,4 @@ final class TrickleQueue: Sendable {
     /// An ICE restart: later candidates go with these credentials.
     func restart(_ credentials: ICECredentials) { continuation.yield(.restart(credentials)) }
 }
+

@@ -92,8 +92,8 @@ final class PeerConnection: @unchecked Sendable {
     /// Relay bases of an older generation, released when a pair of the new one is selected.
     private var retiringRelays: Set<Int> = []
     private var retirement: Scheduled<Void>?
-    /// Sockets written to since the last flush (flushed together once per loop pass).
-    private var unflushedSockets: Set<Int> = []
+    /// A flush of the sockets is due after this loop pass (datagrams are written, not flushed).
+    private var flushScheduled = false
     private var reportedConnected = false
     private(set) var isClosed = false
     /// ICE lost consent for a while (it may come back): new streams go elsewhere.
@@ -135,8 +135,6 @@ final class PeerConnection: @unchecked Sendable {
         remote?.streamWindow.map { StreamCredit(window: Self.streamWindow, peerWindow: $0) }
     }
 
-    /// Streams the peer broke the credit rules on (closed, and counted here).
-    private(set) var creditViolations = 0
 
     /// Replaces the options before `start()` (the caller learns its ICE servers after it
     /// created the connection for its first stream).
@@ -437,13 +435,13 @@ final class PeerConnection: @unchecked Sendable {
             // Written now, flushed once after what the loop is doing: the datagrams one event
             // made (an SCTP burst is up to 10 packets) leave in one sendmmsg.
             socket.write(AddressedEnvelope(remoteAddress: SocketAddress(to), data: buffer), promise: nil)
-            if unflushedSockets.isEmpty {
+            if !flushScheduled {
+                flushScheduled = true
                 loop.execute { [self] in
-                    for base in unflushedSockets { sockets[base]?.flush() }
-                    unflushedSockets.removeAll()
+                    flushScheduled = false
+                    for socket in sockets.values { socket.flush() }  // a no-op where nothing waits
                 }
             }
-            unflushedSockets.insert(base.id)
         } else if let relay = relays[base.id] {
             relay.connection.send(buffer, to: to)
         } else {
@@ -573,7 +571,6 @@ final class PeerConnection: @unchecked Sendable {
                 tunnel.arrived(.refused(reason))
             }
         } catch {
-            creditViolations += 1
             logger.warning("stream closed: the peer broke its flow control", metadata: ["error": "\(error)"])
             tunnels.removeValue(forKey: id)
             sctp?.closeChannel(id)
