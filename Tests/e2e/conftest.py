@@ -101,26 +101,33 @@ def start_server(sb: Switchboard, *extra, env=None, cwd=None, turn_listen=None):
     process = subprocess.Popen(
         [str(BIN), "serve", "--data-dir", str(sb.data_dir), "--http-listen", "127.0.0.1:0", *turn_args, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(env), cwd=cwd)
+    http = re.compile(r"http\s+http://(127\.0\.0\.1:\d+)")
+    lines = read_banner(process, lambda lines: any(map(http.search, lines)) and any(map(relay_line, lines)))
+    server = Server(process, "http://" + next(filter(None, map(http.search, lines))).group(1), lines)
+    server.turn = turn
+    server.media_port = media_port
+    return server
+
+
+def relay_line(line):
+    """The banner's last line: the relay is listening."""
+    return line.strip().startswith("relay ")
+
+
+def read_banner(process, ready, timeout=30):
+    """Reads `switchboard serve`'s output (stdout, stderr joined) until `ready(lines)`, then
+    keeps draining it into the returned list on a thread, so that a chatty log can never fill
+    the pipe and stall the server. Kills the server and fails if it never got ready."""
     lines = []
-    base_url = None
-    relay_up = False
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
             break
         lines.append(line)
-        match = re.search(r"http\s+http://(127\.0\.0\.1:\d+)", line)
-        if match:
-            base_url = "http://" + match.group(1)
-        relay_up = relay_up or line.strip().startswith("relay ")
-        if base_url and relay_up:
-            # Keep draining so a chatty log can never fill the pipe and stall the server.
+        if ready(lines):
             threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-            server = Server(process, base_url, lines)
-            server.turn = turn
-            server.media_port = media_port
-            return server
+            return lines
     process.kill()
     raise AssertionError("server did not print its banner:\n" + "".join(lines))
 

@@ -19,7 +19,6 @@ conntrack confirms an entry: otherwise an early ICE check arriving there takes t
 inside host's mapping needs, and "home" behaves like symmetric (MACHINE-NOTES.md)."""
 import os
 import subprocess
-import time
 
 SERVER = "203.0.113.1"
 ROUTERS = {"a": ("203.0.113.10", "10.0.1"), "b": ("203.0.113.20", "10.0.2")}
@@ -162,20 +161,11 @@ add rule ip nat postrouting oifname "wan0" masquerade{random}
 def start_lab_server(lab, sb, *extra):
     """`switchboard serve` in the lab's WAN namespace, on the lab's server address (HTTP :8080,
     TURN :3478 over UDP and TCP; `extra` adds options)."""
-    from conftest import BIN, clean_env
+    from conftest import BIN, clean_env, read_banner, relay_line
     process = subprocess.Popen(
         lab.argv("wan", str(BIN), "serve", "--data-dir", str(sb.data_dir),
                  "--http-listen", f"{SERVER}:8080", "--turn-listen", f"{SERVER}:3478",
                  "--media-listen", f"{SERVER}:8189", "--relay-ip", SERVER, "--relay-ports", "40000-40999", *extra),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip().startswith("relay "):
-            return process
-    process.kill()
-    raise AssertionError("server did not start in the lab:\n" + "".join(lines))
+    read_banner(process, lambda lines: relay_line(lines[-1]))
+    return process

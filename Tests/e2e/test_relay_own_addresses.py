@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, clean_env
+from conftest import BIN, clean_env, read_banner, relay_line
 from test_relay_coturn_tools import summary
 
 pytestmark = [
@@ -41,16 +41,7 @@ def server(namespace, sb):
          "--http-listen", f"{ADDRESS}:8080", "--turn-listen", f"{ADDRESS}:3478", "--media-listen", f"{ADDRESS}:8189",
          "--relay-ip", ADDRESS, "--relay-ports", "40000-40999"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip().startswith("relay "):
-            break
-    assert any(line.strip().startswith("relay ") for line in lines), "".join(lines)
+    read_banner(process, lambda lines: relay_line(lines[-1]))
     yield process
     process.kill()
     process.wait()
