@@ -160,12 +160,26 @@ struct BenchSignal: AsyncParsableCommand {
             result.append(("failure_kinds", report.failureKinds.map { "\($0.key)×\($0.value)" }.sorted().joined(separator: " ")))
         }
         if json {
-            print("{" + result.map { key, value in
-                let number = Double(value) != nil
-                return "\"\(key)\":" + (number ? value : "\"\(value)\"")
-            }.joined(separator: ",") + "}")
+            // One object, by the encoder: a figure as a number, anything else as a string.
+            Output.json(Dictionary(uniqueKeysWithValues: result.map { key, value in
+                (key, Double(value).map(Field.number) ?? .text(value))
+            }))
         } else {
-            for (key, value) in result { print("\(key.padding(toLength: 28, withPad: " ", startingAt: 0)) \(value)") }
+            for (key, value) in result { Output.line("\(key.padding(toLength: 28, withPad: " ", startingAt: 0)) \(value)") }
+        }
+    }
+
+    /// A value of the JSON report.
+    enum Field: Encodable {
+        case number(Double)
+        case text(String)
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .number(let value): try container.encode(value)
+            case .text(let value): try container.encode(value)
+            }
         }
     }
 
