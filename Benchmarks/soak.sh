@@ -24,7 +24,8 @@ SECRET=soak-secret-$RANDOM
 # All load comes from 127.0.0.1: the per-client admission limits are lifted, the rest as shipped.
 taskset -c 0 "$SB" serve --data-dir "$WORK/sb" --http-listen 127.0.0.1:29080 --turn-listen 127.0.0.1:29478 \
     --media-listen 127.0.0.1:29189 --turn-secret "$SECRET" --allowed-peer 127.0.0.0/8 --relay-ports 30000-39999 \
-    --sessions-per-minute 1000000 --whep-pending-per-source 100000 --whep-offers-per-minute 1000000 \
+    --sessions-per-minute 1000000 --http-connections-per-source 0 --whep-pending-per-source 100000 \
+    --whep-offers-per-minute 1000000 \
     --session-retention 60 --log-level error > "$WORK/sb.log" 2>&1 &
 SB_PID=$!
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:29080/healthz" >/dev/null 2>&1 && break; sleep 0.2; done

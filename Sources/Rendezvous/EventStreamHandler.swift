@@ -172,6 +172,8 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         state = .streaming
+        // No request follows on this connection: the HTTP connection guard's watches leave.
+        context.triggerUserOutboundEvent(HTTPConnectionTakenOver(), promise: nil)
         peer = accepted.peer
         subscription = accepted.subscription
         cursor = start

@@ -78,9 +78,10 @@ struct GuardedConnection<Inner: ServerChildChannel>: ServerChildChannel {
             let pipeline = channel.pipeline.syncOperations
             // Bytes are seen before the HTTP decoder (a header trickle is activity the decoder
             // keeps to itself), request and response ends right after it.
-            try pipeline.addHandler(HTTPByteWatch(timeouts), position: .first)
+            let bytes = HTTPByteWatch(timeouts)
+            try pipeline.addHandler(bytes, position: .first)
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try pipeline.addHandler(HTTPPartWatch(timeouts), position: .after(decoder))
+            try pipeline.addHandler(HTTPPartWatch(timeouts, bytes: bytes), position: .after(decoder))
             timeouts.arm()
             return value
         }
@@ -187,19 +188,29 @@ final class HTTPByteWatch: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
+/// Sent down a connection's pipeline (`triggerUserOutboundEvent`) by a handler that takes the
+/// connection over for good, as `EventStreamHandler` does with an SSE stream: no request
+/// follows on it, so the guard's watches and their timer leave (about 0.7 KB a stream).
+struct HTTPConnectionTakenOver {}
+
 /// HTTPPartWatch sees requests end as the decoder reads them and responses end as they are
-/// written; it leaves the pipeline when the connection switches protocols.
+/// written. When the connection switches protocols or is taken over (`HTTPConnectionTakenOver`),
+/// it leaves the pipeline with the byte watch: nothing is timed from then on.
 final class HTTPPartWatch: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
     private let timeouts: HTTPTimeouts
+    private let bytes: HTTPByteWatch
     /// The 101 went by: leave once it is flushed (a writeAndFlush calls flush on this
     /// handler after write, and a handler gone by then drops the flush).
     private var leaving = false
 
-    init(_ timeouts: HTTPTimeouts) { self.timeouts = timeouts }
+    init(_ timeouts: HTTPTimeouts, bytes: HTTPByteWatch) {
+        self.timeouts = timeouts
+        self.bytes = bytes
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .end = unwrapInboundIn(data) { timeouts.requestEnded() }
@@ -225,7 +236,23 @@ final class HTTPPartWatch: ChannelDuplexHandler, RemovableChannelHandler {
         guard leaving else { return }
         leaving = false
         // What follows is WebSocket frames, which this handler must not see.
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        leave(context: context)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is HTTPConnectionTakenOver else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        leave(context: context)
+        promise?.succeed(())
+    }
+
+    private func leave(context: ChannelHandlerContext) {
+        timeouts.cancel()
+        let pipeline = context.pipeline.syncOperations
+        pipeline.removeHandler(bytes, promise: nil)
+        pipeline.removeHandler(context: context, promise: nil)
     }
 }
 

@@ -66,4 +66,40 @@ import Testing
         #expect(throws: SDPText.Problem.badLine(number: 1)) { try SDPText.validateFragment("candidate:1 1 udp") }
         #expect(throws: SDPText.Problem.empty) { try SDPText.validateFragment("") }
     }
+
+    /// The byte reading gives what the Character reading it replaced gave: the same lines, the
+    /// same problem, on texts made of the pieces where the two could differ (CR, LF, CR LF,
+    /// combining marks and emoji modifiers after "=" or a break, controls, tab, DEL, C1 NEL,
+    /// U+2028, multi-byte letters).
+    @Test func bytesAndCharactersAgree() {
+        let pieces = ["v=0", "m=", "a=", "=", "a", "z", "A", "x", "\r", "\n", "\r\n", "\n\r", "\u{301}", "\u{1F3FB}",
+                      "\u{0}", "\u{1F}", "\t", "\u{7F}", "\u{85}", "\u{2028}", "é", "中", " ", "=\u{301}"]
+        var state: UInt64 = 0x5DEE_CE66D
+        func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        for _ in 0..<5000 {
+            let text = (0..<next(24)).map { _ in pieces[next(pieces.count)] }.joined()
+            let bytes = Result { () throws(SDPText.Problem) in try SDPText.lines(text).map(String.init) }
+            let characters = Result { () throws(SDPText.Problem) in try Self.linesByCharacter(text).map(String.init) }
+            #expect(bytes == characters, "\(Array(text.unicodeScalars))")
+        }
+    }
+
+    /// The Character reading of `SDPText.lines` as it was, kept as the reference.
+    static func linesByCharacter(_ text: String) throws(SDPText.Problem) -> [Substring] {
+        let lines = text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
+        guard !lines.isEmpty else { throw .empty }
+        guard lines.count <= SDPText.maximumLines else { throw .tooManyLines }
+        for (index, line) in lines.enumerated() {
+            let scalars = line.unicodeScalars
+            guard scalars.count >= 2, let type = scalars.first, ("a"..."z").contains(type),
+                  scalars[scalars.index(after: scalars.startIndex)] == "=",
+                  !scalars.contains(where: { $0.value < 0x20 && $0 != "\t" || $0.value == 0x7F }) else {
+                throw .badLine(number: index + 1)
+            }
+        }
+        return lines
+    }
 }

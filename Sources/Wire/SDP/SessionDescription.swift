@@ -104,17 +104,18 @@ public struct SessionDescription: Sendable, Equatable {
         var sessionAttributes: [Attribute] = []
         var media: [Media] = []
         for line in lines {
-            let type = line.unicodeScalars.first!
-            let value = String(line.unicodeScalars.dropFirst(2))
+            // SDPText checked the shape: an ASCII letter, "=", then the value.
+            let type = line.utf8.first!
+            let value = String(Substring(line.utf8.dropFirst(2)))
             switch type {
-            case "m":
+            case UInt8(ascii: "m"):
                 let fields = value.split(separator: " ")
                 guard fields.count >= 4, let port = Int(fields[1]), (0...65535).contains(port) else {
                     throw .badMediaLine(value)
                 }
                 media.append(Media(kind: String(fields[0]), port: port, proto: String(fields[2]),
                                    formats: fields.dropFirst(3).map(String.init), attributes: []))
-            case "a":
+            case UInt8(ascii: "a"):
                 let parts = value.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
                 let attribute = Attribute(name: String(parts[0]), value: parts.count > 1 ? String(parts[1]) : nil)
                 if media.isEmpty { sessionAttributes.append(attribute) } else { media[media.count - 1].attributes.append(attribute) }
