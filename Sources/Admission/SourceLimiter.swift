@@ -1,5 +1,5 @@
 import Metrics
-import Synchronization
+import NIOConcurrencyHelpers
 import Wire
 
 /// SourceLimiter limits what one client source (an IPv4 address or an IPv6 /64) may do: a
@@ -22,19 +22,19 @@ package final class SourceLimiter: Sendable {
         }
     }
 
-    private let buckets: Mutex<TokenBuckets<ClientSource>>
+    private let buckets: NIOLockedValueBox<TokenBuckets<ClientSource>>
     private let evicted: Counter
 
     /// `name` labels the evictions counter: `switchboard_NAME_limiter_evictions_total`.
     package init(limits: Limits = Limits(burst: 20, interval: .seconds(5)), capacity: Int = 100_000, name: String = "login") {
-        buckets = Mutex(TokenBuckets(burst: limits.burst, interval: limits.interval, capacity: capacity))
+        buckets = NIOLockedValueBox(TokenBuckets(burst: limits.burst, interval: limits.interval, capacity: capacity))
         evicted = Counter(label: "switchboard_\(name)_limiter_evictions_total")
     }
 
     /// Decides and records in one step: nil when a login from `source` may go ahead (it has
     /// taken a token, which `succeeded` gives back), or how long to wait before trying again.
     package func admit(_ source: ClientSource, now: ContinuousClock.Instant = .now) -> Duration? {
-        let (wait, evicted) = buckets.withLock { buckets in
+        let (wait, evicted) = buckets.withLockedValue { buckets in
             let before = buckets.evictions
             let wait = buckets.take(source, now: now)
             return (wait, buckets.evictions - before)
@@ -45,13 +45,13 @@ package final class SourceLimiter: Sendable {
 
     /// The key was right: the attempt's token goes back, so logging in costs nothing.
     package func succeeded(_ source: ClientSource, now: ContinuousClock.Instant = .now) {
-        buckets.withLock { $0.giveBack(source, now: now) }
+        buckets.withLockedValue { $0.giveBack(source, now: now) }
     }
 
     /// Sources dropped while their buckets still had failures in them, to make room.
-    package var evictions: Int { buckets.withLock { $0.evictions } }
+    package var evictions: Int { buckets.withLockedValue { $0.evictions } }
     /// Sources tracked now.
-    package var trackedSources: Int { buckets.withLock { $0.count } }
+    package var trackedSources: Int { buckets.withLockedValue { $0.count } }
 
     /// Whole seconds for a Retry-After header: rounded up, at least 1.
     package static func retryAfterSeconds(_ wait: Duration) -> Int {

@@ -5,7 +5,7 @@
 /// The table is bounded: a new key when it is full first drops the buckets that have
 /// refilled (they say nothing an absent one would not), then, if that freed too little,
 /// evicts the fullest eighth, those least recently drained, and counts them.
-package struct TokenBuckets<Key: Hashable> {
+package struct TokenBuckets<Key: Hashable & Sendable>: Sendable {
     package let burst: Int
     package let interval: Duration
     package let capacity: Int

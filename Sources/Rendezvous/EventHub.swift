@@ -1,6 +1,6 @@
 import Foundation
 import Store
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// A stream that is told, rather than waiting, when events are stored for its peer (the SSE
 /// streams served straight from NIO, see `EventStreamHandler`). The calls come from the
@@ -50,21 +50,21 @@ package final class EventHub: Sendable {
         var isShuttingDown = false
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let start = ContinuousClock.now
     private let tick: Duration
 
     package init(tick: Duration = .milliseconds(250)) { self.tick = tick }
 
-    package func version(of peer: String) -> Int { state.withLock { $0.versions[peer, default: 0] } }
+    package func version(of peer: String) -> Int { state.withLockedValue { $0.versions[peer, default: 0] } }
 
     /// Set on graceful shutdown: waits return at once and streams end.
-    package var isShuttingDown: Bool { state.withLock { $0.isShuttingDown } }
+    package var isShuttingDown: Bool { state.withLockedValue { $0.isShuttingDown } }
 
     /// The event that was just stored for its peer: subscribers get it, waiters are woken.
     package func notify(_ event: EventRecord) {
         let peer = event.peerID
-        let (listening, waiting) = state.withLock { state in
+        let (listening, waiting) = state.withLockedValue { state in
             state.versions[peer, default: 0] += 1
             return (state.subscribers[peer], state.waiters.removeValue(forKey: peer))
         }
@@ -78,7 +78,7 @@ package final class EventHub: Sendable {
 
     /// Wakes every waiter and makes later waits return at once.
     package func shutDown() {
-        let (waiting, listening, sweeper) = state.withLock { state in
+        let (waiting, listening, sweeper) = state.withLockedValue { state in
             state.isShuttingDown = true
             defer {
                 state.waiters.removeAll()
@@ -100,7 +100,7 @@ package final class EventHub: Sendable {
     /// Returns when the peer's version moves past `seen`, or after `timeout` (to within one
     /// tick), or when the calling task is cancelled.
     package func wait(_ peer: String, since seen: Int, timeout: Duration) async {
-        let id: UInt64? = state.withLock { state in
+        let id: UInt64? = state.withLockedValue { state in
             if state.versions[peer, default: 0] != seen || state.isShuttingDown { return nil }
             state.nextWaiterID += 1
             return state.nextWaiterID
@@ -110,7 +110,7 @@ package final class EventHub: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let deadline = ContinuousClock.now + timeout
-                let parked = state.withLock { state in
+                let parked = state.withLockedValue { state in
                     // Checked again under the lock: an event, a shutdown or a cancellation
                     // (whose handler found nothing to wake yet) may have come in between.
                     guard state.versions[peer, default: 0] == seen, !state.isShuttingDown, !Task.isCancelled else {
@@ -128,7 +128,7 @@ package final class EventHub: Sendable {
     }
 
     private func wake(_ peer: String, _ id: UInt64) {
-        let waiter = state.withLock { state in
+        let waiter = state.withLockedValue { state in
             defer { if state.waiters[peer]?.isEmpty == true { state.waiters[peer] = nil } }
             return state.waiters[peer]?.removeValue(forKey: id)
         }
@@ -136,7 +136,7 @@ package final class EventHub: Sendable {
     }
 
     private func startSweeper() {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard state.sweeper == nil, !state.isShuttingDown else { return }
             let tick = tick
             state.sweeper = Task { [weak self] in
@@ -157,7 +157,7 @@ package final class EventHub: Sendable {
     private func sweep() -> Bool {
         let now = ContinuousClock.now
         let current = tickIndex(of: now)
-        let due: [Waiter]? = state.withLock { state in
+        let due: [Waiter]? = state.withLockedValue { state in
             guard !state.isShuttingDown else { return nil }
             var due: [Waiter] = []
             // Buckets before the current tick are wholly due; the current one is checked per wait.
@@ -189,12 +189,12 @@ package final class EventHub: Sendable {
     }
 
     /// How many streams and polls are parked right now (for tests and metrics).
-    package var waiting: Int { state.withLock { $0.waiters.values.reduce(0) { $0 + $1.count } } }
+    package var waiting: Int { state.withLockedValue { $0.waiters.values.reduce(0) { $0 + $1.count } } }
 
-    package func streamOpened(_ peer: String) { state.withLock { $0.openStreams[peer, default: 0] += 1 } }
+    package func streamOpened(_ peer: String) { state.withLockedValue { $0.openStreams[peer, default: 0] += 1 } }
 
     package func streamClosed(_ peer: String) {
-        state.withLock { state in
+        state.withLockedValue { state in
             let count = state.openStreams[peer, default: 1] - 1
             state.openStreams[peer] = count > 0 ? count : nil
         }
@@ -203,7 +203,7 @@ package final class EventHub: Sendable {
     /// Registers a stream to be told of the peer's events until `unsubscribe`; it counts as an
     /// open stream. Nil once the hub has shut down.
     package func subscribe(_ peer: String, _ subscriber: any EventSubscriber) -> UInt64? {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard !state.isShuttingDown else { return nil }
             state.nextWaiterID += 1
             state.subscribers[peer, default: [:]][state.nextWaiterID] = subscriber
@@ -212,7 +212,7 @@ package final class EventHub: Sendable {
     }
 
     package func unsubscribe(_ peer: String, _ id: UInt64) {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.subscribers[peer]?.removeValue(forKey: id)
             if state.subscribers[peer]?.isEmpty == true { state.subscribers[peer] = nil }
         }
@@ -220,6 +220,6 @@ package final class EventHub: Sendable {
 
     /// True while the peer holds an SSE or WebSocket stream (it counts as online).
     package func isStreaming(_ peer: String) -> Bool {
-        state.withLock { $0.openStreams[peer] != nil || $0.subscribers[peer] != nil }
+        state.withLockedValue { $0.openStreams[peer] != nil || $0.subscribers[peer] != nil }
     }
 }

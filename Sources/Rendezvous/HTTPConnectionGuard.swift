@@ -4,7 +4,7 @@ import Logging
 import Metrics
 import NIOCore
 import NIOHTTP1
-import Synchronization
+import NIOConcurrencyHelpers
 import Wire
 
 /// HTTPConnectionLimits bound what one HTTP connection, or one source's connections, may hold.
@@ -22,23 +22,23 @@ package struct HTTPConnectionLimits: Sendable {
 
 /// HTTPSourceCounter counts open connections per source across the HTTP server's loops.
 package final class HTTPSourceCounter: Sendable {
-    private let counts: Mutex<SourceCounts>
+    private let counts: NIOLockedValueBox<SourceCounts>
 
-    package init(limit: Int) { counts = Mutex(SourceCounts(limit: limit)) }
+    package init(limit: Int) { counts = NIOLockedValueBox(SourceCounts(limit: limit)) }
 
-    package var limit: Int { counts.withLock { $0.limit } }
+    package var limit: Int { counts.withLockedValue { $0.limit } }
 
     /// Takes a place for a connection from `address`: false when its source is full.
     package func acquire(_ address: IPAddress) -> Bool {
-        counts.withLock { $0.acquire(ClientSource(address)) }
+        counts.withLockedValue { $0.acquire(ClientSource(address)) }
     }
 
     package func release(_ address: IPAddress) {
-        counts.withLock { $0.release(ClientSource(address)) }
+        counts.withLockedValue { $0.release(ClientSource(address)) }
     }
 
     package func count(_ address: IPAddress) -> Int {
-        counts.withLock { $0.count(ClientSource(address)) }
+        counts.withLockedValue { $0.count(ClientSource(address)) }
     }
 }
 

@@ -3,7 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Admission
 import Store
-import Synchronization
+import NIOConcurrencyHelpers
 import Wire
 
 /// RendezvousConfiguration is what the peer API needs to know besides the database.
@@ -247,7 +247,7 @@ package final class PresenceTracker: Sendable {
 
     private let database: SwitchboardDatabase
     private let flushInterval: Duration
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     package init(database: SwitchboardDatabase, flushInterval: Duration = .milliseconds(100)) {
         self.database = database
@@ -256,7 +256,7 @@ package final class PresenceTracker: Sendable {
 
     package func seen(_ id: String) {
         let now = Date()
-        state.withLock { state in
+        state.withLockedValue { state in
             if let last = state.lastSeenAt[id], now.timeIntervalSince(last) < 10 { return }
             state.lastSeenAt[id] = now
             state.unstored[id] = now
@@ -273,11 +273,11 @@ package final class PresenceTracker: Sendable {
     }
 
     /// When the peer was last seen by this process (to within 10 s), nil if not lately.
-    package func lastSeen(_ id: String) -> Date? { state.withLock { $0.lastSeenAt[id] } }
+    package func lastSeen(_ id: String) -> Date? { state.withLockedValue { $0.lastSeenAt[id] } }
 
     /// Stores the times taken since the last flush.
     package func flush() async {
-        let unstored = state.withLock { state in
+        let unstored = state.withLockedValue { state in
             state.flusher = nil
             defer { state.unstored.removeAll() }
             return state.unstored

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import GRDBSQLite
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// When the background checkpoints run (see `WALCheckpointer`), in WAL pages.
@@ -64,10 +65,10 @@ final class WALCheckpointer: Sendable {
     let lengthAtLastRun = Atomic<Int32>(0)
     /// The WAL's length after the last commit, as the hook saw it.
     let lengthAtLastCommit = Atomic<Int32>(0)
-    private let connection = Mutex<DatabaseQueue?>(nil)
+    private let connection = NIOLockedValueBox<DatabaseQueue?>(nil)
     /// Step 2, set once the pool is open: a checkpoint with the pool's write lock held.
-    private let finisher = Mutex<(@Sendable () throws -> Int32)?>(nil)
-    private let counters = Mutex<Counters>(Counters())
+    private let finisher = NIOLockedValueBox<(@Sendable () throws -> Int32)?>(nil)
+    private let counters = NIOLockedValueBox<Counters>(Counters())
 
     struct Counters: Equatable {
         var runs = 0
@@ -89,7 +90,7 @@ final class WALCheckpointer: Sendable {
     }
 
     /// How many background checkpoints ran, and how many of those failed.
-    var counts: Counters { counters.withLock { $0 } }
+    var counts: Counters { counters.withLockedValue { $0 } }
 
     /// Installs the hook on a connection that writes. SQLite calls it after each commit, on
     /// the committing thread with the write lock still held, so it must only signal. It
@@ -112,7 +113,7 @@ final class WALCheckpointer: Sendable {
     /// returns the WAL's length after it (after the write: `lengthAtLastCommit`), or -1 when
     /// the database is gone.
     func finishWith(_ finish: @escaping @Sendable () throws -> Int32) {
-        finisher.withLock { $0 = finish }
+        finisher.withLockedValue { $0 = finish }
     }
 
     /// `frames` is the length of the WAL after a commit.
@@ -133,7 +134,7 @@ final class WALCheckpointer: Sendable {
         var failure: String?
         var restarted = false
         do {
-            let db = try connection.withLock { connection in
+            let db = try connection.withLockedValue { connection in
                 if let connection { return connection }
                 var configuration = Configuration()
                 configuration.label = "switchboard.checkpoint"
@@ -153,7 +154,7 @@ final class WALCheckpointer: Sendable {
                 return length
             }
             var length = try copy()
-            if length >= policy.restartLength, let finish = finisher.withLock({ $0 }) {
+            if length >= policy.restartLength, let finish = finisher.withLockedValue({ $0 }) {
                 // Catch up without the lock first: what was committed while the copy above ran
                 // (hundreds of pages under load) would otherwise be copied, and synced to the
                 // database file, with every request's write waiting.
@@ -174,7 +175,7 @@ final class WALCheckpointer: Sendable {
         } catch {
             failure = "\(error)"
         }
-        counters.withLock { counters in
+        counters.withLockedValue { counters in
             counters.runs += 1
             if restarted { counters.restarts += 1 }
             if let failure {

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 @testable import Store
 
@@ -37,16 +37,16 @@ import Testing
         DispatchQueue.global().async { try? database.writeWaiting { _ in holding.signal(); release.wait() } }
         holding.wait()
         let answered = DispatchSemaphore(value: 0)
-        let found = Mutex<String?>(nil)
+        let found = NIOLockedValueBox<String?>(nil)
         DispatchQueue.global().async {
-            found.withLock { $0 = try? database.peerID(forToken: token) }
+            found.withLockedValue { $0 = try? database.peerID(forToken: token) }
             answered.signal()
         }
         let waited = answered.wait(timeout: .now() + 10)
         release.signal()
         #expect(waited == .success)  // answered by a reader while the writer was taken
         if waited != .success { answered.wait() }
-        #expect(found.withLock { $0 } == "alice")
+        #expect(found.withLockedValue { $0 } == "alice")
         // Nothing under way: read on the writer, same answer.
         #expect(try db.peerID(forToken: token) == "alice")
         #expect(try db.peerID(forToken: "not-a-token") == nil)

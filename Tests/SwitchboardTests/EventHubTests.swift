@@ -1,7 +1,7 @@
 import Foundation
 import Rendezvous
 @testable import Store
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 
 @Suite struct EventHubTests {
@@ -105,9 +105,9 @@ import Testing
 
     /// Records what the hub tells a stream.
     final class Recording: EventSubscriber {
-        let told = Mutex<(events: [Int64], shutDown: Bool)>(([], false))
-        func eventStored(_ event: EventRecord) { told.withLock { $0.events.append(event.id) } }
-        func hubShutDown() { told.withLock { $0.shutDown = true } }
+        let told = NIOLockedValueBox<(events: [Int64], shutDown: Bool)>(([], false))
+        func eventStored(_ event: EventRecord) { told.withLockedValue { $0.events.append(event.id) } }
+        func hubShutDown() { told.withLockedValue { $0.shutDown = true } }
     }
 
     @Test func subscribersAreToldInTheNotifyingCallUntilTheyLeave() throws {
@@ -121,19 +121,19 @@ import Testing
         event.id = 2
         hub.notify(event)
         // Told before notify returned: no task or hop in between.
-        let toldBob = bob.told.withLock { $0.events }
+        let toldBob = bob.told.withLockedValue { $0.events }
         #expect(toldBob == [1, 2])
         hub.unsubscribe("bob", subscription)
         #expect(!hub.isStreaming("bob"))
         event.id = 3
         hub.notify(event)
-        let afterLeaving = bob.told.withLock { $0.events }
+        let afterLeaving = bob.told.withLockedValue { $0.events }
         #expect(afterLeaving == [1, 2])
-        let toldCarol = carol.told.withLock { $0.events }
+        let toldCarol = carol.told.withLockedValue { $0.events }
         #expect(toldCarol.isEmpty)
         hub.shutDown()
-        #expect(carol.told.withLock { $0.shutDown })
-        #expect(!bob.told.withLock { $0.shutDown })
+        #expect(carol.told.withLockedValue { $0.shutDown })
+        #expect(!bob.told.withLockedValue { $0.shutDown })
         #expect(hub.subscribe("dave", Recording()) == nil)
     }
 }

@@ -1,13 +1,13 @@
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 @testable import switchboard
 
 @Suite struct LogHandlerTests {
     /// Collects what a StreamLogHandler writes.
     final class Capture: TextOutputStream, @unchecked Sendable {
-        let text = Mutex("")
-        func write(_ string: String) { text.withLock { $0 += string } }
+        let text = NIOLockedValueBox("")
+        func write(_ string: String) { text.withLockedValue { $0 += string } }
     }
 
     @Test func metadataIsWrittenWithTheMessageAndTheMessagesOwnWins() {
@@ -20,15 +20,15 @@ import Testing
         logger[metadataKey: "hb.request.id"] = "42"
         logger[metadataKey: "peer"] = "alice"
         logger.debug("below the level")
-        #expect(capture.text.withLock { $0 }.isEmpty)
+        #expect(capture.text.withLockedValue { $0 }.isEmpty)
         logger.info("offer stored", metadata: ["peer": "bob", "session": "s1"])
-        let line = capture.text.withLock { $0 }
+        let line = capture.text.withLockedValue { $0 }
         // StreamLogHandler's format: sorted key=value pairs, then the source and message.
         #expect(line.contains("info test: hb.request.id=42 peer=bob session=s1 [SwitchboardTests] offer stored\n"), "\(line)")
         #expect(logger[metadataKey: "peer"] == "alice")
         logger[metadataKey: "peer"] = nil
         logger.warning("plain")
-        #expect(capture.text.withLock { $0 }.hasSuffix("warning test: hb.request.id=42 [SwitchboardTests] plain\n"))
+        #expect(capture.text.withLockedValue { $0 }.hasSuffix("warning test: hb.request.id=42 [SwitchboardTests] plain\n"))
     }
 
     @Test func aProvidersMetadataSitsBetweenTheLoggersAndTheMessages() {
@@ -43,7 +43,7 @@ import Testing
             return handler
         }
         logger.info("a", metadata: ["trace": "t2"])
-        #expect(capture.text.withLock { $0 }.contains("node=n1 peer=from-provider trace=t2 [SwitchboardTests] a\n"),
-                "\(capture.text.withLock { $0 })")
+        #expect(capture.text.withLockedValue { $0 }.contains("node=n1 peer=from-provider trace=t2 [SwitchboardTests] a\n"),
+                "\(capture.text.withLockedValue { $0 })")
     }
 }

@@ -4,7 +4,7 @@ import NIOCore
 import NIOPosix
 import Relay
 import Store
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 import TURNClient
 import Wire
@@ -124,10 +124,10 @@ import Wire
 
 /// Events from a connection, appended on its loop and read by the test.
 final class EventLog: Sendable {
-    private let storage = Mutex<[TURNClientEvent]>([])
+    private let storage = NIOLockedValueBox<[TURNClientEvent]>([])
 
-    func append(_ event: TURNClientEvent) { storage.withLock { $0.append(event) } }
-    var events: [TURNClientEvent] { storage.withLock { $0 } }
+    func append(_ event: TURNClientEvent) { storage.withLockedValue { $0.append(event) } }
+    var events: [TURNClientEvent] { storage.withLockedValue { $0 } }
 
     func waitFor(_ what: String, seconds: Int = 10, _ predicate: (TURNClientEvent) -> Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(seconds)
