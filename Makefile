@@ -80,13 +80,16 @@ e2e:
 	SWITCHBOARD_BIN="$(CURDIR)/.build/debug/switchboard" $(PYTHON) -m pytest -q Tests/e2e
 
 ## The Swift unit tests under ThreadSanitizer, then AddressSanitizer (each its own build
-## folder; not part of `make test`: two more cold builds do not fit CI's time).
+## folder; not part of `make test`: two more cold builds do not fit CI's time). One test at a
+## time: sanitized code is several times slower, and 481 tests at once on two cores left the
+## timed ones (EventHub's deadlines) waiting 25 s for a thread; serial, TSan takes about 75 s.
 test-sanitized: test-deps
 	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-		$(SWIFT) test --skip-build --scratch-path .build-tsan -Xswiftc -sanitize=thread
+		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-tsan -Xswiftc -sanitize=thread
 	$(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address
-	ASAN_OPTIONS="detect_leaks=0" $(SWIFT) test --skip-build --scratch-path .build-asan -Xswiftc -sanitize=address
+	ASAN_OPTIONS="detect_leaks=0" \
+		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-asan -Xswiftc -sanitize=address
 
 build:
 	$(SWIFT) build
