@@ -67,9 +67,25 @@ import Testing
     }
 
     @Test func aBadRTPMapIsRefusedWhenCodecsAreRead() throws {
-        for map in ["96", "300 VP8/90000", "96 VP8", "96 VP8/zero"] {
+        for map in ["96", "300 VP8/90000", "96 VP8", "96 VP8/zero", "+96 VP8/90000", "096 VP8/90000", "128 VP8/90000"] {
             let offer = try SessionDescription(parsing: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:\(map)\r\n")
             #expect(throws: SessionDescription.ParseError.badRTPMap(map)) { try offer.media[0].codecs() }
+        }
+    }
+
+    /// A format is a payload type only as SDP writes one: "+96", "096" or "0101" name none (WHEPFuzz
+    /// found the answer sending 96 to an offer that listed "+96"), and a=fmtp/a=rtcp-fb/apt= the same.
+    @Test func formatsThatAreNotPlainNumbersAreNoPayloadTypes() throws {
+        let offer = try SessionDescription(parsing: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF +96 0101 097 98\r\n"
+            + "a=rtpmap:96 H264/90000\r\na=rtpmap:101 H264/90000\r\na=rtpmap:97 VP8/90000\r\n"
+            + "a=rtpmap:98 rtx/90000\r\na=fmtp:98 apt=096\r\na=fmtp:+98 apt=97\r\na=rtcp-fb:098 nack\r\n")
+        let codecs = try offer.media[0].codecs()
+        #expect(codecs.map(\.payloadType) == [98])
+        #expect(codecs.first?.associatedPayloadType == nil)
+        #expect(codecs.first?.feedback == [])
+        #expect(SessionDescription.payloadType("0") == 0 && SessionDescription.payloadType("127") == 127)
+        for text in ["", "+1", "-1", "00", "01", "128", "255", "1000", " 96", "9a", "٩٦"] {
+            #expect(SessionDescription.payloadType(text) == nil, "\(text)")
         }
     }
 }

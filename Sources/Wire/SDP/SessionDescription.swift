@@ -35,7 +35,7 @@ public struct SessionDescription: Sendable, Equatable {
         public var feedback: [String]
 
         /// For rtx: the payload type it retransmits (fmtp apt=).
-        public var associatedPayloadType: UInt8? { parameters["apt"].flatMap(UInt8.init) }
+        public var associatedPayloadType: UInt8? { parameters["apt"].flatMap(SessionDescription.payloadType) }
     }
 
     public struct Media: Sendable, Equatable {
@@ -62,7 +62,7 @@ public struct SessionDescription: Sendable, Equatable {
             var byType: [UInt8: Codec] = [:]
             for map in values("rtpmap") {
                 let parts = map.split(separator: " ", maxSplits: 1)
-                guard parts.count == 2, let type = UInt8(parts[0]), type < 128 else { throw .badRTPMap(map) }
+                guard parts.count == 2, let type = SessionDescription.payloadType(parts[0]) else { throw .badRTPMap(map) }
                 let encoding = parts[1].split(separator: "/")
                 guard encoding.count >= 2, let rate = Int(encoding[1]), rate > 0 else { throw .badRTPMap(map) }
                 byType[type] = Codec(payloadType: type, name: String(encoding[0]), clockRate: rate,
@@ -70,7 +70,7 @@ public struct SessionDescription: Sendable, Equatable {
             }
             for fmtp in values("fmtp") {
                 let parts = fmtp.split(separator: " ", maxSplits: 1)
-                guard parts.count == 2, let type = UInt8(parts[0]), byType[type] != nil else { continue }
+                guard parts.count == 2, let type = SessionDescription.payloadType(parts[0]), byType[type] != nil else { continue }
                 for pair in parts[1].split(separator: ";") {
                     let keyValue = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                     let key = keyValue[0].trimmingSpaces()
@@ -83,16 +83,27 @@ public struct SessionDescription: Sendable, Equatable {
                 guard parts.count == 2 else { continue }
                 if parts[0] == "*" {
                     for type in byType.keys { byType[type]!.feedback.append(String(parts[1])) }
-                } else if let type = UInt8(parts[0]), byType[type] != nil {
+                } else if let type = SessionDescription.payloadType(parts[0]), byType[type] != nil {
                     byType[type]!.feedback.append(String(parts[1]))
                 }
             }
-            return formats.compactMap { UInt8($0).flatMap { byType[$0] } }
+            return formats.compactMap { SessionDescription.payloadType($0).flatMap { byType[$0] } }
         }
     }
 
     public var sessionAttributes: [Attribute]
     public var media: [Media]
+
+    /// An RTP payload type as SDP writes it (RFC 8866 §5.14, RFC 3551): a decimal number 0–127,
+    /// digits only, without a sign or a leading zero. Swift's `UInt8("+96")` and `UInt8("096")`
+    /// are 96, so an offer listing "+96" had 96 chosen and answered under a name it never
+    /// offered (found by WHEPFuzz); such a format is now no payload type at all.
+    public static func payloadType(_ text: some StringProtocol) -> UInt8? {
+        let digits = text.utf8
+        guard (1...3).contains(digits.count), digits.allSatisfy({ (0x30...0x39).contains($0) }),
+              digits.first != 0x30 || digits.count == 1, let value = UInt8(text), value < 128 else { return nil }
+        return value
+    }
 
     public init(parsing text: String) throws(ParseError) {
         let lines: [Substring]
