@@ -201,15 +201,21 @@ enum SessionsAPI {
 
     static func etag(_ version: Int64) -> String { "\"\(version)\"" }
 
-    /// `If-Match: "N"` → version N; `*` or absent → any. Anything else — a weak tag, a list,
-    /// text that is no ETag this API hands out — is malformed: a 400 once the session is
-    /// known to exist (a missing session is a 404 first).
+    /// `If-Match: "N"` → version N; `*` or absent → any. ETags are compared as octets (RFC 9110
+    /// §8.8.3.2), so `"012"` and a number past Int64 are tags in the documented form (`"[0-9]+"`)
+    /// that match no version: 412, like any stale tag. Anything
+    /// else — a weak tag, a list, a sign, text that is no ETag this API hands out — is malformed:
+    /// a 400 once the session is known to exist (a missing session is a 404 first).
     static func parseIfMatch(_ value: String?) -> VersionPrecondition {
         guard let value else { return .any }
         let trimmed = value.trimmingOWS
         if trimmed == "*" { return .any }
-        guard trimmed.count >= 3, trimmed.hasPrefix("\""), trimmed.hasSuffix("\""),
-              let version = Int64(trimmed.dropFirst().dropLast()), version >= 0 else { return .malformed }
+        let bytes = Array(trimmed.utf8)
+        guard bytes.count >= 3, bytes.first == UInt8(ascii: "\""), bytes.last == UInt8(ascii: "\"") else { return .malformed }
+        let digits = bytes.dropFirst().dropLast()
+        guard digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return .malformed }
+        guard digits.count == 1 || digits.first != UInt8(ascii: "0"),
+              let version = Int64(String(decoding: digits, as: UTF8.self)) else { return .noVersion }
         return .version(version)
     }
 

@@ -56,17 +56,21 @@ package struct OfferAdmission: Sendable {
     }
 }
 
-/// What an If-Match asks for: any version, one version, or nothing this API understands
-/// (judged only once the session is known to exist, so that a missing session is a 404).
+/// What an If-Match asks for: any version, one version, an ETag in this API's form that names
+/// no version a session can have (too large, or digits not as the server writes them: a stale
+/// tag, 412), or nothing this API understands (judged only once the session is known to exist,
+/// so that a missing session is a 404).
 package enum VersionPrecondition: Sendable, Equatable {
     case any
     case version(Int64)
+    case noVersion
     case malformed
 
     func check(_ version: Int64) throws(SessionError) {
         switch self {
         case .any: return
         case .version(let wanted): if wanted != version { throw .versionMismatch }
+        case .noVersion: throw .versionMismatch
         case .malformed: throw .malformedPrecondition
         }
     }
