@@ -354,11 +354,30 @@ package final class SCTPAssociation {
         return address
     }
 
-    private func setOption<T>(_ socket: OpaquePointer, _ level: Int32, _ name: Int32, _ value: T) {
-        var value = value
-        _ = withUnsafePointer(to: &value) {
-            usrsctp_setsockopt(socket, level, name, $0, socklen_t(MemoryLayout<T>.size))
+    /// The path under the association changed or came back (ICE selected a pair): a
+    /// HEARTBEAT goes at once, so usrsctp confirms the path (and measures its round trip)
+    /// without waiting for the next one, 30 s away.
+    @discardableResult
+    package func pathChanged() -> Bool {
+        SCTPStack.enter()
+        guard state == .up, let socket else { return false }
+        var params = sctp_paddrparams()
+        var remote = address(port: configuration.remotePort)
+        withUnsafeMutableBytes(of: &params.spp_address) { target in
+            withUnsafeBytes(of: &remote) { target.copyMemory(from: $0) }
         }
+        params.spp_flags = UInt32(SPP_HB_DEMAND)
+        let demanded = setOption(socket, Int32(switchboard_IPPROTO_SCTP()), SCTP_PEER_ADDR_PARAMS, params)
+        finishCall()
+        return demanded
+    }
+
+    @discardableResult
+    private func setOption<T>(_ socket: OpaquePointer, _ level: Int32, _ name: Int32, _ value: T) -> Bool {
+        var value = value
+        return withUnsafePointer(to: &value) {
+            usrsctp_setsockopt(socket, level, name, $0, socklen_t(MemoryLayout<T>.size))
+        } == 0
     }
 
     private func configureSocket(_ socket: OpaquePointer) {
@@ -379,9 +398,13 @@ package final class SCTPAssociation {
         setOption(socket, sctp, SCTP_MAX_BURST, sctp_assoc_value(assoc_id: sctp_assoc_t(SCTP_FUTURE_ASSOC), assoc_value: 10))
         setOption(socket, sctp, SCTP_DELAYED_SACK,
                   sctp_sack_info(sack_assoc_id: sctp_assoc_t(SCTP_FUTURE_ASSOC), sack_delay: 20, sack_freq: 2))
-        setOption(socket, sctp, SCTP_RTOINFO,
-                  sctp_rtoinfo(srto_assoc_id: sctp_assoc_t(SCTP_FUTURE_ASSOC), srto_initial: 1000,
-                               srto_max: configuration.maximumRTO, srto_min: configuration.minimumRTO))
+        // usrsctp refuses the whole option unless min ≤ initial ≤ max (and then keeps its
+        // defaults, 200 ms–10 s, without a word): the initial RTO is 1 s within the bounds.
+        let initialRTO = max(configuration.minimumRTO, min(1000, configuration.maximumRTO))
+        let rtoSet = setOption(socket, sctp, SCTP_RTOINFO,
+                               sctp_rtoinfo(srto_assoc_id: sctp_assoc_t(SCTP_FUTURE_ASSOC), srto_initial: initialRTO,
+                                            srto_max: configuration.maximumRTO, srto_min: configuration.minimumRTO))
+        assert(rtoSet, "usrsctp refused RTO bounds \(configuration.minimumRTO)–\(configuration.maximumRTO) ms")
         var associationParameters = sctp_assocparams()
         associationParameters.sasoc_assoc_id = sctp_assoc_t(SCTP_FUTURE_ASSOC)
         associationParameters.sasoc_asocmaxrxt = configuration.maximumRetransmissions
@@ -394,6 +417,12 @@ package final class SCTPAssociation {
         params.spp_assoc_id = sctp_assoc_t(SCTP_FUTURE_ASSOC)
         params.spp_flags = UInt32(SPP_HB_ENABLE | SPP_PMTUD_DISABLE)
         params.spp_pathmtu = configuration.pathMTU
+        // One path, which ICE keeps working (or fails the whole connection): usrsctp must never
+        // mark it unreachable before the association itself gives up. At the default (5
+        // timeouts, 3.4 s at these RTOs) it did, and then sent no new data on it until a
+        // heartbeat (30 s apart) confirmed it again, since acknowledged retransmissions do not
+        // count (Karn's rule): a transfer stalled for half a minute after a 4 s outage.
+        params.spp_pathmaxrxt = configuration.maximumRetransmissions
         setOption(socket, sctp, SCTP_PEER_ADDR_PARAMS, params)
         for type in [SCTP_ASSOC_CHANGE, SCTP_SENDER_DRY_EVENT, SCTP_STREAM_RESET_EVENT, SCTP_STREAM_CHANGE_EVENT] {
             setOption(socket, sctp, SCTP_EVENT, sctp_event(se_assoc_id: sctp_assoc_t(SCTP_ALL_ASSOC), se_type: UInt16(type), se_on: 1))

@@ -234,6 +234,21 @@ package struct ICEAgent: Sendable {
         selection = current
     }
 
+    /// Asks the selected pair for consent now (RFC 7675 allows a request at any time), unless
+    /// one is already unanswered: the caller saw the path go quiet and wants to know at once
+    /// whether it still works, and the request going out also renews the NAT mappings on the
+    /// way. A lost answer is asked again every `consentRetryInterval`, as for a scheduled one.
+    package mutating func probeSelectedPair(now: ICETime) {
+        guard var current = selection, current.outstandingSince == nil, current.nextConsent > now else { return }
+        current.nextConsent = now
+        selection = current
+        update(now: now)
+    }
+
+    /// When the selected pair last answered a consent request (or was selected): an answer
+    /// whose integrity and transaction the agent checked.
+    package var selectedPairAnsweredAt: ICETime? { selection?.lastAlive }
+
     /// Sends, retransmits, times out; call it at `nextDeadline`.
     package mutating func advance(now: ICETime) {
         update(now: now)

@@ -1,3 +1,4 @@
+import Foundation
 import Crypto
 import NIOCore
 import Testing
@@ -18,6 +19,10 @@ final class Loopback {
     var eventsB: [Event] = []
     /// Drop every n-th datagram in each direction (0: none).
     var dropEvery = 0
+    /// Drop everything (the path is down).
+    var outage = false
+    /// An idle tick also waits 10 ms of real time (for usrsctp's wall-clock checks).
+    var realTime = false
     var sentCount = 0
     var dropped = 0
     var largestPacket = 0
@@ -42,7 +47,7 @@ final class Loopback {
         if self[keyPath: log].count < 4 { self[keyPath: log].append(packet) }
         sentCount += 1
         largestPacket = max(largestPacket, packet.count)
-        if dropEvery > 0 && sentCount % dropEvery == 0 {
+        if outage || (dropEvery > 0 && sentCount % dropEvery == 0) {
             dropped += 1
             return
         }
@@ -57,6 +62,7 @@ final class Loopback {
             if toA.isEmpty && toB.isEmpty {
                 guard ticks < maxTicks else { return false }
                 ticks += 1
+                if realTime { Thread.sleep(forTimeInterval: 0.01) }
                 TestClock.now = TestClock.now + .milliseconds(10)
                 SCTPAssociation.handleTimers(now: TestClock.now)
                 continue
@@ -323,6 +329,46 @@ struct SplitMix: RandomNumberGenerator {
         for (bytes, _) in Loopback.messages(pipe.eventsB, on: id) { received.update(data: Array(bytes.readableBytesView)) }
         #expect(received.finalize() == hash.finalize())
         #expect(pipe.dropped > 10)
+    }
+
+    /// More timeouts in a row than usrsctp's default Path.Max.Retrans (5): at that default it
+    /// marked the one path unreachable and sent no new data on it until a heartbeat, 30 s
+    /// later, confirmed it again (retransmissions that get through do not count), so an agent's
+    /// transfer stalled for half a minute after a 4 s outage. The path must come back with the
+    /// next retransmission, and a heartbeat can be asked for at once. Real time: usrsctp
+    /// compares send times with the wall clock before it retransmits. RTOs are short (50–100
+    /// ms) so that 1 s of outage is ten timeouts.
+    @Test func afterALongOutageDataFlowsAgainWithTheNextRetransmission() throws {
+        var configuration = SCTPAssociation.Configuration()
+        configuration.minimumRTO = 50
+        configuration.maximumRTO = 100
+        configuration.maximumRetransmissions = 32
+        let pipe = Loopback(configuration: configuration)
+        pipe.realTime = true
+        #expect(pipe.a.pathChanged() == false)  // not up yet
+        pipe.connect()
+        let id = try pipe.openFromA(label: "outage")
+        var sent = 0
+        func send(_ count: Int) {
+            for _ in 0..<count {
+                #expect(pipe.a.send(randomBytes(1000, seed: UInt64(sent)), on: id) == .sent)
+                sent += 1
+            }
+        }
+        send(20)
+        #expect(pipe.run { Loopback.messages(pipe.eventsB, on: id).count == sent })
+        pipe.outage = true
+        send(300)
+        let dropped = pipe.dropped
+        #expect(!pipe.run(maxTicks: 100) { Loopback.messages(pipe.eventsB, on: id).count == sent })
+        #expect(pipe.dropped - dropped >= 20)  // the first flight, then a retransmission per timeout
+        pipe.outage = false
+        let back = ContinuousClock.now
+        #expect(pipe.run(maxTicks: 300) { Loopback.messages(pipe.eventsB, on: id).count == sent })
+        #expect(ContinuousClock.now - back < .milliseconds(1000))
+        // Asking for a heartbeat works on an association that is up.
+        #expect(pipe.a.pathChanged())
+        #expect(pipe.eventsA.allSatisfy { if case .associationDown = $0 { false } else { true } })
     }
 
     @Test func anUnreliableUnorderedChannelSkipsLostMessagesInsteadOfStalling() throws {

@@ -270,6 +270,31 @@ import Wire
         #expect(script.agent.nextDeadline == nil)
     }
 
+    @Test func aProbeAsksForConsentAtOnceOnlyWhenNoneIsOutstandingAndItsAnswerIsRecorded() throws {
+        let script = connected()
+        script.run(until: .milliseconds(1000))
+        let answeredAtSelection = try #require(script.agent.selectedPairAnsweredAt)
+        // A probe at 1.5 s: a consent request now, not at 5010.
+        script.at(1500) { script.agent.probeSelectedPair(now: script.now) }
+        script.run(until: .milliseconds(1500))
+        let probe = try #require(script.requests.last)
+        #expect(probe.time == .milliseconds(1500) && probe.to == Script.remote && !probe.message.contains(.useCandidate))
+        // A second probe while that one is unanswered sends nothing more.
+        let sent = script.requests.count
+        script.at(1600) { script.agent.probeSelectedPair(now: script.now) }
+        script.run(until: .milliseconds(1600))
+        #expect(script.requests.count == sent)
+        // The answer is recorded (the caller compares the time) and the next request is one
+        // interval after the probe (5 s here).
+        script.at(1610) { script.answerLast() }
+        script.run(until: .milliseconds(1610))
+        #expect(try #require(script.agent.selectedPairAnsweredAt) > answeredAtSelection)
+        script.run(until: .milliseconds(6499))
+        #expect(script.requests.count == sent)
+        script.run(until: .milliseconds(6500))
+        #expect(script.requests.count == sent + 1)
+    }
+
     @Test func trafficOnTheSelectedPairPostponesDisconnected() {
         let script = connected()
         script.run(until: .milliseconds(5010))

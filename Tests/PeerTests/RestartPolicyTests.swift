@@ -7,6 +7,8 @@ import Testing
 @Suite struct RestartPolicyTests {
     let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
 
+    func probe(_ policy: inout RestartPolicy, at now: NIODeadline) -> Bool { policy.probeDue(now: now) }
+
     @Test func silenceAfterSendingRestartsButAnIdlePathDoesNot() {
         var policy = RestartPolicy()
         policy.described(ufrag: "peer1")
@@ -15,13 +17,51 @@ import Testing
         // Sent, answered within the second: fine.
         policy.sent(at: t0)
         policy.sent(at: t0 + .milliseconds(300))
-        policy.received()
+        policy.received(at: t0 + .milliseconds(400))
         #expect(policy.restartReason(now: t0 + .seconds(5), consentLost: false) == nil)
         // Sent at t0+6 s and nothing came back: 999 ms is not yet silence, 1 s is.
         policy.sent(at: t0 + .seconds(6))
         policy.sent(at: t0 + .milliseconds(6500))
         #expect(policy.restartReason(now: t0 + .milliseconds(6999), consentLost: false) == nil)
         #expect(policy.restartReason(now: t0 + .seconds(7), consentLost: false) == "no answer on the path for 1000 ms")
+    }
+
+    @Test func aQuietPathIsProbedOnceAndOnlyAnUnansweredProbeRestarts() {
+        var policy = RestartPolicy()
+        policy.described(ufrag: "peer1")
+        // Nothing from the peer yet: nothing to notice.
+        #expect(!probe(&policy, at: t0 + .seconds(10)))
+        policy.received(at: t0)
+        #expect(!probe(&policy, at: t0 + .milliseconds(499)))
+        #expect(probe(&policy, at: t0 + .milliseconds(500)))
+        // One probe per quiet spell.
+        #expect(!probe(&policy, at: t0 + .seconds(3)))
+        // Answered: an idle connection, however long it stays quiet.
+        policy.answered()
+        #expect(policy.restartReason(now: t0 + .seconds(60), consentLost: false) == nil)
+        #expect(!probe(&policy, at: t0 + .seconds(60)))
+        // Busy again, quiet again, and this probe goes unanswered: restart 1 s after it.
+        policy.received(at: t0 + .seconds(61))
+        #expect(probe(&policy, at: t0 + .milliseconds(61_600)))
+        #expect(policy.restartReason(now: t0 + .milliseconds(62_599), consentLost: false) == nil)
+        #expect(policy.restartReason(now: t0 + .milliseconds(62_600), consentLost: false)
+                    == "the quiet path did not answer a consent request")
+        // The peer's datagrams coming back answer the probe too.
+        policy.received(at: t0 + .milliseconds(62_700))
+        #expect(policy.restartReason(now: t0 + .seconds(70), consentLost: false) == nil)
+    }
+
+    @Test func aConsentAnswerDoesNotAnswerOurDatagrams() {
+        // A NAT that changed its mapping: consent passes on the new one, the peer's datagrams
+        // still go to the old one. We sent and heard nothing back: that restarts.
+        var policy = RestartPolicy()
+        policy.described(ufrag: "peer1")
+        policy.received(at: t0)
+        policy.sent(at: t0 + .milliseconds(100))
+        #expect(probe(&policy, at: t0 + .milliseconds(600)))
+        policy.answered()
+        #expect(policy.restartReason(now: t0 + .milliseconds(1099), consentLost: false) == nil)
+        #expect(policy.restartReason(now: t0 + .milliseconds(1100), consentLost: false) == "no answer on the path for 1000 ms")
     }
 
     @Test func restartsAreSpacedAndConsentLossAlsoRestarts() {

@@ -289,6 +289,31 @@ def test_a_transfer_survives_both_nats_forgetting_their_mappings(sb, certificate
         assert result["longest_gap"] < 3.0, (result, transfer.connector.seen)
 
 
+@pytest.mark.parametrize("mode,path", [("auto", "direct"), ("relay", "relay")])
+def test_a_transfer_resumes_at_once_after_a_four_second_outage(sb, certificate, tmp_path, mode, path):
+    """Router A forwards nothing at all for 4 s mid-transfer (UDP, the TURN server's TCP, the
+    event stream: an uplink that drops out). That is more SCTP timeouts in a row than usrsctp's
+    default Path.Max.Retrans: it used to mark the one path unreachable and send nothing new
+    on it until a heartbeat 30 s later, so the reader timed out. Now the transfer goes on
+    within 1.5 s of the link's return, every byte arrives, on the same peer connection."""
+    with Scene(sb, certificate, tmp_path, {"a": "home", "b": "home"}) as scene:
+        transfer = PacedTransfer(scene, "--mode", mode)
+        assert fields(transfer.connector.wait_for("connected bob"))["path"] == path
+        time.sleep(1.5)
+        scene.lab.exec("ra", "nft", "-f", "-", input="""
+table inet outage {
+    chain forward {
+        type filter hook forward priority -10; policy drop;
+    }
+}
+""")
+        time.sleep(4.0)
+        scene.lab.exec("ra", "nft", "delete", "table", "inet", "outage")
+        result = transfer.finish()
+        print(f"  4 s outage ({path}): longest stall {result['longest_gap']} s")
+        assert 4.0 <= result["longest_gap"] < 5.5, (result, transfer.connector.seen)
+
+
 @pytest.mark.parametrize("kind,path,rebound", [
     ("home", "direct", ("a",)), ("home", "direct", ("b",)), ("home", "direct", ("a", "b")),
     ("symmetric", "relay", ("a",)), ("symmetric", "relay", ("a", "b")),

@@ -353,8 +353,14 @@ final class PeerConnection: @unchecked Sendable {
     }
 
     private func checkPath() {
-        guard !isClosed, remote != nil,
-              let reason = restartPolicy.restartReason(now: .now(), consentLost: agent.state == .disconnected) else { return }
+        guard !isClosed, remote != nil else { return }
+        let now = NIODeadline.now()
+        if selected != nil, restartPolicy.probeDue(now: now) {
+            logger.trace("the path went quiet: consent request now")
+            agent.probeSelectedPair(now: self.now)
+            flush()
+        }
+        guard let reason = restartPolicy.restartReason(now: now, consentLost: agent.state == .disconnected) else { return }
         restartICE(reason: reason)
     }
 
@@ -398,7 +404,9 @@ final class PeerConnection: @unchecked Sendable {
         case 0...3:
             var buffer = ByteBuffer(bytes: bytes)
             guard let message = try? STUNMessage(parsing: &buffer) else { return }
+            let answeredBefore = agent.selectedPairAnsweredAt
             agent.receive(message, from: from, base: iceBase, now: now)
+            if let answered = agent.selectedPairAnsweredAt, answered != answeredBefore { restartPolicy.answered() }
         case 20...63:
             // DTLS only from a path ICE checked: a stranger's ClientHello must not start a
             // handshake that then fails the whole connection. The peer's first flight can
@@ -410,7 +418,7 @@ final class PeerConnection: @unchecked Sendable {
                 return
             }
             lastInbound = (iceBase, from)
-            restartPolicy.received()
+            restartPolicy.received(at: .now())
             agent.noteTraffic(from: from, base: iceBase, now: now)
             guard let dtls else {
                 // A ClientHello before the answer's description: keep a few.
@@ -768,7 +776,10 @@ final class PeerConnection: @unchecked Sendable {
                 if previous != nil && reportedConnected && (previous?.isRelayed != pair.isRelayed) {
                     callbacks.pathChanged(report)
                 }
-                if sctp?.isUp == true { reportConnected() }
+                if sctp?.isUp == true {
+                    sctp?.pathChanged()
+                    reportConnected()
+                }
             case .state(let state):
                 logger.debug("ICE state", metadata: ["state": "\(state)"])
                 if state == .disconnected { isDisconnected = true }

@@ -8,6 +8,12 @@ struct RestartPolicy: Sendable {
     /// acknowledges within 200 ms and its heartbeats are answered at once, so silence this long
     /// while we send means the path broke (a NAT forgot or changed its mapping, an address went).
     var silence: TimeAmount = .seconds(1)
+    /// How long the peer's datagrams may stop before we probe the path once (a consent request
+    /// at once, which counts as sending). A side that only receives sends nothing of its own
+    /// when the path breaks under it: without the probe it would notice only at its next
+    /// scheduled consent request (4–6 s), and its NAT, which forgot the mapping, would drop
+    /// everything the peer sends until then.
+    var quiet: TimeAmount = .milliseconds(500)
     /// At most one restart per this long (one that got no answer is tried again after it).
     var spacing: TimeAmount = .seconds(5)
     /// Older generations remembered (their late fragments are dropped).
@@ -19,8 +25,14 @@ struct RestartPolicy: Sendable {
     /// We restarted and wait for the peer's new credentials.
     private(set) var awaitingPeer = false
     private var lastRestart: NIODeadline?
-    /// When we first sent after the last datagram the peer sent us on a checked path.
+    /// When we first sent after the peer's last datagram on a checked path.
     private var sentSinceReceive: NIODeadline?
+    /// When the peer's last datagram (not a consent answer) arrived, and whether we probed
+    /// since: one probe per quiet spell, so an idle connection costs nothing more.
+    private var lastReceived: NIODeadline?
+    private var probedSinceReceive = false
+    /// When our probe went, until the pair answers it (or the peer's datagrams come back).
+    private var probeSentAt: NIODeadline?
     private(set) var restarts = 0
 
     /// The description's credentials: the first generation.
@@ -28,20 +40,44 @@ struct RestartPolicy: Sendable {
         remoteUfrag = ufrag
     }
 
+    /// We sent the peer datagrams (DTLS) on the path.
     mutating func sent(at now: NIODeadline) {
         if sentSinceReceive == nil { sentSinceReceive = now }
     }
 
-    mutating func received() {
+    /// A datagram from the peer on a checked path: the answer to what we sent, and the path is
+    /// busy again.
+    mutating func received(at now: NIODeadline) {
         sentSinceReceive = nil
+        probeSentAt = nil
+        lastReceived = now
+        probedSinceReceive = false
+    }
+
+    /// Whether to probe the path now: the peer's datagrams stopped `quiet` ago and we have not
+    /// probed since. The caller sends a consent request at once.
+    mutating func probeDue(now: NIODeadline) -> Bool {
+        guard let lastReceived, !probedSinceReceive, now - lastReceived >= quiet else { return false }
+        probedSinceReceive = true
+        probeSentAt = now
+        return true
+    }
+
+    /// The selected pair answered a consent request. It answers our probe, not our datagrams:
+    /// a NAT that changed its mapping passes consent on the new one while the peer's datagrams
+    /// still go to the old, so silence after sending still restarts.
+    mutating func answered() {
+        probeSentAt = nil
     }
 
     /// Why ICE should restart now, if it should.
     func restartReason(now: NIODeadline, consentLost: Bool) -> String? {
         let silent = sentSinceReceive.map { now - $0 >= silence } ?? false
-        guard silent || consentLost else { return nil }
+        let unanswered = probeSentAt.map { now - $0 >= silence } ?? false
+        guard silent || unanswered || consentLost else { return nil }
         if let lastRestart, now - lastRestart < spacing { return nil }
-        return silent ? "no answer on the path for \(silence.nanoseconds / 1_000_000) ms" : "consent unanswered"
+        if silent { return "no answer on the path for \(silence.nanoseconds / 1_000_000) ms" }
+        return unanswered ? "the quiet path did not answer a consent request" : "consent unanswered"
     }
 
     /// We restart ICE now: on our own (we then wait for the peer's new credentials) or
