@@ -27,12 +27,16 @@ package final class EventLoopExecutor: TaskExecutor {
 /// handler block that loop's other connections, so Store calls made in place must stay short
 /// (indexed lookups and small writes), and a write that finds another process holding the
 /// write lock suspends its task instead of waiting in SQLite (Store's `writeInPlace`).
+///
+/// `connectionGuard`, when set, admits the connection and times it around the inner setup.
 struct ConnectionOnItsLoop<Inner: ServerChildChannel>: ServerChildChannel {
     typealias Value = Inner.Value
     let inner: Inner
+    var connectionGuard: HTTPConnectionGuard?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        inner.setup(channel: channel, logger: logger)
+        guard let connectionGuard else { return inner.setup(channel: channel, logger: logger) }
+        return connectionGuard.setup(channel: channel, logger: logger) { inner.setup(channel: channel, logger: logger) }
     }
 
     func handle(value: Value, logger: Logger) async {

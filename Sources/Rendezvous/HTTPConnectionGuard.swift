@@ -42,21 +42,23 @@ package final class HTTPSourceCounter: Sendable {
     }
 }
 
-/// GuardedConnection admits an HTTP connection under the per-source cap and puts the
-/// request and idle timeouts on it (`HTTPConnectionTimer`), around Hummingbird's channel.
+/// HTTPConnectionGuard admits an HTTP connection under the per-source cap and puts the
+/// request and idle timeouts on it (`HTTPConnectionTimer`), around Hummingbird's channel setup
+/// (`ConnectionOnItsLoop` calls it). It is not a `ServerChildChannel` wrapper of its own: each
+/// wrapper's `handle` is one more async frame for the connection's whole life, and that one
+/// took a task-stack slab of its own, about 1 KB per connection (heaptrack, 2000 SSE peers).
 ///
 /// Why not Hummingbird's `idleTimeout` (HTTP1Channel.Configuration, 2.28): with the WebSocket
 /// upgrade channel its handler is added only once the first request head has arrived, so a
 /// header sent a byte at a time is never timed; it counts parts, not bytes, so a request
 /// that began arriving is not told from an idle connection; and it never sees the SSE
 /// streams `EventStreamHandler` takes over, so it would cut them.
-struct GuardedConnection<Inner: ServerChildChannel>: ServerChildChannel {
-    typealias Value = Inner.Value
-    let inner: Inner
+struct HTTPConnectionGuard: Sendable {
     let limits: HTTPConnectionLimits
     let sources: HTTPSourceCounter
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    /// `inner` is the wrapped channel's own setup.
+    func setup<Value>(channel: any Channel, logger: Logger, inner: () -> EventLoopFuture<Value>) -> EventLoopFuture<Value> {
         let address = channel.remoteAddress.flatMap(TransportAddress.init)?.ip
         if let address {
             guard sources.acquire(address) else {
@@ -64,7 +66,7 @@ struct GuardedConnection<Inner: ServerChildChannel>: ServerChildChannel {
                 logger.trace("http connection refused", metadata: ["client": "\(address)", "reason": "per_source"])
                 // Hummingbird still gets its value; the channel is closed once registered,
                 // before anything is read from it.
-                return inner.setup(channel: channel, logger: logger).map { value in
+                return inner().map { value in
                     channel.eventLoop.execute { channel.close(promise: nil) }
                     return value
                 }
@@ -73,7 +75,7 @@ struct GuardedConnection<Inner: ServerChildChannel>: ServerChildChannel {
             channel.closeFuture.whenComplete { _ in sources.release(address) }
         }
         let limits = self.limits
-        return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+        return inner().flatMapThrowing { value in
             let timeouts = HTTPTimeouts(limits: limits, channel: channel)
             let pipeline = channel.pipeline.syncOperations
             // Bytes are seen before the HTTP decoder (a header trickle is activity the decoder
@@ -85,10 +87,6 @@ struct GuardedConnection<Inner: ServerChildChannel>: ServerChildChannel {
             timeouts.arm()
             return value
         }
-    }
-
-    func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
     }
 }
 

@@ -126,7 +126,7 @@ package enum HTTPServer {
             router: makeRouter(database: database, registry: registry, rendezvous: rendezvous, hub: hub,
                                presence: presence, edge: edge, logRequests: logger.logLevel <= .debug),
             server: HTTPServerBuilder { responder in
-                ConnectionOnItsLoop(inner: GuardedConnection(
+                ConnectionOnItsLoop(
                     inner: HTTP1WebSocketUpgradeChannel(
                         responder: responder,
                         configuration: .init(
@@ -136,7 +136,7 @@ package enum HTTPServer {
                             try await WebSocketAPI.shouldUpgrade(head, database: database, configuration: rendezvous,
                                                                  hub: hub, presence: presence)
                         }),
-                    limits: configuration.connections, sources: sources))
+                    connectionGuard: HTTPConnectionGuard(limits: configuration.connections, sources: sources))
             },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
