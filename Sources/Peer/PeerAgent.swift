@@ -218,6 +218,12 @@ public final class PeerAgent: Sendable {
             // The network changed under us: the event stream's connection may be dead too.
             Task { await signaling.reconnectEvents() }
         }
+        connection.callbacks.pathWentQuiet = { [signaling] in
+            // A NAT that changed its mapping kills the event stream's TCP connection without
+            // either end knowing, and the peer's ICE restart comes over it: a fresh connection
+            // (at most one per `quietReconnectSpacing`) brings it at once.
+            Task { await signaling.reconnectEvents(notWithin: Self.quietReconnectSpacing) }
+        }
         connection.callbacks.connected = { report("connected \(peer) \($0)") }
         connection.callbacks.pathChanged = { report("path \(peer) \($0)") }
         connection.callbacks.closed = { reason in
@@ -226,6 +232,9 @@ public final class PeerAgent: Sendable {
             removed()
         }
     }
+
+    /// At most one event-stream reconnection per this long for quiet paths.
+    static let quietReconnectSpacing: Duration = .seconds(15)
 
     static func oneLine(_ text: String) -> String {
         text.replacingOccurrences(of: "\n", with: " ")

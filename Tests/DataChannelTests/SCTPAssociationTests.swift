@@ -371,6 +371,14 @@ struct SplitMix: RandomNumberGenerator {
         #expect(pipe.eventsA.allSatisfy { if case .associationDown = $0 { false } else { true } })
     }
 
+    @Test func packetsUsrsctpWritesAreReadForWhetherTheyAskForAnAnswer() throws {
+        // The handshake's INIT asks; among the server's first packets the COOKIE ACK does not.
+        let pipe = Loopback()
+        pipe.connect()
+        #expect(pipe.firstPacketsA.first.map(SCTPPacket.asksForAnswer) == true)
+        #expect(pipe.firstPacketsB.contains { !SCTPPacket.asksForAnswer($0) })
+    }
+
     @Test func anUnreliableUnorderedChannelSkipsLostMessagesInsteadOfStalling() throws {
         let pipe = Loopback()
         pipe.connect()

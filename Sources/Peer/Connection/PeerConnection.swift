@@ -55,6 +55,10 @@ final class PeerConnection: @unchecked Sendable {
         /// An ICE restart began with these new local credentials: the candidates that follow
         /// go to the peer with them (in a trickle fragment, RFC 8840, which tells it so).
         var restarted: (ICECredentials) -> Void = { _ in }
+        /// The peer's datagrams stopped while the path had carried them: the network may have
+        /// changed under us, and with it the signaling connection the peer's restart would
+        /// come over.
+        var pathWentQuiet: () -> Void = {}
         var closed: (String) -> Void = { _ in }
     }
 
@@ -359,6 +363,7 @@ final class PeerConnection: @unchecked Sendable {
             logger.trace("the path went quiet: consent request now")
             agent.probeSelectedPair(now: self.now)
             flush()
+            callbacks.pathWentQuiet()
         }
         guard let reason = restartPolicy.restartReason(now: now, consentLost: agent.state == .disconnected) else { return }
         restartICE(reason: reason)
@@ -458,18 +463,23 @@ final class PeerConnection: @unchecked Sendable {
     }
 
     /// Sends DTLS on the selected pair, or back where the last DTLS datagram came from
-    /// before ICE selected one (the controlled side, before nomination).
-    private func sendOnPath(_ datagrams: [[UInt8]]) {
+    /// before ICE selected one (the controlled side, before nomination). `asksForAnswer`: the
+    /// peer will reply (SCTP data, a heartbeat, a handshake flight), so silence after it means
+    /// the path broke; a bare acknowledgement gets no reply on a path that works.
+    private func sendOnPath(_ datagrams: [[UInt8]], asksForAnswer: Bool) {
         let path = selected.map { ($0.base, $0.remoteAddress) } ?? lastInbound.map { ($0.base, $0.from) }
         guard let (base, to) = path else { return }
-        if !datagrams.isEmpty { restartPolicy.sent(at: .now()) }
+        if asksForAnswer && !datagrams.isEmpty { restartPolicy.sent(at: .now()) }
         for datagram in datagrams { sendDatagram(datagram, base: base, to: to) }
     }
 
     // MARK: DTLS and SCTP
 
     private func handle(_ output: DTLSEndpoint.Output) {
-        sendOnPath(output.datagrams)
+        // Handshake flights are answered; after it, DTLS itself sends only alerts.
+        var handshaking = false
+        if let dtls, case .handshaking = dtls.state { handshaking = true }
+        sendOnPath(output.datagrams, asksForAnswer: handshaking)
         for event in output.events {
             switch event {
             case .connected:
@@ -514,7 +524,7 @@ final class PeerConnection: @unchecked Sendable {
     private func sctpOutput(_ packet: [UInt8]) {
         guard let dtls else { return }
         do {
-            sendOnPath(try dtls.write(packet))
+            sendOnPath(try dtls.write(packet), asksForAnswer: SCTPPacket.asksForAnswer(packet))
         } catch {
             logger.debug("SCTP packet not sent: \(error)")
         }
@@ -893,7 +903,7 @@ final class PeerConnection: @unchecked Sendable {
         tunnels.removeAll()
         unopened.removeAll()
         sctp?.close()
-        if let dtls { sendOnPath(dtls.close()) }
+        if let dtls { sendOnPath(dtls.close(), asksForAnswer: false) }
         agent.close()
         for socket in sockets.values { socket.close(promise: nil) }
         for relay in relays.values { _ = relay.connection.close() }

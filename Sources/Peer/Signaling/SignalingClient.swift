@@ -204,9 +204,19 @@ public actor SignalingClient {
     public func reconnectEvents() -> Bool {
         guard let streamAttempt else { return false }
         kicked = true
+        lastKick = .now
         streamAttempt.cancel()
         return true
     }
+
+    /// `reconnectEvents()`, unless the stream was reconnected less than `spacing` ago (a hint
+    /// that the network may have changed, not a sign that it did).
+    @discardableResult
+    public func reconnectEvents(notWithin spacing: Duration) -> Bool {
+        if let lastKick, ContinuousClock.now - lastKick < spacing { return false }
+        return reconnectEvents()
+    }
+    private var lastKick: ContinuousClock.Instant?
 
     /// The event cursor, written from the WebSocket handler and read after it returns.
     private final class Cursor: @unchecked Sendable {
