@@ -358,14 +358,14 @@ final class PeerConnection: @unchecked Sendable {
 
     private func checkPath() {
         guard !isClosed, remote != nil else { return }
-        let now = NIODeadline.now()
-        if selected != nil, restartPolicy.probeDue(now: now) {
+        let clock = NIODeadline.now()  // the policy's clock; the ICE agent's is `now`
+        if selected != nil, restartPolicy.probeDue(now: clock) {
             logger.trace("the path went quiet: consent request now")
-            agent.probeSelectedPair(now: self.now)
+            agent.probeSelectedPair(now: now)
             flush()
             callbacks.pathWentQuiet()
         }
-        guard let reason = restartPolicy.restartReason(now: now, consentLost: agent.state == .disconnected) else { return }
+        guard let reason = restartPolicy.restartReason(now: clock, consentLost: agent.state == .disconnected) else { return }
         restartICE(reason: reason)
     }
 

@@ -9,7 +9,7 @@ struct RestartPolicy: Sendable {
     /// while we send means the path broke (a NAT forgot or changed its mapping, an address went).
     var silence: TimeAmount = .seconds(1)
     /// How long the peer's datagrams may stop before we probe the path once (a consent request
-    /// at once, which counts as sending). A side that only receives sends nothing of its own
+    /// at once; unanswered for `silence`, it restarts ICE). A side that only receives sends nothing of its own
     /// when the path breaks under it: without the probe it would notice only at its next
     /// scheduled consent request (4–6 s), and its NAT, which forgot the mapping, would drop
     /// everything the peer sends until then.
