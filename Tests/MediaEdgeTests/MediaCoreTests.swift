@@ -272,6 +272,79 @@ import Testing
         #expect(again.count == 1 && again[0].payload.getInteger(at: 2, as: UInt8.self) == 0x41)
     }
 
+    /// Packets reordered on the way to the ingest (found by MediaFuzz): each viewer number
+    /// stands for one packet only, numbering goes on after the newest, a packet from before an
+    /// inserted keyframe is a counted drop, and the keyframe cache is assembled in order.
+    @Test func reorderedIngestPacketsNeverReuseAViewerNumber() throws {
+        var rig = try Rig()
+        /// One packet with stream number `sequence` (the rig's own counter is put back).
+        func ingest(_ sequence: UInt16, _ payload: [UInt8], marker: Bool) {
+            let next = rig.sequence
+            rig.sequence = sequence
+            rig.ingest(payload, marker: marker)
+            rig.sequence = max(next, sequence &+ 1)
+        }
+        // A keyframe whose two middle fragments swap places: SPS, PPS, start, end of a
+        // four-fragment IDR, with 1003 arriving before 1002.
+        ingest(1000, [0x67, 0x42, 0xC0, 0x1E, 0xDA], marker: false)
+        ingest(1001, [0x68, 0xCE, 0x3C, 0x80], marker: false)
+        ingest(1003, [0x7C, 0x05, 0x02], marker: false)
+        ingest(1002, [0x7C, 0x85, 0x01], marker: false)
+        ingest(1004, [0x7C, 0x45, 0x03], marker: true)
+        rig.timestamp &+= 3000
+        let viewer = try FakeViewer()
+        try rig.connect(viewer)
+        let keyframe = try rig.received(by: viewer)
+        #expect(keyframe.map { Array($0.payload.readableBytesView) }
+                == [[0x67, 0x42, 0xC0, 0x1E, 0xDA], [0x68, 0xCE, 0x3C, 0x80], [0x7C, 0x85, 0x01], [0x7C, 0x05, 0x02],
+                    [0x7C, 0x45, 0x03]])
+
+        // The viewer's live stretch starts at the next frame. Then two frames arrive swapped:
+        // the late one goes out with its own number, and the next frame continues after the
+        // newest, not after the late one.
+        ingest(1005, [0x41, 0x9A, 0x05], marker: true)
+        rig.timestamp &+= 3000
+        ingest(1007, [0x41, 0x9A, 0x07], marker: true)
+        ingest(1006, [0x41, 0x9A, 0x06], marker: true)
+        rig.timestamp &+= 3000
+        ingest(1008, [0x41, 0x9A, 0x08], marker: true)
+        let live = try rig.received(by: viewer)
+        let base = keyframe.last!.sequenceNumber
+        #expect(live.map(\.sequenceNumber) == [1, 3, 2, 4].map { base &+ $0 })
+        #expect(live.map { $0.payload.getInteger(at: 2, as: UInt8.self)! } == [5, 7, 6, 8])
+
+        // A PLI: the cached keyframe goes in before the next frame. Then a copy of 1007 comes
+        // late: its number now belongs to the inserted keyframe, so the viewer does not get it.
+        rig.advance(milliseconds: 500)
+        rig.core.receive(try Self.srtcp(.pictureLossIndication(senderSSRC: 1, mediaSSRC: viewer.videoSSRC), viewer: viewer),
+                         from: Self.client, now: rig.now)
+        rig.timestamp &+= 3000
+        ingest(1009, [0x41, 0x9A, 0x09], marker: true)
+        let inserted = try rig.received(by: viewer)
+        #expect(inserted.map(\.sequenceNumber) == (5...10).map { base &+ $0 })
+        #expect(inserted.last?.payload.getInteger(at: 2, as: UInt8.self) == 9)
+        #expect(rig.core.counters.latePackets == 0)
+        ingest(1007, [0x41, 0x9A, 0x07], marker: true)
+        #expect(try rig.received(by: viewer).isEmpty)
+        #expect(rig.core.counters.latePackets == 1)
+        rig.timestamp &+= 3000
+        ingest(1010, [0x41, 0x9A, 0x0A], marker: true)
+        let next = try rig.received(by: viewer)
+        #expect(next.map(\.sequenceNumber) == [base &+ 11])
+
+        // A NACK for every number the viewer has: each resends the packet it stood for.
+        let all = keyframe + live + inserted + next
+        rig.core.receive(try Self.srtcp(.nack(senderSSRC: 1, mediaSSRC: viewer.videoSSRC, lost: all.map(\.sequenceNumber)),
+                                        viewer: viewer), from: Self.client, now: rig.now)
+        let resent = try rig.received(by: viewer)
+        #expect(resent.count == all.count)
+        let original = Dictionary(uniqueKeysWithValues: all.map { ($0.sequenceNumber, Array($0.payload.readableBytesView)) })
+        for packet in resent {
+            let number = packet.payload.getInteger(at: packet.payload.readerIndex, as: UInt16.self)!
+            #expect(Array(packet.payload.readableBytesView.dropFirst(2)) == original[number])
+        }
+    }
+
     @Test func senderReportsGoOutEverySecondAndConsentExpiresAfterThirty() throws {
         var rig = try Rig()
         rig.keyframe()

@@ -94,6 +94,8 @@ package final class MediaCore {
         package var refusedSourceBusy = 0
         /// Writes the kernel refused (firewall, no route, send buffer full); counted, not fatal.
         package var sendErrors = 0
+        /// Reordered ingest packets from before a viewer's current live stretch, not sent to it.
+        package var latePackets = 0
         /// What the ingest tracks refused or did not cache.
         package var ingest = IngestTrack.Drops()
     }
@@ -218,7 +220,16 @@ package final class MediaCore {
 
     private func forward(_ packet: MediaPacket, keyframe: [MediaPacket], on track: inout OutboundTrack, of viewer: Viewer,
                          now: MediaTime) {
-        guard let (inserted, live) = track.forward(packet, keyframe: keyframe, nowNanos: now.nanos) else { return }
+        let inserted: [OutboundTrack.Send], live: OutboundTrack.Send
+        switch track.forward(packet, keyframe: keyframe, nowNanos: now.nanos) {
+        case .waiting:
+            return
+        case .late:
+            counters.latePackets += 1
+            return
+        case .send(let keyframe, let packet):
+            (inserted, live) = (keyframe, packet)
+        }
         if !inserted.isEmpty {
             counters.keyframesSent += 1  // a keyframe went in before the packet
             for send in inserted { transmit(send, on: &track, viewer: viewer, now: now) }
@@ -454,8 +465,19 @@ package final class MediaCore {
             fail(viewer, "fingerprint-mismatch")
             return
         }
+        guard let keys = try? viewer.dtls.srtpKeyingMaterial() else {
+            counters.dtlsFailures += 1
+            fail(viewer, "srtp-failed")
+            return
+        }
+        play(viewer, keys: keys, now: now)
+    }
+
+    /// SRTP keyed with what DTLS agreed on, and the tracks started (the cached keyframe goes
+    /// out at once). Internal, not private: the media fuzz rig keys most of its viewers here
+    /// directly, since a real handshake per viewer would be most of an input's time.
+    func play(_ viewer: Viewer, keys: SRTPKeyingMaterial, now: MediaTime) {
         do {
-            let keys = try viewer.dtls.srtpKeyingMaterial()
             let weAreClient = viewer.negotiated.dtlsClient
             viewer.srtpOut = try SRTPSession(
                 profile: keys.profile, key: weAreClient ? keys.clientKey : keys.serverKey,

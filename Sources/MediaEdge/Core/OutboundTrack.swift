@@ -19,8 +19,11 @@ struct OutboundTrack {
     let clockRate: UInt32
     /// Live packets flow (the viewer has been joined to the stream).
     private(set) var started = false
+    /// One past the newest viewer sequence number sent: it only moves forward.
     private(set) var nextSequence: UInt16
     private var delta: UInt16 = 0
+    /// Where the current live stretch began (after the join or the last inserted keyframe).
+    private var liveStart: UInt16 = 0
     private(set) var timestampDelta: UInt32 = 0
     private var timestampBase: UInt32
     private var segments: [Segment] = []
@@ -61,28 +64,43 @@ struct OutboundTrack {
         return sends
     }
 
-    /// The sends for one live packet of the stream: nil while waiting for a frame start;
-    /// `inserted` is the cached keyframe when one was asked for (empty, and not allocated,
-    /// for every other packet), then `live`.
-    mutating func forward(_ packet: MediaPacket, keyframe: [MediaPacket], nowNanos: UInt64)
-        -> (inserted: [Send], live: Send)?
-    {
+    /// What becomes of one live packet of the stream.
+    enum Forwarding {
+        /// Not sent: the viewer waits for a frame start.
+        case waiting
+        /// Not sent: a reordered packet from before the current live stretch, whose viewer
+        /// number would be one already sent for another packet (the keyframe inserted since).
+        case late
+        /// `inserted` is the cached keyframe when one was asked for (empty, and not
+        /// allocated, for every other packet), then `live`.
+        case send(inserted: [Send], live: Send)
+    }
+
+    mutating func forward(_ packet: MediaPacket, keyframe: [MediaPacket], nowNanos: UInt64) -> Forwarding {
         var inserted: [Send] = []
         if !started || keyframeWanted {
-            guard packet.startsFrame else { return nil }
+            guard packet.startsFrame else { return .waiting }
             if started, keyframeWanted, !keyframe.isEmpty {
                 inserted = insertKeyframe(keyframe, timestamp: (packet.timestamp &+ timestampDelta) &- 1, nowNanos: nowNanos)
             }
             keyframeWanted = false
             delta = nextSequence &- packet.sequence
+            liveStart = nextSequence
             segments.append(.live(start: nextSequence, delta: delta))
             trimSegments()
             started = true
         }
-        let send = Send(sequence: packet.sequence &+ delta, timestamp: packet.timestamp &+ timestampDelta,
-                        marker: packet.marker, payload: packet.payload)
-        nextSequence = send.sequence &+ 1
-        return (inserted, send)
+        let sequence = packet.sequence &+ delta
+        if sequence &- nextSequence >= 0x8000 {
+            // Behind the newest sent (the ingest let a reordered packet through): it goes out
+            // with its own number if that belongs to this stretch, and moves nothing back.
+            guard nextSequence &- sequence <= nextSequence &- liveStart else { return .late }
+        } else {
+            nextSequence = sequence &+ 1
+        }
+        let send = Send(sequence: sequence, timestamp: packet.timestamp &+ timestampDelta, marker: packet.marker,
+                        payload: packet.payload)
+        return .send(inserted: inserted, live: send)
     }
 
     private mutating func insertKeyframe(_ packets: [MediaPacket], timestamp: UInt32, nowNanos: UInt64) -> [Send] {
@@ -112,8 +130,11 @@ struct OutboundTrack {
     mutating func sent(_ send: Send, nowNanos: UInt64) {
         packetsSent &+= 1
         octetsSent &+= UInt32(send.payload.readableBytes)
-        lastTimestamp = send.timestamp
-        lastSendNanos = nowNanos
+        // A late packet's older timestamp would set the Sender Report's RTP time back.
+        if lastSendNanos == 0 || send.timestamp &- lastTimestamp < 0x8000_0000 {
+            lastTimestamp = send.timestamp
+            lastSendNanos = nowNanos
+        }
     }
 
     /// What viewer sequence number `sequence` carried, for a retransmission.

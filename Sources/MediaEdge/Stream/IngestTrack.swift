@@ -147,17 +147,24 @@ package struct IngestTrack {
             }
             sourceSSRC = rtp.ssrc
         }
-        lastSourceSequence = rtp.sequenceNumber
+        let sequence = rtp.sequenceNumber &+ sequenceOffset
+        // At or behind the newest packet on the timeline: reordered (or duplicated) on the way.
+        // It is forwarded and kept for NACKs, but it does not move the timeline back (a restart
+        // continues after the newest number, not after it) and never starts a frame.
+        let late = packetsReceived > 0 && sequence &- (lastSequence &+ 1) >= 0x8000
+        if !late { lastSourceSequence = rtp.sequenceNumber }
         lastArrivalNanos = nowNanos
-        let packet = MediaPacket(sequence: rtp.sequenceNumber &+ sequenceOffset, timestamp: rtp.timestamp &+ timestampOffset,
-                                 marker: rtp.marker, payload: rtp.payload, startsFrame: atFrameBoundary)
+        let packet = MediaPacket(sequence: sequence, timestamp: rtp.timestamp &+ timestampOffset,
+                                 marker: rtp.marker, payload: rtp.payload, startsFrame: !late && atFrameBoundary)
         packetsReceived += 1
         bytesReceived += datagram.readableBytes
         history[Int(packet.sequence) % Self.historySize] = packet
-        if kind == .video { follow(packet) }
-        lastSequence = packet.sequence
-        lastTimestamp = packet.timestamp
-        atFrameBoundary = kind == .audio || packet.marker
+        if kind == .video { follow(packet, late: late) }
+        if !late {
+            lastSequence = packet.sequence
+            lastTimestamp = packet.timestamp
+            atFrameBoundary = kind == .audio || packet.marker
+        }
         return packet
     }
 
@@ -184,10 +191,29 @@ package struct IngestTrack {
         frameHasPPS = false
     }
 
-    private mutating func follow(_ packet: MediaPacket) {
-        if frameTimestamp != packet.timestamp { startFrame(timestamp: packet.timestamp) }
+    /// Assembles access units for the keyframe cache. A late packet goes into the unit being
+    /// assembled, in sequence order, when it is one of its own; it never ends a unit.
+    private mutating func follow(_ packet: MediaPacket, late: Bool) {
+        if late {
+            guard frameTimestamp == packet.timestamp else { return }
+        } else if frameTimestamp != packet.timestamp {
+            startFrame(timestamp: packet.timestamp)
+        }
         if !frameOversized {
-            framePackets.append(packet)
+            if late {
+                // The ingest takes packets up to 100 behind the newest (more is a restart), so
+                // this walks at most that far.
+                var index = framePackets.endIndex
+                while index > 0 {
+                    let ahead = framePackets[index - 1].sequence &- packet.sequence
+                    if ahead == 0 { return }  // a duplicate
+                    if ahead >= 0x8000 { break }
+                    index -= 1
+                }
+                framePackets.insert(packet, at: index)
+            } else {
+                framePackets.append(packet)
+            }
             frameBytes += packet.payload.readableBytes
             if framePackets.count > Self.maxFramePackets || frameBytes > Self.maxFrameBytes {
                 // Too large to cache: what was assembled goes now, the rest is not kept.
@@ -209,7 +235,7 @@ package struct IngestTrack {
             }
         }
         rememberParameterSets(packet.payload)
-        guard packet.marker else { return }
+        guard packet.marker, !late else { return }
         if !frameOversized, frameHasIDR && (frameHasSPS && frameHasPPS || sps != nil && pps != nil) {
             var unit: [MediaPacket] = []
             // Parameter sets the access unit did not carry itself go first, as single NAL packets.
