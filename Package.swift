@@ -306,7 +306,7 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
         .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "DTLS", "Wire", "Store", nio],
                 path: "Fuzz/Sources/MediaRig", swiftSettings: [.unsafeFlags(flags)]),
         fuzzTarget("WireFuzz", ["Wire"]),
-        fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "Wire", "Store"]),
+        fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "DTLS", "Wire", "Store"]),
         fuzzTarget("RTCPFuzz", ["MediaRig", "MediaEdge", "Wire"]),
         fuzzTarget("TURNFuzz", ["Relay", "Wire"]),
         fuzzTarget("WHEPFuzz", ["MediaEdge", "Wire"]),

@@ -1,3 +1,4 @@
+import DTLS
 import Foundation
 import FuzzSupport
 import MediaEdge
@@ -16,9 +17,11 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let shape = input.byte() % 3
     let rig = MediaRig(video: shape != 2, audio: shape != 1)
     var joins = 0
+    var handshaken = false
     var bigBurst = false
-    // Besides the one big IDR, a few thousand packets: an input stays a few milliseconds.
-    while !input.isEmpty, rig.ingested < (bigBurst ? 65536 : 0) + 4096 {
+    // Besides the one big IDR, 512 packets: each costs about 10 µs instrumented, so an input
+    // stays near a millisecond.
+    while !input.isEmpty, rig.ingested < (bigBurst ? 2 * IngestTrack.maxFramePackets : 0) + 512 {
         let op = input.byte() % 22
         if trace {
             FileHandle.standardError.write(Data("op \(op) at byte \(input.offset - 1), viewers \(rig.viewers.map { ($0.lastVideo, $0.lastAudio) })\n".utf8))
@@ -39,10 +42,15 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         case 6:
             rig.tick()
         case 7:
-            // Each join is a DTLS handshake: a few per input keep inputs fast.
-            guard joins < 4 else { continue }
+            // A viewer joins, keyed directly; about one join in 32 (at most one per input) does
+            // a real DTLS handshake, which costs more than the rest of an input.
+            guard joins < 6 else { continue }
             joins += 1
-            rig.connect(from: TransportAddress(ip: IPAddress("127.0.0.1")!, port: 40000 + UInt16(joins)))
+            let how = input.byte()
+            let handshake = how & 0x1F == 0 && !handshaken
+            handshaken = handshaken || handshake
+            rig.connect(from: TransportAddress(ip: IPAddress("127.0.0.1")!, port: 40000 + UInt16(joins)),
+                        handshake: handshake, profile: how & 0x20 == 0 ? .aeadAes128Gcm : .aes128CmHmacSha1_80)
         case 8:
             guard !rig.viewers.isEmpty else { continue }
             rig.leave(rig.viewers[input.below(rig.viewers.count)])
@@ -64,17 +72,21 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
             rig.rtcp([.receiverReport(ssrc: 1, reports: []), feedback], from: viewer)
         case 11:
             // One read of the ingest socket: packets of one frame, in one call.
-            let count = 1 + Int(input.byte() & 63)
+            let count = 1 + Int(input.byte() & 15)
             let (payload, marker) = videoPayload(&input, rig: rig)
             let burst = (0..<count).map { rig.packet(.video, payload, marker: marker && $0 == count - 1) }
             rig.ingest(.video, burst)
         case 12:
-            // An IDR of 1024 to 65536 FU-A fragments with one timestamp (fault 1's shape),
-            // read 64 datagrams at a time, optionally ended by a marker. Costly: once per input,
-            // and only behind a magic byte (the fuzzer learns it from the comparison).
+            // An IDR of many FU-A fragments with one timestamp (fault 1's shape), read 64
+            // datagrams at a time, optionally ended by a marker: up to twice the keyframe cap,
+            // or just around it. The cache check in `MediaRig.drain` fails at once if the cap
+            // goes; fault 1 itself (65536 packets in a cached keyframe) was found with this
+            // step before there was a cap. Costly: once per input, behind a magic byte (the
+            // fuzzer learns it from the comparison).
             guard input.byte() == 0xB1, !bigBurst else { continue }
             bigBurst = true
-            let count = 1 << (10 + input.below(7))
+            let cap = IngestTrack.maxFramePackets
+            let count = [1024, cap / 2, cap - 1, cap, cap + 1, 2 * cap][input.below(6)]
             let end = input.bool()
             for chunk in stride(from: 0, to: count, by: 64) {
                 let packets = (chunk..<min(chunk + 64, count)).map { index in

@@ -1,15 +1,17 @@
-import DTLS
 import Foundation
 import FuzzSupport
 import NIOCore
 import Store
 import Wire
+@testable import DTLS
 @testable import MediaEdge
 
 /// MediaRig is the media edge as the fuzz targets drive it: a MediaCore with a test clock, one
 /// stream ("cam"), an ingest source that writes well-formed RTP, and viewers that connect as a
-/// browser would (offer, ICE check, real DTLS handshake, SRTP). Everything the core sends is
-/// read back and checked (`drain`): the invariants a viewer relies on.
+/// browser would (offer, ICE check, DTLS, SRTP). The DTLS handshake is real when asked for;
+/// otherwise the viewer's SRTP keys are installed in the core as if DTLS had agreed on them,
+/// since a handshake costs more than the rest of an input. Everything the core sends is read
+/// back and checked (`drain`): the invariants a viewer relies on.
 package final class MediaRig {
     /// Key generation is the slow part of a viewer: certificates are made once per process.
     static let edgeContext = try! DTLSContext(certificate: try! DTLSCertificate.generate(), srtpProfiles: [.aeadAes128Gcm, .aes128CmHmacSha1_80])
@@ -38,7 +40,8 @@ package final class MediaRig {
     package final class Viewer {
         package let id: String
         package var address: TransportAddress
-        let dtls: DTLSEndpoint
+        /// The viewer's DTLS client; nil for a viewer keyed without a handshake.
+        let dtls: DTLSEndpoint?
         let ufrag: String, password: String
         let srtpIn: SRTPSession
         let srtcpOut: SRTPSession
@@ -49,7 +52,7 @@ package final class MediaRig {
         var sentVideo = Set<UInt16>()
         var sentAudio = Set<UInt16>()
 
-        init(id: String, address: TransportAddress, dtls: DTLSEndpoint, ufrag: String, password: String,
+        init(id: String, address: TransportAddress, dtls: DTLSEndpoint?, ufrag: String, password: String,
              srtpIn: SRTPSession, srtcpOut: SRTPSession, videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32) {
             self.id = id
             self.address = address
@@ -130,42 +133,72 @@ package final class MediaRig {
 
     // MARK: - Viewers
 
-    /// Offer, answer, ICE check and DTLS handshake, as a browser at `address`; nil when the
-    /// edge refuses the offer (no media yet) or the handshake does not complete.
+    /// Offer, answer, ICE check and DTLS, as a browser at `address`; nil when the edge refuses
+    /// the offer (no media yet). With `handshake` the DTLS handshake is real (in memory);
+    /// without, the core is keyed directly with fixed keys of `profile`.
     @discardableResult
-    package func connect(from address: TransportAddress) -> Viewer? {
+    package func connect(from address: TransportAddress, handshake: Bool = false,
+                         profile: SRTPProfile = .aeadAes128Gcm) -> Viewer? {
         guard let (id, answerText) = try? core.addViewer(stream: stream.name, offer: Self.offer, token: nil,
                                                          from: address.ip, now: now) else { return nil }
         guard let answer = try? SessionDescription(parsing: answerText), let media = answer.media.first,
               let (ufrag, password) = answer.iceCredentials(for: media) else { violated("the edge's answer does not parse") }
         drain()
-        let dtls = try! DTLSEndpoint(context: Self.viewerContext, role: .client, remoteFingerprints: nil)
         var message = STUNMessage(.binding, .request)
         message.append(.username, Array("\(ufrag):d0N5".utf8))
         message.append(.useCandidate, [])
         core.receive(ByteBuffer(bytes: message.encoded(integrityKey: Array(password.utf8), fingerprint: true)),
                      from: address, now: now)
-        guard core.outbox.count == 1, let response = try? STUNMessage(datagram: core.outbox[0].bytes),
+        // The answer to the check, and the edge's first DTLS flight when it is the DTLS client.
+        let answers = core.outbox.filter { !Self.isDTLS($0.bytes) }
+        guard answers.count == 1, let response = try? STUNMessage(datagram: answers[0].bytes),
               response.type == STUNMessageType(method: .binding, class: .successResponse),
               response.verifyIntegrity(key: Array(password.utf8)) else { violated("no valid answer to a valid ICE check") }
-        core.outbox.removeAll()
-        var toServer = dtls.start().datagrams
-        for _ in 0..<10 where !toServer.isEmpty {
-            for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: address, now: now) }
-            toServer = []
+        core.outbox.removeAll { !Self.isDTLS($0.bytes) }
+        guard let state = core.viewers[id], state.state == .handshaking else {
+            violated("a viewer that passed its ICE check is not handshaking")
+        }
+        // The viewer writes with the DTLS client's keys when the edge is the DTLS server.
+        let edgeIsClient = state.negotiated.dtlsClient
+        let keys: SRTPKeyingMaterial
+        var dtls: DTLSEndpoint?
+        if handshake {
+            let endpoint = try! DTLSEndpoint(context: Self.viewerContext, role: edgeIsClient ? .server : .client,
+                                             remoteFingerprints: nil)
+            var toServer = edgeIsClient ? [] : endpoint.start().datagrams
             for datagram in core.outbox where Self.isDTLS(datagram.bytes) {
-                toServer += dtls.receive(Array(datagram.bytes.readableBytesView)).datagrams
+                toServer += endpoint.receive(Array(datagram.bytes.readableBytesView)).datagrams
             }
             core.outbox.removeAll { Self.isDTLS($0.bytes) }
+            for _ in 0..<10 where !toServer.isEmpty {
+                for datagram in toServer { core.receive(ByteBuffer(bytes: datagram), from: address, now: now) }
+                toServer = []
+                for datagram in core.outbox where Self.isDTLS(datagram.bytes) {
+                    toServer += endpoint.receive(Array(datagram.bytes.readableBytesView)).datagrams
+                }
+                core.outbox.removeAll { Self.isDTLS($0.bytes) }
+            }
+            guard endpoint.state == .connected, state.state == .playing else {
+                violated("a DTLS handshake in memory did not complete")
+            }
+            keys = try! endpoint.srtpKeyingMaterial()
+            dtls = endpoint
+        } else {
+            keys = SRTPKeyingMaterial(
+                profile: profile, clientKey: Array(repeating: 0x11, count: profile.keyLength),
+                clientSalt: Array(repeating: 0x22, count: profile.saltLength),
+                serverKey: Array(repeating: 0x33, count: profile.keyLength),
+                serverSalt: Array(repeating: 0x44, count: profile.saltLength))
+            core.outbox.removeAll()
+            core.play(state, keys: keys, now: now)
+            guard state.state == .playing else { violated("a viewer keyed directly is not playing") }
         }
-        guard dtls.state == .connected, let state = core.viewers[id], state.state == .playing else {
-            violated("a DTLS handshake in memory did not complete")
-        }
-        let keys = try! dtls.srtpKeyingMaterial()
         let viewer = Viewer(
             id: id, address: address, dtls: dtls, ufrag: ufrag, password: password,
-            srtpIn: try! SRTPSession(profile: keys.profile, key: keys.serverKey, salt: keys.serverSalt, direction: .inbound),
-            srtcpOut: try! SRTPSession(profile: keys.profile, key: keys.clientKey, salt: keys.clientSalt, direction: .outbound),
+            srtpIn: try! SRTPSession(profile: keys.profile, key: edgeIsClient ? keys.clientKey : keys.serverKey,
+                                     salt: edgeIsClient ? keys.clientSalt : keys.serverSalt, direction: .inbound),
+            srtcpOut: try! SRTPSession(profile: keys.profile, key: edgeIsClient ? keys.serverKey : keys.clientKey,
+                                       salt: edgeIsClient ? keys.serverSalt : keys.clientSalt, direction: .outbound),
             videoSSRC: state.video?.ssrc, audioSSRC: state.audio?.ssrc, rtxSSRC: state.rtxSSRC)
         viewers.append(viewer)
         drain()  // the cached keyframe
