@@ -268,10 +268,24 @@ package final class MediaCore {
         return WHEPAnswer.Source(name: name, video: nil, audio: true)
     }
 
+    /// A WHEP offer, parsed: callers do it before they hand the offer to the media loop.
+    package static func parse(offer text: String) -> Result<SessionDescription, WHEPError> {
+        Result { () throws(SessionDescription.ParseError) in try SessionDescription(parsing: text) }
+            .mapError { .badOffer($0.description) }
+    }
+
     /// Answers a WHEP offer from `client` (the POST's address): a new viewer, waiting for its
     /// ICE checks.
     package func addViewer(stream name: String, offer text: String, token: String?, from client: IPAddress? = nil,
                            now: MediaTime) throws(WHEPError) -> (id: String, answer: String)
+    {
+        try addViewer(stream: name, offer: Self.parse(offer: text), token: token, from: client, now: now)
+    }
+
+    /// As above, with the offer parsed off the media loop; a parse error is reported after the
+    /// stream's own refusals (unknown, unauthorized, busy), as if the core had parsed it.
+    package func addViewer(stream name: String, offer parsed: Result<SessionDescription, WHEPError>, token: String?,
+                           from client: IPAddress? = nil, now: MediaTime) throws(WHEPError) -> (id: String, answer: String)
     {
         let source = try source(stream: name, token: token)
         let client = client.map(ClientSource.init)
@@ -283,12 +297,7 @@ package final class MediaCore {
             counters.refusedStreamBusy += 1
             throw .streamBusy(name)
         }
-        let offer: SessionDescription
-        do {
-            offer = try SessionDescription(parsing: text)
-        } catch {
-            throw .badOffer(error.description)
-        }
+        let offer = try parsed.get()
         var generator = SystemRandomNumberGenerator()
         let id = Self.randomString(22, &generator)
         var ufrag = Self.randomString(8, &generator)

@@ -76,10 +76,12 @@ package final class MediaEdge: Sendable {
         self.loop = loop
     }
 
-    /// Answers a viewer's offer for `stream`: (viewer id, SDP answer).
-    package func play(stream: String, offer: String, token: String?, from client: IPAddress?) async throws(WHEPError)
+    /// Answers a viewer's offer for `stream`: (viewer id, SDP answer). The offer is parsed
+    /// here, on the caller's loop, not on the media loop.
+    package func play(stream: String, offer text: String, token: String?, from client: IPAddress?) async throws(WHEPError)
         -> (id: String, answer: String)
     {
+        let offer = MediaCore.parse(offer: text)
         let result = try? await loop.submit { [engine] () -> Result<(id: String, answer: String), WHEPError> in
             let engine = engine.value
             let result = Result { () throws(WHEPError) in
