@@ -288,8 +288,7 @@ public final class PeerAgent: Sendable {
         options.hostAddresses = configuration.hostAddresses.isEmpty ? Self.interfaceAddresses() : configuration.hostAddresses
         for server in servers {
             for url in server.urls {
-                guard let parsed = ICEServerURL(url) else { continue }
-                guard let address = try? SocketAddress.makeAddressResolvingHost(parsed.host, port: parsed.port) else {
+                guard let parsed = ICEServerURL(url), let address = await Self.resolve(parsed.host, port: parsed.port) else {
                     continue
                 }
                 switch parsed.scheme {
@@ -305,6 +304,15 @@ public final class PeerAgent: Sendable {
             }
         }
         return options
+    }
+
+    /// A host name's address. getaddrinfo blocks (for seconds, when DNS does not answer), so
+    /// it runs on NIO's blocking thread pool, never on a thread of the concurrency pool.
+    static func resolve(_ host: String, port: Int) async -> SocketAddress? {
+        if let literal = try? SocketAddress(ipAddress: host, port: port) { return literal }
+        return try? await NIOThreadPool.singleton.runIfActive {
+            try SocketAddress.makeAddressResolvingHost(host, port: port)
+        }
     }
 
     /// Every IPv4 address of an interface that is up, without loopback unless there is
