@@ -23,6 +23,11 @@ public final class PeerAgent: Sendable {
         /// and buffers, and one peer must not take them all).
         public var maximumPeerConnections = 256
         public var maximumPeerConnectionsPerPeer = 16
+        /// How often each live session is refreshed (its current ICE credentials sent again,
+        /// with no new candidates), so that the server's session retention, counted from a
+        /// session's last change, never purges one in use: an ICE restart after that would find
+        /// no session to trickle to. nil: never.
+        public var sessionRefresh: Duration? = .seconds(600)
 
         public init(signaling: SignalingClient.Configuration) {
             self.signaling = signaling
@@ -100,7 +105,8 @@ public final class PeerAgent: Sendable {
         let mode: ConnectMode = offer.iceTransportPolicy == .relay ? .relay : offer.mode
         let options = await options(mode: mode, servers: offer.iceServers)
         let credentials = ICECredentials.random()
-        let trickle = TrickleQueue(signaling: signaling, session: offer.session, credentials: credentials, logger: logger)
+        let trickle = TrickleQueue(signaling: signaling, session: offer.session, credentials: credentials,
+                                   refresh: configuration.sessionRefresh, logger: logger)
         let peer = offer.from
         let limits = (configuration.maximumPeerConnections, configuration.maximumPeerConnectionsPerPeer)
         enum Admission { case answer(String), refused }
@@ -181,7 +187,7 @@ public final class PeerAgent: Sendable {
             let session = try await signaling.offer(to: peer, mode: mode, description: service, sdp: sdp)
             let options = await options(mode: mode, servers: session.iceServers ?? [])
             let trickle = TrickleQueue(signaling: signaling, session: session.id, credentials: connection.localCredentials,
-                                       logger: logger)
+                                       refresh: configuration.sessionRefresh, logger: logger)
             try await loop.submit { [self] in
                 connection.reconfigure(options)
                 wire(connection, peer: peer, trickle: trickle) { sessions.remove(session.id) }
@@ -417,48 +423,68 @@ final class SessionTable: Sendable {
 
 /// TrickleQueue sends a session's local candidates in order, batched, once the session can
 /// take them (after the offer was posted or the answer sent), and ends with
-/// end-of-candidates; `hangUp` deletes the session.
+/// end-of-candidates; every `refresh` it sends the current credentials again, with no
+/// candidates (a no-op for the peer, a change for the server's retention); `hangUp` deletes
+/// the session.
 final class TrickleQueue: Sendable {
-    private enum Item { case candidate(String), end, hangUp, ready, restart(ICECredentials) }
+    private enum Item { case candidate(String), end, hangUp, ready, restart(ICECredentials), refresh }
     private let continuation: AsyncStream<Item>.Continuation
 
-    init(signaling: SignalingClient, session: String, credentials: ICECredentials, logger: Logger) {
+    init(signaling: SignalingClient, session: String, credentials: ICECredentials, refresh: Duration?, logger: Logger) {
         let (stream, continuation) = AsyncStream.makeStream(of: Item.self)
         self.continuation = continuation
+        let refresher = refresh.map { period in
+            Task {
+                while (try? await Task.sleep(for: period)) != nil {
+                    if case .terminated = continuation.yield(.refresh) { return }
+                }
+            }
+        }
         Task {
+            defer { refresher?.cancel() }
             var ready = false
             var waiting: [String] = []
             var ended = false
+            /// This generation's end-of-candidates went out: a refresh says it again.
+            var complete = false
             var credentials = credentials
             for await item in stream {
+                var refreshing = false
                 switch item {
                 case .candidate(let candidate): waiting.append(candidate)
                 case .end: ended = true
                 case .ready: ready = true
+                case .refresh: refreshing = true
                 case .restart(let new):
                     // What waits belongs to the old generation: the new one sends all again.
                     credentials = new
                     waiting.removeAll()
                     ended = false
+                    complete = false
                     continue
                 case .hangUp:
                     try? await signaling.hangUp(session: session)
                     continuation.finish()
                     return
                 }
-                guard ready, !waiting.isEmpty || ended else { continue }
+                guard ready, !waiting.isEmpty || ended || refreshing else { continue }
                 let fragment = TrickleFragment(ufrag: credentials.ufrag, password: credentials.password,
-                                               candidates: waiting, endOfCandidates: ended)
+                                               candidates: waiting, endOfCandidates: ended || complete)
                 waiting.removeAll()
                 do {
                     try await signaling.trickle(session: session, fragment: fragment.text)
+                    complete = complete || ended
                 } catch {
-                    logger.info("candidates not delivered: \(error)")
+                    logger.info(refreshing ? "session not refreshed: \(error)" : "candidates not delivered: \(error)")
                 }
                 ended = false
             }
         }
     }
+
+    /// A queue dropped without a hang-up (an offer refused, a connection never made) ends its
+    /// tasks, the refresher with them.
+    deinit { continuation.finish() }
 
     func candidate(_ attribute: String) { continuation.yield(.candidate(attribute)) }
     func end() { continuation.yield(.end) }

@@ -21,6 +21,10 @@ struct AgentCommand: AsyncParsableCommand {
                 help: ArgumentHelp("An address to gather host candidates on (repeatable; default: every IPv4 interface address).",
                                    valueName: "ip"))
         var hostAddresses: [String] = []
+        @Option(name: .customLong("session-refresh"),
+                help: ArgumentHelp("Seconds between refreshes of each live session, so that the server's session retention never purges one that is in use (0: never).",
+                                   valueName: "seconds"))
+        var sessionRefresh = 600
         @Flag(help: "Log what the agent does on standard error.") var verbose = false
 
         func agentConfiguration() throws -> PeerAgent.Configuration {
@@ -36,8 +40,10 @@ struct AgentCommand: AsyncParsableCommand {
                 throw ValidationError("give the peer key with --key-file or SWITCHBOARD_PEER_KEY")
             }
             guard !key.isEmpty else { throw ValidationError("the peer key is empty") }
+            guard (0...86_400).contains(sessionRefresh) else { throw ValidationError("--session-refresh must be 0-86400 seconds") }
             var configuration = PeerAgent.Configuration(signaling: .init(baseURL: server, peerID: peerID, key: key))
             configuration.hostAddresses = hostAddresses
+            configuration.sessionRefresh = sessionRefresh == 0 ? nil : .seconds(sessionRefresh)
             return configuration
         }
 

@@ -49,3 +49,46 @@ def test_a_relayed_connection_outlives_its_relay_credentials(sb, tmp_path):
                 break
             time.sleep(0.25)
         assert len(expiries) >= 2, (rows, sb.sql("select username, packets_to_peer, end_reason from relay_usage;"))
+
+
+def test_a_refreshed_session_outlives_the_servers_session_retention(sb, tmp_path):
+    """The server purges a session unchanged for `--session-retention` (kept at least a
+    minute), so a peer connection that lasts longer would find no session for its next ICE
+    restart. Agents refresh their live sessions (`--session-refresh`, the current credentials
+    again with no candidates): with a 5 s retention, alice's session (refreshed every 3 s) is
+    still there after carol's (never refreshed) was purged, and alice's connection still
+    carries requests."""
+    with LoopbackAgents(sb, tmp_path, "--session-retention", "5") as lab:
+        web_port = lab.web("hello, still here\n")
+        exposer = lab.agent("bob", "expose", "--session-refresh", "0", "--service", f"http=127.0.0.1:{web_port}")
+        time.sleep(1.0)
+        ports = {peer: free_port(socket.SOCK_STREAM) for peer in ("alice", "carol")}
+        connectors = {
+            peer: lab.agent(peer, "connect", "bob", "--listen", f"127.0.0.1:{ports[peer]}", "--service", "http",
+                            "--session-refresh", refresh)
+            for peer, refresh in (("alice", "3"), ("carol", "0"))
+        }
+        for peer, connector in connectors.items():
+            assert wait_line(connector, "listening").startswith("listening")
+            assert "hello, still here" in fetch(ports[peer])
+            wait_line(connector, "connected bob")
+        sessions = {peer: sb.sql(f"select id from sessions where caller = '{peer}' and state = 'answered';").split()
+                    for peer in connectors}
+        assert all(len(ids) == 1 for ids in sessions.values()), sessions
+        # Sessions are kept for at least a minute, then purged by the 5 s retention at the
+        # next housekeeping pass (every second) unless something changed them.
+        deadline = time.monotonic() + 100
+        while sb.sql(f"select count(*) from sessions where id = '{sessions['carol'][0]}';").strip() != "0":
+            assert time.monotonic() < deadline, sb.sql("select caller, state, created_at, updated_at from sessions;")
+            time.sleep(1)
+        row = sb.sql(f"select state, unixepoch() - updated_at from sessions where id = '{sessions['alice'][0]}';")
+        assert row.startswith("answered|"), (row, sb.sql("select caller, state, created_at, updated_at from sessions;"))
+        assert int(row.split("|")[1]) <= 5, row
+        assert "hello, still here" in fetch(ports["alice"])
+        for process in (*connectors.values(), exposer):
+            process.terminate()
+        alice_out, _ = connectors["alice"].communicate(timeout=15)
+        exposer.communicate(timeout=15)
+        # One peer connection throughout, ended by SIGTERM.
+        ends = [text for text in alice_out.splitlines() if text.startswith("disconnected")]
+        assert ends == ["disconnected bob reason=agent stopped"], alice_out
