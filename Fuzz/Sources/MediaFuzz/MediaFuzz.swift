@@ -106,9 +106,11 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
             if audio {
                 if rig.audio.contains(where: { $0.ssrc == ssrc }) { rig.audioContinuity = .unchecked }
                 rig.audio[rig.source].ssrc = ssrc
+                rig.audio[rig.source].newest = nil
             } else {
                 if rig.video.contains(where: { $0.ssrc == ssrc }) { rig.videoContinuity = .unchecked }
                 rig.video[rig.source].ssrc = ssrc
+                rig.video[rig.source].newest = nil
             }
         case 15:
             // Loss or reordering (small moves), or a jump: past 1000 the edge treats it as a restart.
@@ -116,22 +118,23 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
             let small = input.bool()
             let move = small ? UInt16(bitPattern: Int16(Int(Int8(bitPattern: input.byte())) % (MediaRig.maximumJitter + 1)))
                 : input.u16()
-            var continuity: MediaRig.Continuity
+            var sender = audio ? rig.audio[rig.source] : rig.video[rig.source]
+            sender.sequence &+= move
+            // The next packet's step from the newest sent, as the edge (and so a viewer) sees
+            // it; moves add up until a packet passes the newest again.
+            let forward = sender.sequence &- (sender.newest ?? (sender.sequence &- move &- 1))
+            let continuity: MediaRig.Continuity
             if small {
-                continuity = move == 0 ? .strict : .bounded
+                let distance = Int(Int16(bitPattern: forward)) - 1
+                continuity = distance == 0 ? .strict : abs(distance) <= MediaRig.maximumJitter ? .bounded : .unchecked
             } else {
-                let forward = move &+ 1  // the step from the last packet sent
                 continuity = forward > 1000 && forward < UInt16.max - 100 || forward == 1 ? .strict : .unchecked
             }
-            let moved = Int(Int16(bitPattern: move)) + (audio ? rig.audio : rig.video)[rig.source].moved
-            if small && abs(moved) > MediaRig.maximumJitter { continuity = .unchecked }
             if audio {
-                rig.audio[rig.source].sequence &+= move
-                rig.audio[rig.source].moved = moved
+                rig.audio[rig.source] = sender
                 rig.audioContinuity = max(rig.audioContinuity, continuity)
             } else {
-                rig.video[rig.source].sequence &+= move
-                rig.video[rig.source].moved = moved
+                rig.video[rig.source] = sender
                 rig.videoContinuity = max(rig.videoContinuity, continuity)
             }
         case 16:

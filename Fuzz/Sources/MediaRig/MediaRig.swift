@@ -82,8 +82,9 @@ package final class MediaRig {
         package var ssrc: UInt32
         package var sequence: UInt16
         package var timestamp: UInt32
-        /// How far the harness moved `sequence` since the last packet (loss, reordering).
-        package var moved = 0
+        /// The highest sequence number sent since the last SSRC change: the edge numbers a
+        /// viewer's packets from the newest it has, and takes one behind it as late.
+        package var newest: UInt16?
     }
 
     package var core: MediaCore
@@ -116,8 +117,8 @@ package final class MediaRig {
     package func packet(_ kind: IngestTrack.Kind, _ payload: [UInt8], marker: Bool) -> ByteBuffer {
         func make(_ sender: inout Sender, payloadType: UInt8) -> ByteBuffer {
             defer {
+                if sender.newest.map({ sender.sequence &- $0 &- 1 < 0x8000 }) ?? true { sender.newest = sender.sequence }
                 sender.sequence &+= 1
-                sender.moved = 0
             }
             return RTPPacket(marker: marker, payloadType: payloadType, sequenceNumber: sender.sequence,
                              timestamp: sender.timestamp, ssrc: sender.ssrc, payload: ByteBuffer(bytes: payload)).bytes
