@@ -168,26 +168,37 @@ struct ShowConfig: AsyncParsableCommand {
         let reader = try await common.reader(flags: server.flags.merging(relay.flags) { a, _ in a })
         let settings = try Settings(reader: reader)
         let relay = try RelaySettings.configuration(reader: reader, dataDirectory: settings.dataDirectory)
-        Output.json(EffectiveConfiguration(
-            dataDir: settings.dataDirectory, httpListen: settings.httpListen.description,
-            logLevel: settings.logLevel.rawValue,
-            turnListen: relay.listeners.map { ListenAddress(host: $0.host, port: $0.port).description },
-            turnTLSListen: relay.tlsCertificatePath == nil
-                ? [] : relay.tlsListeners.map { ListenAddress(host: $0.host, port: $0.port).description },
-            relayIP: relay.relayIPs.map(\.description),
-            relayPorts: "\(relay.relayPorts.lowerBound)-\(relay.relayPorts.upperBound)",
-            realm: relay.realm, allowedPeer: relay.filter.allowed.map(\.description),
-            deniedPeer: relay.filter.denied.map(\.description), userQuota: relay.userQuota,
-            totalQuota: relay.totalQuota, maxBPS: relay.bandwidthLimit, drainSeconds: relay.drainSeconds))
+        Output.json(EffectiveConfiguration(settings: settings, relay: relay))
     }
 
-    /// What `switchboard config` prints; secrets are left out.
+    /// What `switchboard config` prints: every setting under its key (the flag's name), the
+    /// TURN secret left out.
     struct EffectiveConfiguration: Encodable {
         var dataDir: String
         var httpListen: String
         var logLevel: String
+        var acl: String
+        var offerTTL: Int
+        var sessionRetention: Int
+        var sessionsPerMinute: Int
+        var turnCredentialLifetime: Int
+        var eventKeepalive: Int
+        var writeTimeout: Int
+        var httpRequestTimeout: Int
+        var httpIdleTimeout: Int
+        var httpConnectionsPerSource: Int
+        var mediaListen: String
+        var mediaAnnounce: [String]
+        var ingestHost: String
+        var whepPendingPerStream: Int
+        var whepPendingPerSource: Int
+        var whepOffersPerMinute: Int
+        var historyRetention: Int
+        var streams: [String]
         var turnListen: [String]
         var turnTLSListen: [String]
+        var tlsCert: String?
+        var tlsKey: String?
         var relayIP: [String]
         var relayPorts: String
         var realm: String
@@ -197,13 +208,67 @@ struct ShowConfig: AsyncParsableCommand {
         var totalQuota: Int
         var maxBPS: Int
         var drainSeconds: Int
+        var turnAuthTimeout: Int64
+        var turnIdleTimeout: Int64
+        var turnConnectionsPerSource: Int
+        var turnConnections: Int
+
+        init(settings: Settings, relay: RelayConfiguration) {
+            dataDir = settings.dataDirectory
+            httpListen = settings.httpListen.description
+            logLevel = settings.logLevel.rawValue
+            acl = settings.acl
+            offerTTL = settings.offerTTL
+            sessionRetention = settings.sessionRetention
+            sessionsPerMinute = settings.sessionsPerMinute
+            turnCredentialLifetime = settings.turnCredentialLifetime
+            eventKeepalive = settings.eventKeepalive
+            writeTimeout = settings.writeTimeout
+            httpRequestTimeout = settings.httpRequestTimeout
+            httpIdleTimeout = settings.httpIdleTimeout
+            httpConnectionsPerSource = settings.httpConnectionsPerSource
+            mediaListen = settings.mediaListen.description
+            mediaAnnounce = settings.mediaAnnounce
+            ingestHost = settings.ingestHost
+            whepPendingPerStream = settings.whepPendingPerStream
+            whepPendingPerSource = settings.whepPendingPerSource
+            whepOffersPerMinute = settings.whepOffersPerMinute
+            historyRetention = settings.historyRetention
+            streams = settings.streams.map { "\($0.name):\($0.videoPort.map(String.init) ?? ""):\($0.audioPort.map(String.init) ?? "")" }
+            turnListen = relay.listeners.map { ListenAddress(host: $0.host, port: $0.port).description }
+            turnTLSListen = relay.tlsCertificatePath == nil
+                ? [] : relay.tlsListeners.map { ListenAddress(host: $0.host, port: $0.port).description }
+            tlsCert = relay.tlsCertificatePath
+            tlsKey = relay.tlsKeyPath
+            relayIP = relay.relayIPs.map(\.description)
+            relayPorts = "\(relay.relayPorts.lowerBound)-\(relay.relayPorts.upperBound)"
+            realm = relay.realm
+            allowedPeer = relay.filter.allowed.map(\.description)
+            deniedPeer = relay.filter.denied.map(\.description)
+            userQuota = relay.userQuota
+            totalQuota = relay.totalQuota
+            maxBPS = relay.bandwidthLimit
+            drainSeconds = relay.drainSeconds
+            turnAuthTimeout = relay.connectionAuthTimeout / 1000
+            turnIdleTimeout = relay.connectionIdleTimeout / 1000
+            turnConnectionsPerSource = relay.connectionsPerSource
+            turnConnections = relay.connectionsTotal
+        }
 
         enum CodingKeys: String, CodingKey {
-            case dataDir = "data-dir", httpListen = "http-listen", logLevel = "log-level"
-            case turnListen = "turn-listen", turnTLSListen = "turn-tls-listen", relayIP = "relay-ip"
-            case relayPorts = "relay-ports", realm, allowedPeer = "allowed-peer", deniedPeer = "denied-peer"
-            case userQuota = "user-quota", totalQuota = "total-quota", maxBPS = "max-bps"
-            case drainSeconds = "drain-seconds"
+            case dataDir = "data-dir", httpListen = "http-listen", logLevel = "log-level", acl
+            case offerTTL = "offer-ttl", sessionRetention = "session-retention", sessionsPerMinute = "sessions-per-minute"
+            case turnCredentialLifetime = "turn-credential-lifetime", eventKeepalive = "event-keepalive"
+            case writeTimeout = "write-timeout", httpRequestTimeout = "http-request-timeout"
+            case httpIdleTimeout = "http-idle-timeout", httpConnectionsPerSource = "http-connections-per-source"
+            case mediaListen = "media-listen", mediaAnnounce = "media-announce", ingestHost = "ingest-host"
+            case whepPendingPerStream = "whep-pending-per-stream", whepPendingPerSource = "whep-pending-per-source"
+            case whepOffersPerMinute = "whep-offers-per-minute", historyRetention = "history-retention", streams
+            case turnListen = "turn-listen", turnTLSListen = "turn-tls-listen", tlsCert = "tls-cert", tlsKey = "tls-key"
+            case relayIP = "relay-ip", relayPorts = "relay-ports", realm, allowedPeer = "allowed-peer"
+            case deniedPeer = "denied-peer", userQuota = "user-quota", totalQuota = "total-quota", maxBPS = "max-bps"
+            case drainSeconds = "drain-seconds", turnAuthTimeout = "turn-auth-timeout", turnIdleTimeout = "turn-idle-timeout"
+            case turnConnectionsPerSource = "turn-connections-per-source", turnConnections = "turn-connections"
         }
     }
 }

@@ -103,6 +103,42 @@ import Testing
         await #expect(throws: (any Error).self) { _ = try await settings(arguments, environment: environment) }
     }
 
+    /// `switchboard config` prints every setting under its key: read back as a config file, its
+    /// output gives the same configuration again.
+    @Test func whatConfigPrintsReadsBackAsTheSameConfiguration() async throws {
+        let dataDirectory = NSTemporaryDirectory() + "switchboard-config-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dataDirectory) }
+        let file = try configFile("""
+            {"data-dir": "\(dataDirectory)", "acl": "open", "offer-ttl": 45, "session-retention": 600,
+             "sessions-per-minute": 7, "turn-credential-lifetime": 900, "event-keepalive": 5, "write-timeout": 2,
+             "http-request-timeout": 4, "http-idle-timeout": 20, "http-connections-per-source": 9,
+             "media-listen": "127.0.0.2:9189", "media-announce": ["192.0.2.1"], "ingest-host": "127.0.0.3",
+             "whep-pending-per-stream": 11, "whep-pending-per-source": 3, "whep-offers-per-minute": 30,
+             "history-retention": 86400, "streams": ["cam:5004:5006", "radio::5008"],
+             "turn-listen": ["127.0.0.1:3479"], "relay-ip": ["127.0.0.1"], "relay-ports": "50000-50100",
+             "realm": "example.org", "allowed-peer": ["10.0.0.0/8"], "denied-peer": ["192.0.2.0/24"],
+             "user-quota": 4, "total-quota": 400, "max-bps": 1000000, "drain-seconds": 3, "turn-auth-timeout": 7,
+             "turn-idle-timeout": 40, "turn-connections-per-source": 12, "turn-connections": 99}
+            """)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func printed(_ path: String) async throws -> Data {
+            let reader = try await CommonOptions.parse(["--config", path]).reader(flags: [:], environment: [:])
+            let settings = try Settings(reader: reader)
+            let relay = try RelaySettings.configuration(reader: reader, dataDirectory: settings.dataDirectory)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return try encoder.encode(ShowConfig.EffectiveConfiguration(settings: settings, relay: relay))
+        }
+        let first = try await printed(file)
+        let printedFile = try configFile(String(decoding: first, as: UTF8.self))
+        defer { try? FileManager.default.removeItem(atPath: printedFile) }
+        #expect(try await printed(printedFile) == first)
+        let keys = try #require(try JSONSerialization.jsonObject(with: first) as? [String: Any]).keys
+        // Every key but tls-cert and tls-key, which are printed when set; never the secret.
+        #expect(keys.count == 36 && !keys.contains("turn-secret"))
+        #expect(try await settings(["--config", printedFile]).whepOffersPerMinute == 30)
+    }
+
     @Test func aMalformedConfigFileIsAnError() async throws {
         let file = try configFile(#"{"data-dir": "#)
         defer { try? FileManager.default.removeItem(atPath: file) }
