@@ -128,7 +128,10 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
                 let distance = Int(Int16(bitPattern: forward)) - 1
                 continuity = distance == 0 ? .strict : abs(distance) <= MediaRig.maximumJitter ? .bounded : .unchecked
             } else {
-                continuity = forward > 1000 && forward < UInt16.max - 100 || forward == 1 ? .strict : .unchecked
+                let restart = forward > 1000 && forward < UInt16.max - 100
+                continuity = restart || forward == 1 ? .strict : .unchecked
+                // The edge takes the jump as a restart: the newest is what comes next.
+                if restart { sender.newest = nil }
             }
             if audio {
                 rig.audio[rig.source] = sender
