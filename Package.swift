@@ -133,11 +133,31 @@ let package = Package(
         // the media edge's DTLS-SRTP and the peer agent's SCTP over DTLS.
         .target(name: "DTLS", dependencies: ["CSSL", "Wire"]),
 
+        // SRTP/SRTCP through libsrtp2 (with OpenSSL behind its ciphers): the media edge and the
+        // load viewers.
+        .target(
+            name: "SRTP",
+            dependencies: ["Wire", "DTLS", "CSSL", "CSRTP", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+
+        // Load clients for the benchmarks (`switchboard bench …`): an HTTP/1.1 connection, a
+        // TURN flood client and UDP echo peer, WHEP viewers and a synthetic H.264 source.
+        .target(
+            name: "LoadClients",
+            dependencies: [
+                "Wire", "DTLS", "SRTP", "ICE", "TURNClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+
         // WHEP media edge (issue: MediaEdge).
         .target(
             name: "MediaEdge",
             dependencies: [
-                "Wire", "Store", "DTLS", "CSSL", "CSRTP", "Datagram", "Admission",
+                "Wire", "Store", "DTLS", "SRTP", "CSSL", "CSRTP", "Datagram", "Admission",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -164,7 +184,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient", "DTLS", "Peer",
+                "Wire", "Store", "Rendezvous", "Relay", "MediaEdge", "TURNClient", "DTLS", "SRTP", "Peer", "LoadClients",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -252,7 +272,7 @@ let package = Package(
         .testTarget(
             name: "MediaEdgeTests",
             dependencies: [
-                "MediaEdge", "DTLS", "Wire", "Store",
+                "MediaEdge", "DTLS", "SRTP", "Wire", "Store",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -303,7 +323,7 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
     package.targets += [
         .target(name: "FuzzSupport", dependencies: ["Wire", nio], path: "Fuzz/Sources/FuzzSupport",
                 swiftSettings: [.unsafeFlags(flags)]),
-        .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "DTLS", "Wire", "Store", nio],
+        .target(name: "MediaRig", dependencies: ["FuzzSupport", "MediaEdge", "DTLS", "SRTP", "Wire", "Store", nio],
                 path: "Fuzz/Sources/MediaRig", swiftSettings: [.unsafeFlags(flags)]),
         fuzzTarget("WireFuzz", ["Wire"]),
         fuzzTarget("MediaFuzz", ["MediaRig", "MediaEdge", "DTLS", "Wire", "Store"]),

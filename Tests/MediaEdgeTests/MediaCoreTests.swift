@@ -1,6 +1,7 @@
 import DTLS
 import Foundation
 import NIOCore
+import SRTP
 import Store
 import Testing
 @testable import MediaEdge

@@ -2,7 +2,7 @@ import DTLS
 import Foundation
 import Testing
 import Wire
-@testable import MediaEdge
+@testable import SRTP
 
 /// OpenSSL behind libsrtp2's ciphers (`SRTPCrypto`): libsrtp2 took every replacement (each
 /// passed its known-answer tests there), and packets protected through them are byte for byte

@@ -1,6 +1,7 @@
 import Foundation
 import FuzzSupport
 import NIOCore
+import SRTP
 import Store
 import Wire
 @testable import DTLS

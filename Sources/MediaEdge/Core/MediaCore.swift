@@ -2,6 +2,7 @@ import Admission
 import DTLS
 import Datagram
 import NIOCore
+import SRTP
 import Store
 import Wire
 

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import NIOCore
 import NIOPosix
+import SRTP
 import ServiceLifecycle
 import Store
 import Wire

@@ -1,4 +1,5 @@
 import Foundation
+import LoadClients
 import NIOHTTP1
 
 /// JanusStreaming plays a Janus streaming-plugin mountpoint over Janus's REST API the way
@@ -22,14 +23,14 @@ struct JanusStreaming {
             let events = try JSONSerialization.jsonObject(with: Data(reply.body.utf8))
             for event in (events as? [[String: Any]]) ?? [events as? [String: Any]].compactMap({ $0 }) {
                 if let error = ((event["plugindata"] as? [String: Any])?["data"] as? [String: Any])?["error"] {
-                    throw BenchError("janus watch: \(error)")
+                    throw LoadError("janus watch: \(error)")
                 }
                 if let jsep = event["jsep"] as? [String: Any], jsep["type"] as? String == "offer", let sdp = jsep["sdp"] as? String {
                     return (session, handle, sdp)
                 }
             }
         }
-        throw BenchError("janus: no offer within 10 s")
+        throw LoadError("janus: no offer within 10 s")
     }
 
     /// Answers the offer: Janus starts sending once ICE and DTLS are up.
@@ -49,14 +50,14 @@ struct JanusStreaming {
         let body = String(decoding: try JSONSerialization.data(withJSONObject: request), as: UTF8.self)
         let reply = try await http.send(.POST, path, token: "", contentType: "application/json", body: body)
         guard reply.status == 200, let object = try JSONSerialization.jsonObject(with: Data(reply.body.utf8)) as? [String: Any] else {
-            throw BenchError("janus \(path): \(reply.status) \(reply.body)")
+            throw LoadError("janus \(path): \(reply.status) \(reply.body)")
         }
-        if object["janus"] as? String == "error" { throw BenchError("janus \(path): \(reply.body)") }
+        if object["janus"] as? String == "error" { throw LoadError("janus \(path): \(reply.body)") }
         return object
     }
 
     private static func id(of reply: [String: Any]) throws -> String {
-        guard let id = (reply["data"] as? [String: Any])?["id"] as? NSNumber else { throw BenchError("janus: no id in \(reply)") }
+        guard let id = (reply["data"] as? [String: Any])?["id"] as? NSNumber else { throw LoadError("janus: no id in \(reply)") }
         return id.stringValue
     }
 }

@@ -3,6 +3,7 @@ import DTLS
 import Foundation
 import MediaEdge
 import NIOCore
+import SRTP
 import Wire
 
 /// `switchboard bench srtp`: what one SRTP protect costs through libsrtp2 for each DTLS-SRTP

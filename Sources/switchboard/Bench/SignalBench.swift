@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LoadClients
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -61,7 +62,7 @@ struct BenchSignal: AsyncParsableCommand {
                                                      peer: index, recorder: recorder, group: group))
         }
         while recorder.openStreams < peers {
-            if ContinuousClock.now - streamStart > .seconds(60) { throw BenchError("only \(recorder.openStreams) of \(peers) streams opened (\(recorder.report().failureKinds))") }
+            if ContinuousClock.now - streamStart > .seconds(60) { throw LoadError("only \(recorder.openStreams) of \(peers) streams opened (\(recorder.report().failureKinds))") }
             try await Task.sleep(for: .milliseconds(20))
         }
         let streamSeconds = (ContinuousClock.now - streamStart).seconds
@@ -377,100 +378,6 @@ final class SSEStreamHandler: ChannelInboundHandler {
         default:
             break
         }
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection that sends one request at a time: a worker task owns
-/// the channel and takes requests from a queue.
-final class HTTPClientConnection: Sendable {
-    struct Job: Sendable {
-        var head: HTTPRequestHead
-        var body: String
-        var done: CheckedContinuation<Reply, any Error>
-    }
-
-    struct Reply: Sendable {
-        var status: Int
-        var headers: HTTPHeaders
-        var body: String
-    }
-
-    private let jobs: AsyncStream<Job>.Continuation
-    private let worker: Task<Void, Never>
-    private let host: String
-
-    private init(jobs: AsyncStream<Job>.Continuation, worker: Task<Void, Never>, host: String) {
-        self.jobs = jobs
-        self.worker = worker
-        self.host = host
-    }
-
-    static func connect(host: String, port: Int, group: any EventLoopGroup) async throws -> HTTPClientConnection {
-        let channel = try await ClientBootstrap(group: group)
-            .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
-                        wrappingChannelSynchronously: channel)
-                }
-            }
-        let (stream, continuation) = AsyncStream.makeStream(of: Job.self)
-        let worker = Task {
-            try? await channel.executeThenClose { inbound, outbound in
-                var responses = inbound.makeAsyncIterator()
-                for await job in stream {
-                    do {
-                        try await outbound.write(contentsOf: [
-                            .head(job.head), .body(.byteBuffer(ByteBuffer(string: job.body))), .end(nil)])
-                        var reply = Reply(status: 0, headers: [:], body: "")
-                        var finished = false
-                        while !finished, let part = try await responses.next() {
-                            switch part {
-                            case .head(let response):
-                                reply.status = Int(response.status.code)
-                                reply.headers = response.headers
-                            case .body(let buffer): reply.body += String(buffer: buffer)
-                            case .end: finished = true
-                            }
-                        }
-                        if finished { job.done.resume(returning: reply) } else { throw BenchError("connection closed") }
-                    } catch {
-                        job.done.resume(throwing: error)
-                        throw error
-                    }
-                }
-            }
-            // Anything still queued after the channel went: fail it.
-            for await job in stream { job.done.resume(throwing: BenchError("connection closed")) }
-        }
-        return HTTPClientConnection(jobs: continuation, worker: worker, host: "\(host):\(port)")
-    }
-
-    /// Sends a request and returns the response status.
-    func request(_ method: HTTPMethod, _ uri: String, token: String, contentType: String, body: String,
-                 extraHeaders: [(String, String)] = []) async throws -> Int {
-        try await send(method, uri, token: token, contentType: contentType, body: body, extraHeaders: extraHeaders).status
-    }
-
-    /// Sends a request and returns the whole response.
-    func send(_ method: HTTPMethod, _ uri: String, token: String, contentType: String, body: String,
-              extraHeaders: [(String, String)] = []) async throws -> Reply {
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
-        head.headers.add(name: "Host", value: host)
-        head.headers.add(name: "Authorization", value: "Bearer \(token)")
-        head.headers.add(name: "Content-Type", value: contentType)
-        head.headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-        for (name, value) in extraHeaders { head.headers.add(name: name, value: value) }
-        return try await withCheckedThrowingContinuation { continuation in
-            if case .terminated = jobs.yield(Job(head: head, body: body, done: continuation)) {
-                continuation.resume(throwing: BenchError("connection closed"))
-            }
-        }
-    }
-
-    func close() async {
-        jobs.finish()
-        await worker.value
     }
 }
 
