@@ -8,7 +8,7 @@ PYTHON       := .venv/bin/python
 FUZZ_SECONDS ?= 300
 ## address (default) or none: libFuzzer's coverage alone runs many times faster; alternate them.
 FUZZ_SANITIZER ?= address
-FUZZ_TARGETS ?= WireFuzz MediaFuzz RTCPFuzz TURNFuzz WHEPFuzz HTTPFuzz
+FUZZ_TARGETS ?= WireFuzz MediaFuzz RTCPFuzz TURNFuzz WHEPFuzz HTTPFuzz PeerFuzz
 ## One build directory for both: only our own modules are instrumented, so switching rebuilds just them.
 FUZZ_BUILD   := .build-fuzz
 FUZZ_BIN     := $(FUZZ_BUILD)/release

@@ -311,7 +311,8 @@ let package = Package(
 // testability, since the harnesses reach internal state (`@testable import`).
 if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
     let flags = (sanitizer == "none" ? ["-sanitize=fuzzer"] : ["-sanitize=fuzzer,\(sanitizer)"]) + ["-enable-testing"]
-    for target in package.targets where ["Wire", "Store", "Rendezvous", "Relay", "Datagram", "DTLS", "MediaEdge"].contains(target.name) {
+    for target in package.targets
+        where ["Wire", "Store", "Rendezvous", "Relay", "Datagram", "DTLS", "SRTP", "MediaEdge", "ICE", "Peer"].contains(target.name) {
         target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(flags)]
     }
     let nio = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
@@ -331,8 +332,9 @@ if let sanitizer = Context.environment["SWITCHBOARD_FUZZ"] {
         fuzzTarget("TURNFuzz", ["Relay", "Wire"]),
         fuzzTarget("WHEPFuzz", ["MediaEdge", "Wire"]),
         fuzzTarget("HTTPFuzz", ["Rendezvous", "Wire", "Admission"]),
+        fuzzTarget("PeerFuzz", ["Peer", "ICE", "Wire"]),
     ]
-    package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz", "TURNFuzz", "WHEPFuzz", "HTTPFuzz"].map {
+    package.products += ["WireFuzz", "MediaFuzz", "RTCPFuzz", "TURNFuzz", "WHEPFuzz", "HTTPFuzz", "PeerFuzz"].map {
         .executable(name: $0, targets: [$0])
     }
 }

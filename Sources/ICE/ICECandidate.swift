@@ -198,6 +198,10 @@ package struct ICECandidate: Sendable, Hashable, CustomStringConvertible {
                 guard let kind = ICETCPType(rawValue: String(value)) else { throw .malformed("tcptype") }
                 tcpType = kind
             default:
+                // RFC 8839: the name is an SDP token, the value a non-ws-string (no controls).
+                guard name.utf8.allSatisfy(Self.isTokenChar), value.utf8.allSatisfy({ $0 > 0x20 && $0 != 0x7F }) else {
+                    throw .malformed("extension")
+                }
                 extensions.append(Extension(String(name), String(value)))
             }
         }
@@ -215,6 +219,14 @@ package struct ICECandidate: Sendable, Hashable, CustomStringConvertible {
         if let tcpType { text += " tcptype \(tcpType.rawValue)" }
         for pair in extensions { text += " \(pair.name) \(pair.value)" }
         return text
+    }
+
+    /// RFC 4566's token-char: visible ASCII but for `"`, `(`, `)`, `,`, `/`, `:` to `@`, `[` to `]`.
+    static func isTokenChar(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x21, 0x23...0x27, 0x2A...0x2B, 0x2D...0x2E, 0x30...0x39, 0x41...0x5A, 0x5E...0x7E: true
+        default: false
+        }
     }
 
     static func isICEChar(_ byte: UInt8) -> Bool {

@@ -44,7 +44,7 @@ import Wire
         #expect(candidate.address == .hostname("3f0b7a4e-1c2d-4b5e-8f90-123456789abc.local"))
     }
 
-    @Test func rejectsMalformedCandidatesWithoutCrashing() {
+    @Test func rejectsMalformedCandidatesWithoutCrashing() throws {
         let bad = [
             "", "candidate:", "foo:1 1 udp 1 192.0.2.1 1 typ host",
             "candidate:1 1 udp 1 192.0.2.1 1 typ",  // too short
@@ -59,11 +59,20 @@ import Wire
             "candidate:1 1 udp 1 192.0.2.1 1 typ srflx raddr 192.0.2.1 rport -1",
             "candidate:\(String(repeating: "a", count: 33)) 1 udp 1 192.0.2.1 1 typ host",
             "candidate:1 1 udp 1 192.0.2.1 1 typ host " + String(repeating: "x y ", count: 300),
+            // Found by PeerFuzz: controls in an extension (RFC 8839: a token and a non-ws-string)
+            // were kept, and did not survive being written back.
+            "candidate:1 1 udp 1 192.0.2.1 1 typ host ra546\u{0}\u{4}1r\n\n 4g\n\n \n",
+            "candidate:1 1 udp 1 192.0.2.1 1 typ host generation\r 0",
+            "candidate:1 1 udp 1 192.0.2.1 1 typ host gen(eration) 0",
+            "candidate:1 1 udp 1 192.0.2.1 1 typ host generation 0\u{7F}",
         ]
         for text in bad {
             #expect(throws: ICECandidateParseError.self, "\(text)") { try ICECandidate(sdpAttribute: text) }
         }
         #expect(throws: ICECandidateParseError.notACandidate) { try ICECandidate(sdpAttribute: "a=end-of-candidates") }
+        // A value may carry UTF-8 (non-ws-string takes %x80-FF); it reads back as written.
+        let utf8 = try ICECandidate(sdpAttribute: "candidate:1 1 udp 1 192.0.2.1 1 typ host network-name wlan–ü")
+        #expect(try ICECandidate(sdpAttribute: utf8.sdpAttribute) == utf8)
     }
 
     @Test func everyLocalCandidateTheAgentEmitsParsesBackToItself() throws {

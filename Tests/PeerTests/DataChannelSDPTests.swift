@@ -72,6 +72,9 @@ import Testing
         #expect(throws: DataChannelSDP.ParseError.bad("a=setup:sideways")) {
             try DataChannelSDP(parsing: text.replacingOccurrences(of: "a=setup:actpass", with: "a=setup:sideways"))
         }
+        let legacy = text.replacingOccurrences(of: "m=application 9 UDP/DTLS/SCTP webrtc-datachannel", with: "m=application 9 DTLS/SCTP 5000")
+            .replacingOccurrences(of: "a=sctp-port:5000", with: "a=sctpmap:0000 webrtc-datachannel 65535")
+        #expect(throws: DataChannelSDP.ParseError.bad("a=sctpmap:0000 webrtc-datachannel 65535")) { try DataChannelSDP(parsing: legacy) }
         #expect(throws: DataChannelSDP.ParseError.bad("a=sctp-port:70000")) {
             try DataChannelSDP(parsing: text.replacingOccurrences(of: "a=sctp-port:5000", with: "a=sctp-port:70000"))
         }

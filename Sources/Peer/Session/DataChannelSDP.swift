@@ -81,7 +81,9 @@ public struct DataChannelSDP: Sendable, Equatable {
         if let value = media.value("sctp-port") {
             guard let parsed = UInt16(value), parsed > 0 else { throw .bad("a=sctp-port:\(value)") }
             port = parsed
-        } else if let map = media.value("sctpmap"), let first = map.split(separator: " ").first, let parsed = UInt16(first) {
+        } else if let map = media.value("sctpmap"), let first = map.split(separator: " ").first {
+            // Port 0 is no SCTP port, whichever attribute says it (found by PeerFuzz).
+            guard let parsed = UInt16(first), parsed > 0 else { throw .bad("a=sctpmap:\(map)") }
             port = parsed
         } else if let format = media.formats.first, let parsed = UInt16(format), parsed > 0 {
             port = parsed
