@@ -159,7 +159,10 @@ package struct ICECandidate: Sendable, Hashable, CustomStringConvertible {
         if body.hasPrefix("a=") { body = body.dropFirst(2) }
         guard body.lowercased().hasPrefix("candidate:") else { throw .notACandidate }
         body = body.dropFirst("candidate:".count)
-        let tokens = body.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        // Split on bytes, not Characters: a combining mark after a tab would otherwise join
+        // the field before it, and the line would not read back once written with spaces.
+        let tokens = body.utf8.split(whereSeparator: { $0 == 0x20 || $0 == 0x09 })
+            .map { Substring(String(decoding: $0, as: UTF8.self)) }
         guard tokens.count >= 8 else { throw .malformed("\(tokens.count) fields, want at least 8") }
         guard tokens.count <= 64 else { throw .malformed("too many fields") }
 

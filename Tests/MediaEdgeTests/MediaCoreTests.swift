@@ -346,6 +346,80 @@ import Testing
         }
     }
 
+    /// From a second read of the reorder change: a packet the new source sent before the one
+    /// that restarted the timeline would take a number the old source had, so it is dropped
+    /// (counted); a keyframe whose marker overtook a fragment is not cached with a hole.
+    @Test func latePacketsFromBeforeARestartAreDroppedAndAKeyframeWithAHoleIsNotCached() throws {
+        var track = IngestTrack(kind: .video)
+        func packet(_ sequence: UInt16, _ timestamp: UInt32, ssrc: UInt32, payload: [UInt8] = [0x41, 1], marker: Bool = true) -> ByteBuffer {
+            RTPPacket(marker: marker, payloadType: 96, sequenceNumber: sequence, timestamp: timestamp, ssrc: ssrc,
+                      payload: ByteBuffer(bytes: payload)).bytes
+        }
+        for (index, sequence) in (100...200).enumerated() {
+            _ = track.receive(packet(UInt16(sequence), UInt32(index) * 3000, ssrc: 1), from: Self.camera, nowNanos: UInt64(index) * 1_000_000)
+        }
+        let restarted = track.receive(packet(5000, 777, ssrc: 2), from: Self.camera, nowNanos: 200_000_000)
+        #expect(restarted?.sequence == 201 && track.sourceRestarts == 1)
+        #expect(track.receive(packet(4999, 777, ssrc: 2), from: Self.camera, nowNanos: 200_000_000) == nil)
+        #expect(track.drops.late == 1 && track.packet(sequence: 200)?.payload == ByteBuffer(bytes: [0x41, 1]))
+        // Late within this source's run: forwarded (numbered as sent), not dropped.
+        _ = track.receive(packet(5002, 777, ssrc: 2), from: Self.camera, nowNanos: 201_000_000)
+        #expect(track.receive(packet(5001, 777, ssrc: 2), from: Self.camera, nowNanos: 201_000_000)?.sequence == 202)
+        #expect(track.drops.late == 1)
+
+        // SPS, PPS, IDR start, IDR end (marker) overtaking the IDR middle: not cached.
+        let keyframeBefore = track.keyframe.count
+        _ = track.receive(packet(5003, 9000, ssrc: 2, payload: [0x67, 0x42, 0xC0, 0x1E, 0xDA], marker: false), from: Self.camera, nowNanos: 202_000_000)
+        _ = track.receive(packet(5004, 9000, ssrc: 2, payload: [0x68, 0xCE, 0x3C, 0x80], marker: false), from: Self.camera, nowNanos: 202_000_000)
+        _ = track.receive(packet(5005, 9000, ssrc: 2, payload: [0x7C, 0x85, 1], marker: false), from: Self.camera, nowNanos: 202_000_000)
+        _ = track.receive(packet(5007, 9000, ssrc: 2, payload: [0x7C, 0x45, 3]), from: Self.camera, nowNanos: 202_000_000)
+        _ = track.receive(packet(5006, 9000, ssrc: 2, payload: [0x7C, 0x05, 2], marker: false), from: Self.camera, nowNanos: 202_000_000)
+        #expect(track.keyframe.count == keyframeBefore && track.keyframesSeen == 0)
+        // The next one, whole, is.
+        let whole: [[UInt8]] = [[0x67, 0x42, 0xC0, 0x1E, 0xDA], [0x68, 0xCE, 0x3C, 0x80], [0x7C, 0x85, 1], [0x7C, 0x45, 3]]
+        for (offset, payload) in whole.enumerated() {
+            _ = track.receive(packet(5008 + UInt16(offset), 12000, ssrc: 2, payload: payload, marker: offset == 3), from: Self.camera,
+                              nowNanos: 203_000_000)
+        }
+        #expect(track.keyframe.count == 4 && track.keyframesSeen == 1)
+    }
+
+    /// A live stretch longer than 2^16 packets: a late packet of it still goes out, and a NACK
+    /// still finds the packet its number stood for (spans are counted, not 16-bit differences).
+    @Test func aStretchLongerThanTheSequenceSpaceStillTakesLatePacketsAndNACKs() throws {
+        var rig = try Rig()
+        rig.keyframe()
+        let viewer = try FakeViewer()
+        try rig.connect(viewer)
+        _ = rig.drain()
+        // 65533 frames, four lost numbers and one more frame: 65538 numbers in this stretch,
+        // which a 16-bit difference would take for 2.
+        for index in 0..<65_533 {
+            rig.ingest([0x41, 0x9A, 0x01], marker: true)
+            rig.timestamp &+= 3000
+            // The viewer decrypts as it goes: SRTP's rollover counter follows the numbers.
+            if index % 1000 == 999 { _ = try rig.received(by: viewer) }
+        }
+        _ = try rig.received(by: viewer)
+        // Four packets are held up on the way; the one after them comes first.
+        let late = rig.sequence &+ 1
+        rig.sequence &+= 4
+        rig.ingest([0x41, 0x9A, 0x0A], marker: true)
+        rig.timestamp &+= 3000
+        let next = rig.sequence
+        rig.sequence = late
+        rig.ingest([0x41, 0x9A, 0x0B], marker: true)  // three behind: late, but of this stretch
+        rig.sequence = next
+        let out = try rig.received(by: viewer)
+        try #require(out.count == 2)
+        #expect(rig.core.counters.latePackets == 0)
+        #expect(out[1].sequenceNumber == out[0].sequenceNumber &- 3)
+        rig.core.receive(try Self.srtcp(.nack(senderSSRC: 1, mediaSSRC: viewer.videoSSRC, lost: [out[0].sequenceNumber, out[1].sequenceNumber]),
+                                        viewer: viewer), from: Self.client, now: rig.now)
+        let resent = try rig.received(by: viewer)
+        #expect(resent.map { $0.payload.getInteger(at: 4, as: UInt8.self) } == [0x0A, 0x0B])
+    }
+
     @Test func senderReportsGoOutEverySecondAndConsentExpiresAfterThirty() throws {
         var rig = try Rig()
         rig.keyframe()

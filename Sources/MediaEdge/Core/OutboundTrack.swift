@@ -3,15 +3,20 @@ import Wire
 
 /// OutboundTrack is one track as one viewer receives it: its own SSRC, sequence numbers and
 /// timestamps, mapped from the stream timeline. The mapping is kept in segments (live
-/// stretches and inserted keyframes) so that a NACK finds the packet a viewer sequence
-/// number stood for.
+/// stretches and inserted keyframes), newest last, each with how many viewer numbers it
+/// covers, so that a NACK finds the packet a number stood for. Spans are counted, not taken
+/// as differences of 16-bit numbers, so a stretch longer than 2^16 packets stays right.
 struct OutboundTrack {
     enum Segment {
-        /// From viewer sequence `start`: viewer = stream &+ delta.
-        case live(start: UInt16, delta: UInt16)
-        /// From viewer sequence `start`: these packets, sent with `timestamp`.
-        case keyframe(start: UInt16, timestamp: UInt32, packets: [MediaPacket])
+        /// viewer = stream &+ delta.
+        case live(delta: UInt16)
+        /// These packets, sent with `timestamp`, one number each.
+        case keyframe(timestamp: UInt32, packets: [MediaPacket])
     }
+
+    /// How far back a segment's span is counted: half the number space. A NACK further back
+    /// than that names a number sent again since (and the history is far shorter anyway).
+    static let spanLimit = 0x8000
 
     let kind: IngestTrack.Kind
     let ssrc: UInt32
@@ -22,11 +27,10 @@ struct OutboundTrack {
     /// One past the newest viewer sequence number sent: it only moves forward.
     private(set) var nextSequence: UInt16
     private var delta: UInt16 = 0
-    /// Where the current live stretch began (after the join or the last inserted keyframe).
-    private var liveStart: UInt16 = 0
     private(set) var timestampDelta: UInt32 = 0
     private var timestampBase: UInt32
-    private var segments: [Segment] = []
+    /// Oldest first; `span`: the viewer numbers the segment covers, up to `spanLimit`.
+    private var segments: [(segment: Segment, span: Int)] = []
     /// A PLI/FIR asked for a keyframe: insert the cached one at the next frame start.
     var keyframeWanted = false
     var lastKeyframeNanos: UInt64 = 0
@@ -85,17 +89,19 @@ struct OutboundTrack {
             }
             keyframeWanted = false
             delta = nextSequence &- packet.sequence
-            liveStart = nextSequence
-            segments.append(.live(start: nextSequence, delta: delta))
+            segments.append((.live(delta: delta), 0))
             trimSegments()
             started = true
         }
         let sequence = packet.sequence &+ delta
-        if sequence &- nextSequence >= 0x8000 {
+        let ahead = sequence &- nextSequence
+        if ahead >= 0x8000 {
             // Behind the newest sent (the ingest let a reordered packet through): it goes out
             // with its own number if that belongs to this stretch, and moves nothing back.
-            guard nextSequence &- sequence <= nextSequence &- liveStart else { return .late }
+            let back = Int(nextSequence &- 1 &- sequence)  // 0: the newest
+            guard back < segments[segments.count - 1].span else { return .late }
         } else {
+            segments[segments.count - 1].span = min(segments[segments.count - 1].span + Int(ahead) + 1, Self.spanLimit)
             nextSequence = sequence &+ 1
         }
         let send = Send(sequence: sequence, timestamp: packet.timestamp &+ timestampDelta, marker: packet.marker,
@@ -104,7 +110,7 @@ struct OutboundTrack {
     }
 
     private mutating func insertKeyframe(_ packets: [MediaPacket], timestamp: UInt32, nowNanos: UInt64) -> [Send] {
-        segments.append(.keyframe(start: nextSequence, timestamp: timestamp, packets: packets))
+        segments.append((.keyframe(timestamp: timestamp, packets: packets), min(packets.count, Self.spanLimit)))
         trimSegments()
         lastKeyframeNanos = nowNanos
         // IngestTrack bounds a keyframe far below 2^16 packets; the sequence numbers wrap as
@@ -137,22 +143,25 @@ struct OutboundTrack {
         }
     }
 
-    /// What viewer sequence number `sequence` carried, for a retransmission.
+    /// What viewer sequence number `sequence` carried, for a retransmission: the segment
+    /// whose span holds it, counting back from the newest number sent.
     func lookup(_ sequence: UInt16, in track: IngestTrack) -> Send? {
-        let sentSoFar = nextSequence
-        for segment in segments.reversed() {
-            switch segment {
-            case .live(let start, let delta):
-                guard sequence &- start < sentSoFar &- start else { continue }
-                guard let packet = track.packet(sequence: sequence &- delta) else { return nil }
-                return Send(sequence: sequence, timestamp: packet.timestamp &+ timestampDelta, marker: packet.marker,
-                            payload: packet.payload)
-            case .keyframe(let start, let timestamp, let packets):
-                let index = Int(sequence &- start)
-                guard index < packets.count else { continue }
-                return Send(sequence: sequence, timestamp: timestamp, marker: index == packets.count - 1,
-                            payload: packets[index].payload)
+        var back = Int(nextSequence &- 1 &- sequence)  // 0: the newest
+        guard back < Self.spanLimit else { return nil }
+        for (segment, span) in segments.reversed() {
+            guard back >= span else {
+                switch segment {
+                case .live(let delta):
+                    guard let packet = track.packet(sequence: sequence &- delta) else { return nil }
+                    return Send(sequence: sequence, timestamp: packet.timestamp &+ timestampDelta, marker: packet.marker,
+                                payload: packet.payload)
+                case .keyframe(let timestamp, let packets):
+                    let index = packets.count - 1 - back
+                    return Send(sequence: sequence, timestamp: timestamp, marker: index == packets.count - 1,
+                                payload: packets[index].payload)
+                }
             }
+            back -= span
         }
         return nil
     }

@@ -469,7 +469,7 @@ final class MediaMetrics: Sendable {
         ingestMalformed.increment(by: now.ingest.malformed - last.ingest.malformed)
         ingestSource.increment(by: now.ingest.foreignSource - last.ingest.foreignSource)
         frameTooLarge.increment(by: now.ingest.oversizedFrame - last.ingest.oversizedFrame)
-        late.increment(by: now.latePackets - last.latePackets)
+        late.increment(by: now.latePackets + now.ingest.late - last.latePackets - last.ingest.late)
         streamBusy.increment(by: now.refusedStreamBusy - last.refusedStreamBusy)
         sourceBusy.increment(by: now.refusedSourceBusy - last.refusedSourceBusy)
         neverConnected.increment(by: now.viewersNeverConnected - last.viewersNeverConnected)

@@ -38,6 +38,8 @@ package struct IngestTrack {
         /// Packets of access units larger than the keyframe cache takes (`maxFramePackets`,
         /// `maxFrameBytes`): still forwarded live, not cached.
         package var oversizedFrame = 0
+        /// Reordered packets from before the current source's first one (sent before a restart).
+        package var late = 0
 
         package init() {}
 
@@ -46,6 +48,7 @@ package struct IngestTrack {
             result.malformed = lhs.malformed - rhs.malformed
             result.foreignSource = lhs.foreignSource - rhs.foreignSource
             result.oversizedFrame = lhs.oversizedFrame - rhs.oversizedFrame
+            result.late = lhs.late - rhs.late
             return result
         }
     }
@@ -74,6 +77,9 @@ package struct IngestTrack {
     private var sequenceOffset: UInt16 = 0
     private var timestampOffset: UInt32 = 0
     private var lastArrivalNanos: UInt64 = 0
+    /// Timeline numbers the current source has covered since it started (counted, so that a
+    /// long run does not wrap; up to 2^15, far past how late a packet is taken).
+    private var sourceSpan = 0
 
     /// The stream timeline's latest packet.
     package private(set) var lastSequence: UInt16 = 0
@@ -130,7 +136,9 @@ package struct IngestTrack {
         }
         source = address
         lastSourceNanos = nowNanos
+        var sourceStarts = false
         if sourceSSRC != rtp.ssrc || isJump(from: lastSourceSequence, to: rtp.sequenceNumber) {
+            sourceStarts = true
             if sourceSSRC != nil {
                 // Continue the timeline: next sequence number, timestamp advanced by the gap
                 // (RTP timestamps wrap, so only the gap modulo 2^32 matters).
@@ -150,8 +158,22 @@ package struct IngestTrack {
         let sequence = rtp.sequenceNumber &+ sequenceOffset
         // At or behind the newest packet on the timeline: reordered (or duplicated) on the way.
         // It is forwarded and kept for NACKs, but it does not move the timeline back (a restart
-        // continues after the newest number, not after it) and never starts a frame.
-        let late = packetsReceived > 0 && sequence &- (lastSequence &+ 1) >= 0x8000
+        // continues after the newest number, not after it) and never starts a frame. One from
+        // before this source's first packet (sent before a restart, arriving after it) would
+        // take a number the old source had: it is dropped.
+        let late: Bool
+        if sourceStarts {
+            late = false
+            sourceSpan = 1
+        } else {
+            let ahead = sequence &- lastSequence
+            late = ahead == 0 || ahead >= 0x8000
+            if late, Int(lastSequence &- sequence) >= sourceSpan {
+                drops.late += 1
+                return nil
+            }
+            if !late { sourceSpan = min(sourceSpan + Int(ahead), 0x8000) }
+        }
         if !late { lastSourceSequence = rtp.sequenceNumber }
         lastArrivalNanos = nowNanos
         let packet = MediaPacket(sequence: sequence, timestamp: rtp.timestamp &+ timestampOffset,
@@ -236,7 +258,10 @@ package struct IngestTrack {
         }
         rememberParameterSets(packet.payload)
         guard packet.marker, !late else { return }
-        if !frameOversized, frameHasIDR && (frameHasSPS && frameHasPPS || sps != nil && pps != nil) {
+        // A unit whose packets are not consecutive lost one (or its marker overtook one): a
+        // keyframe with a hole would not decode, so the last whole one stays cached.
+        let whole = framePackets.first.map { Int(packet.sequence &- $0.sequence) + 1 == framePackets.count } ?? false
+        if !frameOversized, whole, frameHasIDR && (frameHasSPS && frameHasPPS || sps != nil && pps != nil) {
             var unit: [MediaPacket] = []
             // Parameter sets the access unit did not carry itself go first, as single NAL packets.
             if !frameHasSPS, let sps { unit.append(MediaPacket(sequence: 0, timestamp: packet.timestamp, marker: false, payload: sps)) }
