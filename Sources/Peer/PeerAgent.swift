@@ -424,8 +424,8 @@ final class SessionTable: Sendable {
 /// TrickleQueue sends a session's local candidates in order, batched, once the session can
 /// take them (after the offer was posted or the answer sent), and ends with
 /// end-of-candidates; every `refresh` it sends the current credentials again, with no
-/// candidates (a no-op for the peer, a change for the server's retention); `hangUp` deletes
-/// the session.
+/// candidates (a no-op for the peer, which takes a missing end-of-candidates as nothing new;
+/// a change for the server's retention); `hangUp` deletes the session.
 final class TrickleQueue: Sendable {
     private enum Item { case candidate(String), end, hangUp, ready, restart(ICECredentials), refresh }
     private let continuation: AsyncStream<Item>.Continuation
@@ -445,8 +445,6 @@ final class TrickleQueue: Sendable {
             var ready = false
             var waiting: [String] = []
             var ended = false
-            /// This generation's end-of-candidates went out: a refresh says it again.
-            var complete = false
             var credentials = credentials
             for await item in stream {
                 var refreshing = false
@@ -460,7 +458,6 @@ final class TrickleQueue: Sendable {
                     credentials = new
                     waiting.removeAll()
                     ended = false
-                    complete = false
                     continue
                 case .hangUp:
                     try? await signaling.hangUp(session: session)
@@ -469,11 +466,10 @@ final class TrickleQueue: Sendable {
                 }
                 guard ready, !waiting.isEmpty || ended || refreshing else { continue }
                 let fragment = TrickleFragment(ufrag: credentials.ufrag, password: credentials.password,
-                                               candidates: waiting, endOfCandidates: ended || complete)
+                                               candidates: waiting, endOfCandidates: ended)
                 waiting.removeAll()
                 do {
                     try await signaling.trickle(session: session, fragment: fragment.text)
-                    complete = complete || ended
                 } catch {
                     logger.info(refreshing ? "session not refreshed: \(error)" : "candidates not delivered: \(error)")
                 }
