@@ -1,14 +1,26 @@
 import Foundation
 import GRDB
 
+/// How a session's peers may connect (`Switchboard-Connect-Mode`): directly or through the
+/// relay (`auto`), directly only (`p2p`), through the relay only (`relay`).
+package enum SessionMode: String, Sendable, CaseIterable, Encodable {
+    case auto, p2p, relay
+}
+
+/// Where a session is: an offer waits for its answer (or expires), then it is answered until
+/// a party closes it.
+package enum SessionState: String, Sendable, CaseIterable, Encodable {
+    case offered, answered, closed, expired
+}
+
 /// SessionRecord is a brokered session as stored.
 package struct SessionRecord: Sendable, Equatable {
     package var id: String
     package var caller: String
     package var callee: String
-    package var mode: String
+    package var mode: SessionMode
     package var description: String?
-    package var state: String
+    package var state: SessionState
     package var offer: String
     package var answer: String?
     package var version: Int64
@@ -83,7 +95,7 @@ extension SwitchboardDatabase {
     /// connection those reads find their pages cached, where a read transaction of its own
     /// would start from an empty cache after every commit.
     package func createSession(
-        id: String, caller: PeerID, callee: PeerID, mode: String, description: String?, offer: String,
+        id: String, caller: PeerID, callee: PeerID, mode: SessionMode, description: String?, offer: String,
         offerTTL: Int, eventTTL: Int, eventData: String, admission: OfferAdmission? = nil
     ) async throws -> (SessionRecord, EventRecord) {
         let now = unixNow
@@ -100,12 +112,12 @@ extension SwitchboardDatabase {
             try db.cachedStatement(sql: """
                 INSERT INTO sessions (id, caller, callee, mode, description, state, offer, version, created_at, updated_at, offer_expires_at)
                 VALUES (?, ?, ?, ?, ?, 'offered', ?, 1, ?, ?, ?)
-                """).execute(arguments: [id, caller.rawValue, callee.rawValue, mode, description, offer, now, now, now + Int64(offerTTL)])
+                """).execute(arguments: [id, caller.rawValue, callee.rawValue, mode.rawValue, description, offer, now, now, now + Int64(offerTTL)])
             let event = try Self.insertEvent(db, peer: callee.rawValue, type: "offer", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
             // What was just inserted; reading it back would only copy the SDP again.
             let session = SessionRecord(id: id, caller: caller.rawValue, callee: callee.rawValue, mode: mode,
-                                        description: description, state: "offered", offer: offer, answer: nil,
+                                        description: description, state: .offered, offer: offer, answer: nil,
                                         version: 1)
             return (session, event)
         }
@@ -126,14 +138,14 @@ extension SwitchboardDatabase {
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             guard session.callee == peer else { throw SessionError.conflict("only the callee answers") }
             try ifMatch.check(session.version)
-            guard session.state == "offered" else { throw SessionError.conflict("the session is \(session.state)") }
+            guard session.state == .offered else { throw SessionError.conflict("the session is \(session.state.rawValue)") }
             try db.cachedStatement(sql: """
                 UPDATE sessions SET state = 'answered', answer = ?, version = version + 1, updated_at = ? WHERE id = ?
                 """).execute(arguments: [sdp, now, id])
             let event = try Self.insertEvent(db, peer: session.caller, type: "answer", session: id, data: eventData,
                                              now: now, ttl: eventTTL)
             var answered = session
-            answered.state = "answered"
+            answered.state = .answered
             answered.answer = sdp
             answered.version += 1
             return (answered, event)
@@ -148,8 +160,8 @@ extension SwitchboardDatabase {
         return try await writeInPlace { db in
             guard let session = try Self.fetchSession(db, id, for: peer) else { throw SessionError.notFound }
             try ifMatch.check(session.version)
-            guard session.state == "offered" || session.state == "answered" else {
-                throw SessionError.conflict("the session is \(session.state)")
+            guard session.state == .offered || session.state == .answered else {
+                throw SessionError.conflict("the session is \(session.state.rawValue)")
             }
             try db.cachedStatement(sql: "UPDATE sessions SET version = version + 1, updated_at = ? WHERE id = ?").execute(arguments: [now, id])
             let other = session.caller == peer ? session.callee : session.caller
@@ -346,15 +358,20 @@ extension SwitchboardDatabase {
     /// A session `peer` is a party to and has not closed.
     static func fetchSession(_ db: Database, _ id: String, for peer: String) throws -> SessionRecord? {
         guard let session = try fetchSession(db, id), session.caller == peer || session.callee == peer,
-              session.state != "closed" else { return nil }
+              session.state != .closed else { return nil }
         return session
     }
 
+    /// The schema's CHECKs keep mode and state to the enums' values; a row that has others
+    /// anyway (written with the checks off) is no session anyone can use.
     static func fetchSession(_ db: Database, _ id: String) throws -> SessionRecord? {
-        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM sessions WHERE id = ?"), arguments: [id]).map { row in
-            SessionRecord(id: row["id"], caller: row["caller"], callee: row["callee"], mode: row["mode"],
-                          description: row["description"], state: row["state"], offer: row["offer"],
-                          answer: row["answer"], version: row["version"])
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM sessions WHERE id = ?"), arguments: [id]).flatMap { row in
+            guard let mode = SessionMode(rawValue: row["mode"]), let state = SessionState(rawValue: row["state"]) else {
+                return nil
+            }
+            return SessionRecord(id: row["id"], caller: row["caller"], callee: row["callee"], mode: mode,
+                                 description: row["description"], state: state, offer: row["offer"],
+                                 answer: row["answer"], version: row["version"])
         }
     }
 

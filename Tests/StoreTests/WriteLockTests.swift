@@ -95,7 +95,7 @@ import Testing
         var offers: [Int64] = []
         for id in ["s1", "s2"] {
             offers.append(try await database.createSession(
-                id: id, caller: alice, callee: bob, mode: "p2p", description: nil, offer: "v=0",
+                id: id, caller: alice, callee: bob, mode: .p2p, description: nil, offer: "v=0",
                 offerTTL: 30, eventTTL: 300, eventData: "{}").1.id)
         }
         let admin = try Admin(path: dir.databasePath)

@@ -24,8 +24,7 @@ enum SessionsAPI {
             do { try SDPText.validateDescription(offer) } catch {
                 throw Problem(.badRequest, detail: "not an SDP offer: \(error)")
             }
-            let mode = request.headers[.connectMode]?.lowercased() ?? "auto"
-            guard ["auto", "p2p", "relay"].contains(mode) else {
+            guard let mode = SessionMode(rawValue: request.headers[.connectMode]?.lowercased() ?? "auto") else {
                 throw Problem(.badRequest, detail: "Switchboard-Connect-Mode must be auto, p2p or relay")
             }
             let description = request.headers[.connectDescription]
@@ -39,7 +38,7 @@ enum SessionsAPI {
             let calleeServers = servers(for: calleeID.rawValue, mode: mode, configuration: configuration)
             let data = try eventJSON(OfferEvent(
                 session: sessionID, from: callerID.rawValue, mode: mode, desc: description, sdp: offer,
-                ice_servers: calleeServers, ice_transport_policy: mode == "relay" ? "relay" : "all"))
+                ice_servers: calleeServers, ice_transport_policy: mode == .relay ? "relay" : "all"))
             let session: SessionRecord, event: EventRecord
             do {
                 (session, event) = try await database.createSession(
@@ -134,7 +133,7 @@ enum SessionsAPI {
     struct OfferEvent: Encodable {
         var session: String
         var from: String
-        var mode: String
+        var mode: SessionMode
         var desc: String?
         var sdp: String
         var ice_servers: [RendezvousAPI.ICEServer]
@@ -157,10 +156,10 @@ enum SessionsAPI {
 
     struct SessionJSON: Encodable {
         var id: String
-        var state: String
+        var state: SessionState
         var caller: String
         var callee: String
-        var mode: String
+        var mode: SessionMode
         var desc: String?
         var offer: String
         var answer: String?
@@ -176,7 +175,7 @@ enum SessionsAPI {
             desc = session.description
             offer = session.offer
             answer = session.answer
-            ice_transport_policy = session.mode == "relay" ? "relay" : "all"
+            ice_transport_policy = session.mode == .relay ? "relay" : "all"
             ice_servers = iceServers
         }
     }
@@ -184,10 +183,10 @@ enum SessionsAPI {
     // MARK: - Helpers
 
     /// ICE servers for one side of a session: `relay` gives TURN only, `p2p` STUN only.
-    static func servers(for peer: String, mode: String, configuration: RendezvousConfiguration) -> [RendezvousAPI.ICEServer] {
+    static func servers(for peer: String, mode: SessionMode, configuration: RendezvousConfiguration) -> [RendezvousAPI.ICEServer] {
         var adjusted = configuration
-        if mode == "relay" { adjusted.stunURLs = [] }
-        if mode == "p2p" { adjusted.turnSecret = nil }
+        if mode == .relay { adjusted.stunURLs = [] }
+        if mode == .p2p { adjusted.turnSecret = nil }
         return RendezvousAPI.iceServers(for: peer, configuration: adjusted)
     }
 
