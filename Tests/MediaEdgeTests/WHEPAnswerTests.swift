@@ -44,7 +44,7 @@ import Testing
         #expect(audio.formats == ["96"])
         #expect(try audio.codecs().first?.name == "opus")
         for media in answer.media {
-            #expect(media.direction == "sendonly")
+            #expect(media.direction == .sendonly)
             #expect(media.rtcpMux)
             #expect(!media.has("rtcp-rsize"))  // aiortc did not offer it
             #expect(media.port == 8189)
@@ -84,7 +84,7 @@ import Testing
         #expect(main.media[0].formats == ["116", "117"])
         // High 4:2:2 (profile_idc 122) is nothing Chrome decodes: video is rejected, audio still plays.
         let (high, negotiated, _) = try Self.answer(chrome, video: H264.ProfileLevelID(hex: "7a001f")!)
-        #expect(high.media[0].direction == "inactive" && high.media[0].mid == "0")
+        #expect(high.media[0].direction == .inactive && high.media[0].mid == "0")
         #expect(high.bundle == ["0", "1"])
         #expect(negotiated.videoPayloadType == nil && negotiated.audioPayloadType == 111)
         #expect(throws: WHEPAnswer.Failure.self) { try Self.answer(chrome, video: H264.ProfileLevelID(hex: "7a001f")!, audio: false) }
@@ -100,7 +100,7 @@ import Testing
                                                       video: video ? Self.constrainedBaseline : nil, audio: audio)
         let idle = answer.media[video ? 1 : 0]
         #expect(idle.port == 8189 && idle.kind == (video ? "audio" : "video"))
-        #expect(idle.direction == "inactive" && idle.rtcpMux)
+        #expect(idle.direction == .inactive && idle.rtcpMux)
         #expect(answer.iceCredentials(for: idle)?.ufrag == Self.local.ufrag)
         #expect(answer.iceCredentials(for: idle)?.password == Self.local.password)
         #expect(answer.fingerprints(for: idle).map(\.value) == [Self.local.fingerprint])
@@ -112,7 +112,7 @@ import Testing
         #expect(codecs[0].name.lowercased() == (video ? "opus" : "vp8"))
         // Nothing is sent in it.
         #expect((negotiated.videoPayloadType != nil) == video && (negotiated.audioPayloadType != nil) == audio)
-        #expect(answer.media[video ? 0 : 1].direction == "sendonly")
+        #expect(answer.media[video ? 0 : 1].direction == .sendonly)
     }
 
     @Test func aDataChannelSectionIsRejectedAndLeftOutOfTheBundle() throws {
@@ -121,7 +121,7 @@ import Testing
         let (answer, _, _) = try Self.answer(text)
         #expect(answer.media.count == 3)
         #expect(answer.media[2].port == 0 && answer.media[2].mid == "2" && answer.media[2].proto == "UDP/DTLS/SCTP")
-        #expect(answer.iceCredentials(for: answer.media[2])?.ufrag == Self.local.ufrag && answer.media[2].direction == "inactive")
+        #expect(answer.iceCredentials(for: answer.media[2])?.ufrag == Self.local.ufrag && answer.media[2].direction == .inactive)
         #expect(answer.bundle == ["0", "1"])
     }
 

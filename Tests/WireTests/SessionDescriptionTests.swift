@@ -15,7 +15,7 @@ import Testing
         #expect(offer.bundle == ["0", "1"])
         #expect(offer.media.map(\.kind) == ["video", "audio"])
         let video = offer.media[0]
-        #expect(video.mid == "0" && video.direction == "recvonly" && video.rtcpMux)
+        #expect(video.mid == "0" && video.direction == .recvonly && video.rtcpMux)
         #expect(video.proto == "UDP/TLS/RTP/SAVPF" && video.formats == ["97", "98", "99", "100", "101", "102"])
         #expect(offer.iceCredentials(for: video)?.ufrag.isEmpty == false)
         #expect(offer.fingerprints(for: video).map(\.hash) == ["sha-256", "sha-384", "sha-512"])
@@ -47,7 +47,7 @@ import Testing
         #expect(offer.iceCredentials(for: audio)?.password == "secretsecretsecretsecret")
         #expect(offer.fingerprints(for: audio).map(\.value) == ["AB:CD"])
         #expect(try audio.codecs().first?.feedback == ["nack"])
-        #expect(audio.direction == "sendrecv" && offer.bundle.isEmpty)
+        #expect(audio.direction == .sendrecv && offer.bundle.isEmpty)
     }
 
     @Test(arguments: [

@@ -47,7 +47,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     }
     for (type, kind) in [(negotiated.videoPayloadType, "video"), (negotiated.audioPayloadType, "audio")] {
         guard let type else { continue }
-        guard answer.media.contains(where: { $0.kind == kind && $0.direction == "sendonly" && $0.formats.first == "\(type)" }),
+        guard answer.media.contains(where: { $0.kind == kind && $0.direction == .sendonly && $0.formats.first == "\(type)" }),
               offer.media.contains(where: { $0.kind == kind && $0.formats.contains("\(type)") }) else {
             violated("\(kind) goes out as payload type \(type), which the answer does not send with:\n\(sdp)")
         }

@@ -99,7 +99,7 @@ package enum WHEPAnswer {
             } catch {
                 throw .badOffer(error.description)
             }
-            let receives = ["recvonly", "sendrecv"].contains(media.direction)
+            let receives = media.direction.receives
             switch media.kind {
             case "video" where receives && !chosenVideo:
                 if let profile = source.video, let (codec, rtx) = pickH264(codecs, for: profile) {

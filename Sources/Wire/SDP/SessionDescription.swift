@@ -38,6 +38,14 @@ public struct SessionDescription: Sendable, Equatable {
         public var associatedPayloadType: UInt8? { parameters["apt"].flatMap(SessionDescription.payloadType) }
     }
 
+    /// A media section's direction attribute (RFC 8866 §6.7).
+    public enum Direction: String, Sendable, CaseIterable {
+        case sendrecv, sendonly, recvonly, inactive
+
+        /// The section's side receives media (what a WHEP viewer's offer says for its tracks).
+        public var receives: Bool { self == .sendrecv || self == .recvonly }
+    }
+
     public struct Media: Sendable, Equatable {
         public var kind: String
         public var port: Int
@@ -50,9 +58,9 @@ public struct SessionDescription: Sendable, Equatable {
         public func has(_ name: String) -> Bool { attributes.contains { $0.name == name } }
 
         public var mid: String? { value("mid") }
-        /// sendrecv (the default), sendonly, recvonly or inactive.
-        public var direction: String {
-            attributes.last { ["sendrecv", "sendonly", "recvonly", "inactive"].contains($0.name) }?.name ?? "sendrecv"
+        /// The last direction attribute, sendrecv when there is none (RFC 8866 §6.7).
+        public var direction: Direction {
+            attributes.lazy.reversed().compactMap { Direction(rawValue: $0.name) }.first ?? .sendrecv
         }
         public var rtcpMux: Bool { has("rtcp-mux") }
         public var candidates: [String] { values("candidate") }
