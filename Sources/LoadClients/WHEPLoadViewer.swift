@@ -128,7 +128,7 @@ package final class WHEPLoadViewer: @unchecked Sendable {
         var accepted: String?
         for media in offer.media {
             let codecs = try media.codecs()
-            guard accepted == nil, media.kind == "video", let mid = media.mid,
+            guard accepted == nil, media.kind == .video, let mid = media.mid,
                   let h264 = codecs.first(where: { $0.name.uppercased() == "H264" && $0.parameters["packetization-mode"] == "1" })
             else {
                 sections += ["m=\(media.kind) 0 \(media.proto) \(media.formats.first ?? "0")", "c=IN IP4 0.0.0.0"]

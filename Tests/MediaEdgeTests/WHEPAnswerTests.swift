@@ -32,7 +32,7 @@ import Testing
         let (answer, negotiated, text) = try Self.answer(Self.offer("aiortc-whep-offer.sdp"))
         #expect(answer.sessionAttributes.contains { $0.name == "ice-lite" })
         #expect(answer.bundle == ["0", "1"])
-        #expect(answer.media.map(\.kind) == ["video", "audio"])
+        #expect(answer.media.map(\.kind) == [.video, .audio])
         let video = answer.media[0], audio = answer.media[1]
         // aiortc offers 99 (42001f, Baseline) and 101 (42e01f, Constrained Baseline): the exact profile wins.
         #expect(video.formats == ["101", "102"])
@@ -99,7 +99,7 @@ import Testing
         let (answer, negotiated, _) = try Self.answer(try Self.offer("aiortc-whep-offer.sdp"),
                                                       video: video ? Self.constrainedBaseline : nil, audio: audio)
         let idle = answer.media[video ? 1 : 0]
-        #expect(idle.port == 8189 && idle.kind == (video ? "audio" : "video"))
+        #expect(idle.port == 8189 && idle.kind == (video ? .audio : .video))
         #expect(idle.direction == .inactive && idle.rtcpMux)
         #expect(answer.iceCredentials(for: idle)?.ufrag == Self.local.ufrag)
         #expect(answer.iceCredentials(for: idle)?.password == Self.local.password)

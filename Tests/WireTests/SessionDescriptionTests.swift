@@ -13,7 +13,7 @@ import Testing
     @Test func anAiortcWHEPOfferParses() throws {
         let offer = try SessionDescription(parsing: Self.aiortcOffer)
         #expect(offer.bundle == ["0", "1"])
-        #expect(offer.media.map(\.kind) == ["video", "audio"])
+        #expect(offer.media.map(\.kind) == [.video, .audio])
         let video = offer.media[0]
         #expect(video.mid == "0" && video.direction == .recvonly && video.rtcpMux)
         #expect(video.proto == "UDP/TLS/RTP/SAVPF" && video.formats == ["97", "98", "99", "100", "101", "102"])
@@ -35,6 +35,20 @@ import Testing
         let audio = offer.media[1]
         let opus = try audio.codecs().first
         #expect(opus?.name == "opus" && opus?.payloadType == 96 && opus?.clockRate == 48000 && opus?.channels == 2)
+    }
+
+    /// Media types and directions read as enums; a type we do not act on is kept as written,
+    /// and the last direction attribute counts.
+    @Test func mediaKindsAndDirectionsReadAsEnums() throws {
+        let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+            + "m=text 9 RTP/AVP 98\r\na=sendonly\r\na=inactive\r\n"
+            + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+            + "m=audio 9 RTP/AVP 0\r\n"
+        let description = try SessionDescription(parsing: text)
+        #expect(description.media.map(\.kind) == [.other("text"), .application, .audio])
+        #expect(description.media.map(\.kind.description) == ["text", "application", "audio"])
+        #expect(description.media.map(\.direction) == [.inactive, .sendrecv, .sendrecv])
+        #expect(!SessionDescription.Direction.sendonly.receives && SessionDescription.Direction.recvonly.receives)
     }
 
     @Test func sessionLevelICEAndFingerprintApplyToEveryMediaSection() throws {

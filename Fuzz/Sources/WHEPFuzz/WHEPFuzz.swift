@@ -45,7 +45,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
               answer.fingerprints(for: answered).contains(where: { $0.hash == "sha-256" && $0.value == fingerprint })
         else { violated("a section without the edge's ICE credentials or fingerprint:\n\(sdp)") }
     }
-    for (type, kind) in [(negotiated.videoPayloadType, "video"), (negotiated.audioPayloadType, "audio")] {
+    for (type, kind) in [(negotiated.videoPayloadType, SessionDescription.MediaKind.video), (negotiated.audioPayloadType, .audio)] {
         guard let type else { continue }
         guard answer.media.contains(where: { $0.kind == kind && $0.direction == .sendonly && $0.formats.first == "\(type)" }),
               offer.media.contains(where: { $0.kind == kind && $0.formats.contains("\(type)") }) else {
@@ -53,7 +53,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         }
     }
     if let rtx = negotiated.rtxPayloadType,
-       !answer.media.contains(where: { $0.kind == "video" && $0.formats.contains("\(rtx)") }) {
+       !answer.media.contains(where: { $0.kind == .video && $0.formats.contains("\(rtx)") }) {
         violated("RTX as payload type \(rtx), not in the answer")
     }
     if negotiated.videoPayloadType == nil && negotiated.audioPayloadType == nil { violated("an answer that sends nothing") }

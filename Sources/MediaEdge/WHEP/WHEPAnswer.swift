@@ -86,7 +86,7 @@ package enum WHEPAnswer {
         for media in offer.media {
             var plan = Plan(media: media)
             defer { plans.append(plan) }
-            guard media.port != 0, media.proto.uppercased().contains("SAVP"), media.kind == "audio" || media.kind == "video"
+            guard media.port != 0, media.proto.uppercased().contains("SAVP"), media.kind == .audio || media.kind == .video
             else { continue }
             // One transport for everything: a second section must be in the bundle with the first.
             if let first = plans.first(where: { $0.bundled }) {
@@ -101,13 +101,13 @@ package enum WHEPAnswer {
             }
             let receives = media.direction.receives
             switch media.kind {
-            case "video" where receives && !chosenVideo:
+            case .video where receives && !chosenVideo:
                 if let profile = source.video, let (codec, rtx) = pickH264(codecs, for: profile) {
                     plan.codec = codec
                     plan.rtx = rtx
                     chosenVideo = true
                 }
-            case "audio" where receives && !chosenAudio && source.audio:
+            case .audio where receives && !chosenAudio && source.audio:
                 if let codec = codecs.first(where: { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }) {
                     plan.codec = codec
                     chosenAudio = true
@@ -157,7 +157,7 @@ package enum WHEPAnswer {
                 + "the offer has no receiving section that takes it")
         }
         for plan in plans where plan.sends {
-            if plan.media.kind == "video" {
+            if plan.media.kind == .video {
                 negotiated.videoPayloadType = plan.codec?.payloadType
                 negotiated.rtxPayloadType = plan.rtx?.payloadType
             } else {
@@ -243,7 +243,7 @@ package enum WHEPAnswer {
             }
             let trackID: String
             let ssrc: UInt32
-            if media.kind == "video" {
+            if media.kind == .video {
                 for feedback in ["nack", "nack pli", "ccm fir"] where codec.feedback.contains(feedback) {
                     lines.append("a=rtcp-fb:\(codec.payloadType) \(feedback)")
                 }
@@ -264,7 +264,7 @@ package enum WHEPAnswer {
                 ssrc = local.audioSSRC
             }
             lines.append("a=msid:\(source.name) \(trackID)")
-            for each in [ssrc] + (media.kind == "video" && plan.rtx != nil ? [local.rtxSSRC] : []) {
+            for each in [ssrc] + (media.kind == .video && plan.rtx != nil ? [local.rtxSSRC] : []) {
                 lines.append("a=ssrc:\(each) cname:\(local.cname)")
                 lines.append("a=ssrc:\(each) msid:\(source.name) \(trackID)")
             }

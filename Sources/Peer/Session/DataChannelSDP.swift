@@ -68,7 +68,7 @@ public struct DataChannelSDP: Sendable, Equatable {
         let description: SessionDescription
         do { description = try SessionDescription(parsing: text) } catch { throw .sdp(error.description) }
         guard let media = description.media.first(where: { media in
-            media.kind == "application" && media.port != 0
+            media.kind == .application && media.port != 0
                 && (media.formats == ["webrtc-datachannel"] || media.proto.hasSuffix("DTLS/SCTP"))
         }) else { throw .noDataChannelSection }
         guard let (ufrag, password) = description.iceCredentials(for: media) else { throw .missing("ICE credentials") }

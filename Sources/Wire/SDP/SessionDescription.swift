@@ -38,6 +38,31 @@ public struct SessionDescription: Sendable, Equatable {
         public var associatedPayloadType: UInt8? { parameters["apt"].flatMap(SessionDescription.payloadType) }
     }
 
+    /// A media section's media type (RFC 8866 §5.14): the ones we act on, or any other token
+    /// as written (a rejected section is answered with its own).
+    public enum MediaKind: Sendable, Hashable, CustomStringConvertible {
+        case audio, video, application
+        case other(String)
+
+        public init(_ token: String) {
+            switch token {
+            case "audio": self = .audio
+            case "video": self = .video
+            case "application": self = .application
+            default: self = .other(token)
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .audio: "audio"
+            case .video: "video"
+            case .application: "application"
+            case .other(let token): token
+            }
+        }
+    }
+
     /// A media section's direction attribute (RFC 8866 §6.7).
     public enum Direction: String, Sendable, CaseIterable {
         case sendrecv, sendonly, recvonly, inactive
@@ -47,7 +72,7 @@ public struct SessionDescription: Sendable, Equatable {
     }
 
     public struct Media: Sendable, Equatable {
-        public var kind: String
+        public var kind: MediaKind
         public var port: Int
         public var proto: String
         public var formats: [String]
@@ -132,7 +157,7 @@ public struct SessionDescription: Sendable, Equatable {
                 guard fields.count >= 4, let port = Int(fields[1]), (0...65535).contains(port) else {
                     throw .badMediaLine(value)
                 }
-                media.append(Media(kind: String(fields[0]), port: port, proto: String(fields[2]),
+                media.append(Media(kind: MediaKind(String(fields[0])), port: port, proto: String(fields[2]),
                                    formats: fields.dropFirst(3).map(String.init), attributes: []))
             case UInt8(ascii: "a"):
                 let parts = value.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
