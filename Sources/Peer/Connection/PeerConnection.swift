@@ -155,6 +155,8 @@ final class PeerConnection: @unchecked Sendable {
     /// p2p mode none.
     func start() {
         loop.assertInEventLoop()
+        // The peer may have hung up already (its event ran as the session was added).
+        guard !isClosed else { return }
         let relayOnly = options.mode == .relay
         if !relayOnly {
             for address in options.hostAddresses { openSocket(address) }
@@ -618,7 +620,15 @@ final class PeerConnection: @unchecked Sendable {
     /// A new stream to the peer's `service` (its data channel opens once the association is up).
     func openStream(service: String) -> DataChannelTunnel {
         let tunnel = DataChannelTunnel(id: nil, service: service, connection: self)
-        if let sctp, sctp.isUp { open(tunnel) } else { unopened.append(tunnel) }
+        if isClosed {
+            // Nothing would ever open or refuse it: the caller learns at once.
+            tunnel.arrived(.refused("the peer connection is closed"))
+            tunnel.arrived(.closed)
+        } else if let sctp, sctp.isUp {
+            open(tunnel)
+        } else {
+            unopened.append(tunnel)
+        }
         return tunnel
     }
 
