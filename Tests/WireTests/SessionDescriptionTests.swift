@@ -80,6 +80,15 @@ import Testing
         #expect(try offer.media[0].codecs().first?.parameters == ["packetization-mode": "1", "flag": ""])
     }
 
+    /// Parameter names and values lose their surrounding spaces (0x20) and nothing else: tabs
+    /// and non-ASCII text stay, and a combining mark after a space does not keep the space.
+    @Test func fmtpParametersAreTrimmedOfSpacesOnly() throws {
+        let offer = try SessionDescription(parsing: "v=0\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+            + "a=fmtp:96  profile-level-id = 42e01f ;\tx=\t; naïve=  é  ;  =v; \u{301}k=1 \r\n")
+        #expect(try offer.media[0].codecs().first?.parameters
+            == ["profile-level-id": "42e01f", "\tx": "\t", "naïve": "é", "\u{301}k": "1"])
+    }
+
     @Test func aBadRTPMapIsRefusedWhenCodecsAreRead() throws {
         for map in ["96", "300 VP8/90000", "96 VP8", "96 VP8/zero", "+96 VP8/90000", "096 VP8/90000", "128 VP8/90000"] {
             let offer = try SessionDescription(parsing: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:\(map)\r\n")

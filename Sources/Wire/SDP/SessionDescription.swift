@@ -207,7 +207,13 @@ public struct SessionDescription: Sendable, Equatable {
 }
 
 extension Substring {
+    /// Without leading and trailing spaces (0x20), cut on bytes as SDP is: a combining mark
+    /// after a space does not keep the space. Reversing the Characters twice was a twentieth
+    /// of a fuzzed media edge's time, in the fmtp parameters of every WHEP answer.
     func trimmingSpaces() -> String {
-        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+        let bytes = utf8
+        guard let first = bytes.firstIndex(where: { $0 != 0x20 }),
+              let last = bytes.lastIndex(where: { $0 != 0x20 }) else { return "" }
+        return String(decoding: bytes[first...last], as: UTF8.self)
     }
 }
