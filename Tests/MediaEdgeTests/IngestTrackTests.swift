@@ -98,6 +98,22 @@ import Testing
         #expect(track.drops.foreignSource == 3)
     }
 
+    /// The NACK history keeps the last `historySize` packets: older ones are gone, not answered
+    /// with the packet that took their slot.
+    @Test func theHistoryKeepsTheLastPacketsOnly() throws {
+        var track = IngestTrack(kind: .audio, historySize: 4)
+        var sequences: [UInt16] = []
+        for index in 0..<6 {
+            let received = track.receive(Self.packet(100 + UInt16(index), 960 * UInt32(index + 1), [1], marker: true),
+                                         from: Self.camera, nowNanos: 1 + UInt64(index))
+            sequences.append(try #require(received).sequence)
+        }
+        #expect(sequences.prefix(2).allSatisfy { track.packet(sequence: $0) == nil })
+        #expect(sequences.suffix(4).allSatisfy { track.packet(sequence: $0)?.sequence == $0 })
+        #expect(IngestTrack(kind: .video).historySize == IngestTrack.defaultHistorySize)
+        #expect(IngestTrack(kind: .video, historySize: 0).historySize == 1)
+    }
+
     @Test func aPinnedSourceRefusesEveryOtherAddressEvenAfterSilence() {
         var track = IngestTrack(kind: .audio, pinnedSource: CIDR("127.0.0.0/30"))
         #expect(track.receive(Self.packet(1, 960, [1], marker: true), from: Self.stranger, nowNanos: 1) == nil)

@@ -101,9 +101,15 @@ package final class MediaRig {
     /// Packets ingested by this input (a bound on its run time).
     package var ingested = 0
 
+    /// Packets each ingest track keeps for NACK: an input ingests at most a few hundred, so with
+    /// the edge's default (2048) a NACK past the end of the history would never be tried, and
+    /// every input would allocate and free 4096 empty slots.
+    package static let history = 256
+
     package init(video hasVideo: Bool, audio hasAudio: Bool) {
-        core = MediaCore(configuration: .init(candidates: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: 8189)]),
-                         context: Self.edgeContext)
+        var configuration = MediaCore.Configuration(candidates: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: 8189)])
+        configuration.ingestHistory = Self.history
+        core = MediaCore(configuration: configuration, context: Self.edgeContext)
         stream = MediaStream(name: "cam", videoPort: hasVideo ? 5004 : nil, audioPort: hasAudio ? 5006 : nil)
         _ = core.setStreams([stream])
         video = (0..<3).map { Sender(ssrc: 0xCAFE + UInt32($0), sequence: 1000, timestamp: 90000) }

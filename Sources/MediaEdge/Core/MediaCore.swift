@@ -65,6 +65,9 @@ package final class MediaCore {
         /// costs the caller nothing, so these bound what a flood of offers can hold.
         package var maxPendingPerStream = 200
         package var maxPendingPerSource = 16
+        /// Packets each ingest track keeps for NACK. The fuzz rig keeps few, so that its short
+        /// inputs reach the end of the history.
+        package var ingestHistory = IngestTrack.defaultHistorySize
 
         package init(candidates: [TransportAddress]) {
             self.candidates = candidates
@@ -108,10 +111,12 @@ package final class MediaCore {
         var viewers: [Viewer] = []
         var pending = 0
 
-        init(config: MediaStream) {
+        init(config: MediaStream, historySize: Int) {
             self.config = config
-            video = config.videoPort == nil ? nil : IngestTrack(kind: .video, pinnedSource: config.source)
-            audio = config.audioPort == nil ? nil : IngestTrack(kind: .audio, pinnedSource: config.source)
+            video = config.videoPort == nil ? nil
+                : IngestTrack(kind: .video, pinnedSource: config.source, historySize: historySize)
+            audio = config.audioPort == nil ? nil
+                : IngestTrack(kind: .audio, pinnedSource: config.source, historySize: historySize)
         }
     }
 
@@ -160,7 +165,7 @@ package final class MediaCore {
             }
         }
         for (name, config) in wanted where streams[name] == nil {
-            streams[name] = StreamState(config: config)
+            streams[name] = StreamState(config: config, historySize: configuration.ingestHistory)
             opened.append(config)
         }
         return (opened, closed)

@@ -55,7 +55,9 @@ package struct IngestTrack {
 
     package let kind: Kind
     package let clockRate: UInt32
-    package static let historySize = 2048
+    /// Packets kept for NACK by default: ≥ 1 s at several Mbps.
+    package static let defaultHistorySize = 2048
+    package let historySize: Int
     /// The largest access unit the keyframe cache assembles: 4096 packets or 4 MiB, far above
     /// a 4K IDR frame at high quality (~1-2 MB); a keyframe is sent to a viewer with
     /// consecutive 16-bit sequence numbers, so it must stay well below 65536 packets.
@@ -110,11 +112,12 @@ package struct IngestTrack {
     package private(set) var keyframe: [MediaPacket] = []
     package private(set) var keyframesSeen = 0
 
-    package init(kind: Kind, pinnedSource: CIDR? = nil) {
+    package init(kind: Kind, pinnedSource: CIDR? = nil, historySize: Int = IngestTrack.defaultHistorySize) {
         self.kind = kind
         self.pinnedSource = pinnedSource
         clockRate = kind == .video ? 90000 : 48000
-        history = Array(repeating: nil, count: Self.historySize)
+        self.historySize = max(1, historySize)
+        history = Array(repeating: nil, count: self.historySize)
     }
 
     /// Takes one datagram from the ingest socket, sent from `address`; returns the packet on
@@ -180,7 +183,7 @@ package struct IngestTrack {
                                  marker: rtp.marker, payload: rtp.payload, startsFrame: !late && atFrameBoundary)
         packetsReceived += 1
         bytesReceived += datagram.readableBytes
-        history[Int(packet.sequence) % Self.historySize] = packet
+        history[Int(packet.sequence) % historySize] = packet
         if kind == .video { follow(packet, late: late) }
         if !late {
             lastSequence = packet.sequence
@@ -192,7 +195,7 @@ package struct IngestTrack {
 
     /// A packet from the history by its stream sequence number, if still there.
     package func packet(sequence: UInt16) -> MediaPacket? {
-        guard let packet = history[Int(sequence) % Self.historySize], packet.sequence == sequence else { return nil }
+        guard let packet = history[Int(sequence) % historySize], packet.sequence == sequence else { return nil }
         return packet
     }
 
