@@ -128,10 +128,10 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
                 let distance = Int(Int16(bitPattern: forward)) - 1
                 continuity = distance == 0 ? .strict : abs(distance) <= MediaRig.maximumJitter ? .bounded : .unchecked
             } else {
-                let restart = forward > 1000 && forward < UInt16.max - 100
-                continuity = restart || forward == 1 ? .strict : .unchecked
-                // The edge takes the jump as a restart: the newest is what comes next.
-                if restart { sender.newest = nil }
+                // The edge takes a jump as a restart and numbers on by one. Moves add up: a
+                // jump and then a move back is one step of their sum from the newest packet
+                // (once the newest was reset here, and a sum of 999 was taken for a restart).
+                continuity = MediaRig.isRestart(forward) || forward == 1 ? .strict : .unchecked
             }
             if audio {
                 rig.audio[rig.source] = sender

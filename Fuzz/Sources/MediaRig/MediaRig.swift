@@ -124,7 +124,11 @@ package final class MediaRig {
     package func packet(_ kind: IngestTrack.Kind, _ payload: [UInt8], marker: Bool) -> ByteBuffer {
         func make(_ sender: inout Sender, payloadType: UInt8) -> ByteBuffer {
             defer {
-                if sender.newest.map({ sender.sequence &- $0 &- 1 < 0x8000 }) ?? true { sender.newest = sender.sequence }
+                // As the edge's ingest: a packet ahead of the newest, or one it takes as a
+                // restart (a jump of more than 1000 either way), is the newest from now on.
+                if sender.newest.map({ sender.sequence &- $0 &- 1 < 0x8000 || MediaRig.isRestart(sender.sequence &- $0) }) ?? true {
+                    sender.newest = sender.sequence
+                }
                 sender.sequence &+= 1
             }
             return RTPPacket(marker: marker, payloadType: payloadType, sequenceNumber: sender.sequence,
@@ -336,6 +340,9 @@ package final class MediaRig {
             break
         }
     }
+
+    /// A step the edge's ingest takes as the sender restarting (`IngestTrack.isJump`).
+    package static func isRestart(_ forward: UInt16) -> Bool { forward > 1000 && forward < UInt16.max - 100 }
 
     /// The most the harness moves a sender's sequence number for loss or reordering.
     package static let maximumJitter = 20
