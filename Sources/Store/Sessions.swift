@@ -203,12 +203,13 @@ extension SwitchboardDatabase {
         }
     }
 
-    /// Events for `peer` after `cursor`, oldest first. With `acknowledged`, the cursor came
-    /// from the peer (Last-Event-ID, `after=`): everything up to it has been seen and is
-    /// deleted. A stream's own progress is not an acknowledgement — the connection may be
-    /// dead without the server knowing yet.
-    package func events(for peer: String, after cursor: Int64, acknowledged: Bool, limit: Int = 100) throws
-        -> [EventRecord]
+    /// Events for `peer` after `cursor`, oldest first; first, those up to `deletingUpTo` are
+    /// deleted (0: none). That is what the peer acknowledged (Last-Event-ID, `after=`) and
+    /// every other open stream of the peer has too (`EventHub.acknowledge`). A stream's own
+    /// progress is not an acknowledgement — the connection may be dead without the server
+    /// knowing yet.
+    package func events(for peer: String, after cursor: Int64, deletingUpTo acknowledged: Int64 = 0, limit: Int = 100)
+        throws -> [EventRecord]
     {
         let now = unixNow
         let query = """
@@ -216,7 +217,7 @@ extension SwitchboardDatabase {
              WHERE peer_id = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?
             """
         let arguments: StatementArguments = [peer, cursor, now, limit]
-        guard acknowledged && cursor > 0 else {
+        guard acknowledged > 0 else {
             // Reading on: no write transaction, so streams do not queue behind writers.
             return try readInPlace { db in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
         }
@@ -224,7 +225,7 @@ extension SwitchboardDatabase {
         // the write lock: this may be on an event loop, which never waits for it.
         let read = { (db: Database) in try Row.fetchAll(db.cachedStatement(sql: query), arguments: arguments).map(Self.event) }
         if let events = try attemptWrite({ db in
-            try Self.deleteEvents(db, of: peer, upTo: cursor)
+            try Self.deleteEvents(db, of: peer, upTo: acknowledged)
             return try read(db)
         }) { return events }
         return try readInPlace(read)

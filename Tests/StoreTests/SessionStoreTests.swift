@@ -52,10 +52,10 @@ import Testing
         }
         #expect(try await db.session("s1", for: "alice") == nil)
 
-        let aliceEvents = try db.events(for: "alice", after: 0, acknowledged: false)
+        let aliceEvents = try db.events(for: "alice", after: 0)
         #expect(aliceEvents.map(\.type) == ["answer", "candidates", "closed"])
         #expect(aliceEvents.map(\.id) == aliceEvents.map(\.id).sorted())
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.type) == ["offer", "candidates"])
+        #expect(try db.events(for: "bob", after: 0).map(\.type) == ["offer", "candidates"])
     }
 
     @Test func whatAChangeReturnsIsWhatItStored() async throws {
@@ -82,10 +82,10 @@ import Testing
         let (_, third) = try await db.trickle("s1", by: "alice", ifMatch: .any, eventTTL: 300, eventData: "{}")
         #expect(third.previousID == second.id)
         // Events read back do not claim to know.
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).allSatisfy { $0.previousID == nil })
+        #expect(try db.events(for: "bob", after: 0).allSatisfy { $0.previousID == nil })
         // Once bob acknowledged everything (the rows are gone), the next one starts afresh:
         // a stream at bob's cursor then reads instead of sending it as is, which is safe.
-        _ = try db.events(for: "bob", after: third.id, acknowledged: true)
+        _ = try db.events(for: "bob", after: third.id, deletingUpTo: third.id)
         let (_, fourth) = try await offer("s3")
         #expect(fourth.previousID == 0)
     }
@@ -105,7 +105,7 @@ import Testing
         clock.advance(by: 61)
         try await offer("s3", OfferAdmission(open: true, limit: 2))
         // Refused offers left nothing behind.
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.sessionID) == ["s1", "s2", "s3"])
+        #expect(try db.events(for: "bob", after: 0).map(\.sessionID) == ["s1", "s2", "s3"])
     }
 
     @Test func onlyTheTwoPartiesSeeOrChangeASession() async throws {
@@ -123,7 +123,7 @@ import Testing
         await #expect(throws: SessionError.notFound) {
             try await db.closeSession("nope", by: "alice", eventTTL: 1, eventData: "{}")
         }
-        #expect(try db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "alice", after: 0).isEmpty)
     }
 
     @Test func theCallerCannotAnswerAndAStaleETagIsRefused() async throws {
@@ -143,7 +143,7 @@ import Testing
         // Nothing changed: still version 1, no answer, no event for the caller.
         let session = try #require(try await db.session("s1", for: "bob"))
         #expect(session.version == 1 && session.answer == nil && session.state == .offered)
-        #expect(try db.events(for: "alice", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "alice", after: 0).isEmpty)
     }
 
     @Test func anUnansweredOfferExpiresAndTheCallerHearsOfIt() async throws {
@@ -163,17 +163,17 @@ import Testing
 
     @Test func onlyAnAcknowledgedCursorDeletesEventsAndExpiredOnesGo() async throws {
         for n in 1...3 { _ = try await offer("s\(n)") }
-        let all = try db.events(for: "bob", after: 0, acknowledged: false)
+        let all = try db.events(for: "bob", after: 0)
         #expect(all.count == 3)
         // A stream reading on does not delete what it read.
-        #expect(try db.events(for: "bob", after: all[1].id, acknowledged: false).count == 1)
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).count == 3)
+        #expect(try db.events(for: "bob", after: all[1].id).count == 1)
+        #expect(try db.events(for: "bob", after: 0).count == 3)
         // An acknowledged cursor does.
-        #expect(try db.events(for: "bob", after: all[0].id, acknowledged: true).map(\.id) == [all[1].id, all[2].id])
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).count == 2)
+        #expect(try db.events(for: "bob", after: all[0].id, deletingUpTo: all[0].id).map(\.id) == [all[1].id, all[2].id])
+        #expect(try db.events(for: "bob", after: 0).count == 2)
         // Expiry: hidden at once, deleted by the purge.
         clock.advance(by: 300)
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "bob", after: 0).isEmpty)
         #expect(try await db.purgeExpiredEvents() == 2)
     }
 
@@ -183,7 +183,7 @@ import Testing
         clock.advance(by: 300)
         let (_, fresh) = try await offer("s8")  // made after the clock moved: not expired
         #expect(try await db.purgeExpiredEvents(batch: 3) == 7)  // batches of 3, 3 and 1
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.id) == [fresh.id])
+        #expect(try db.events(for: "bob", after: 0).map(\.id) == [fresh.id])
         #expect(try await db.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM login_tokens") } == 0)
         #expect(try await db.purgeExpiredEvents(batch: 3) == 0)
     }
@@ -271,7 +271,7 @@ import Testing
         }
         clock.advance(by: 300)
         #expect(try await purgeAll { try await db.purgeExpiredEvents(batch: 2) } == 3)  // batches of 2 and 1
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).map(\.id) == [longLived.id])
+        #expect(try db.events(for: "bob", after: 0).map(\.id) == [longLived.id])
         clock.advance(by: 1000)
         #expect(try await purgeAll { try await db.purgeExpiredEvents(batch: 2) } == 2)
         #expect(try await db.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events") } == 0)
@@ -288,7 +288,7 @@ import Testing
         _ = try await offer()
         try db.removePeer(bob)
         #expect(try await db.session("s1", for: "alice") == nil)
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "bob", after: 0).isEmpty)
     }
 
     /// A mode the enum does not have cannot be passed; the schema refuses it from sqlite3 too,
@@ -317,6 +317,6 @@ import Testing
                                        offer: "v=0", offerTTL: 1, eventTTL: 1, eventData: "{}")
         }
         #expect(try await db.session("s9", for: "alice") == nil)
-        #expect(try db.events(for: "bob", after: 0, acknowledged: false).isEmpty)
+        #expect(try db.events(for: "bob", after: 0).isEmpty)
     }
 }

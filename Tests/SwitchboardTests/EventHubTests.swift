@@ -15,6 +15,26 @@ import Testing
         EventRecord(id: 1, peerID: peer, type: "offer", sessionID: nil, data: "{}", previousID: 0)
     }
 
+    /// Acknowledgements delete a peer's events only as far as every open stream of the peer
+    /// has acknowledged them: two agents logged in as one peer each get every event.
+    @Test func anAcknowledgementDeletesNoFurtherThanEveryOpenStreamOfThePeer() {
+        let hub = EventHub(tick: .milliseconds(20))
+        #expect(hub.acknowledge("alice", by: nil, upTo: 7) == 7)  // no stream: a long-poll's after=
+        let first = hub.openConsumer("alice", acknowledged: 0)
+        let second = hub.openConsumer("alice", acknowledged: 3)
+        let other = hub.openConsumer("bob", acknowledged: 0)
+        #expect(hub.isStreaming("alice"))
+        #expect(hub.acknowledge("alice", by: first, upTo: 10) == 3)
+        #expect(hub.acknowledge("alice", by: second, upTo: 8) == 8)
+        #expect(hub.acknowledge("alice", by: second, upTo: 5) == 5)  // an older ack keeps the newer cursor
+        #expect(hub.acknowledge("alice", by: nil, upTo: 20) == 8)
+        hub.closeConsumer("alice", second)
+        #expect(hub.acknowledge("alice", by: first, upTo: 12) == 12)
+        hub.closeConsumer("alice", first)
+        #expect(!hub.isStreaming("alice") && hub.isStreaming("bob"))
+        #expect(hub.acknowledge("bob", by: other, upTo: 4) == 4)
+    }
+
     @Test func aNotifyWakesOnlyThatPeersWaiters() async throws {
         let hub = EventHub(tick: .milliseconds(20))
         let seen = hub.version(of: "bob")

@@ -28,11 +28,17 @@ class LoopbackAgents:
         self.server = start_server(self.sb, "--allowed-peer", "127.0.0.0/8", *self.server_args)
         return self
 
-    def __exit__(self, *_):
+    def __exit__(self, failure, *_):
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        if failure is not None:
+            # What each agent logged, for the failure's report (pytest shows captured stderr).
+            for process in self.processes:
+                if process.stderr is not None:
+                    print(f"--- {' '.join(process.args[1:3])} {process.args[6] if len(process.args) > 6 else ''} stderr:\n"
+                          f"{process.stderr.read()[-3000:]}", file=sys.stderr)
         self.server.stop()
 
     def key(self, peer):

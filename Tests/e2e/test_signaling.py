@@ -248,6 +248,34 @@ def test_one_side_on_websocket_the_other_on_long_poll(pair, sb):
         assert error["type"] == "error" and error["data"]["status"] == 400
 
 
+def test_one_streams_acknowledgement_keeps_what_another_stream_of_the_peer_has_not(pair, sb):
+    """Two clients logged in as one peer (two agents, or an agent and a browser) each get every
+    event: an acknowledgement on one deletes only what the other open stream has acknowledged
+    too. It used to delete up to its own cursor, and the other stream, not yet that far, lost
+    what lay between (a hang-up: a tunnel then waited for ever)."""
+    server, alice, bob = pair
+    count = "select count(*) from events where peer_id = 'bob';"
+    with ws_connect(bob) as socket:
+        other = SSE(bob)
+        assert alice.request("POST", "/v1/peers/bob/sessions", OFFER, {"Content-Type": "application/sdp"})[0] == 201
+        [offer] = ws_events(socket, 1)
+        socket.send(json.dumps({"ack": offer["id"]}))
+        assert other.wait_for(1)[0][0] == offer["id"]
+        # A long-poll's after= is an acknowledgement too, bounded the same way.
+        assert json.loads(alice.request("GET", "/v1/peers/bob")[3])["online"] is True
+        status, _, _, body = bob.request("GET", f"/v1/events?after={offer['id']}")
+        assert status == 200 and json.loads(body) == []
+        time.sleep(0.3)
+        assert sb.sql(count) == "1\n"
+        # Once the other stream is gone, the next acknowledgement deletes it.
+        other.close()
+        deadline = time.monotonic() + 5
+        while sb.sql(count) != "0\n" and time.monotonic() < deadline:
+            socket.send(json.dumps({"ack": offer["id"]}))
+            time.sleep(0.1)
+        assert sb.sql(count) == "0\n"
+
+
 def test_a_websocket_resumes_after_a_cursor_and_refuses_bad_tokens(pair):
     from websockets.exceptions import ConnectionClosedError
     server, alice, bob = pair

@@ -44,7 +44,8 @@ package final class EventHub: Sendable {
         /// The first tick not swept yet.
         var nextTickToSweep: Int64?
         var nextWaiterID: UInt64 = 0
-        var openStreams: [String: Int] = [:]
+        /// Each open stream's acknowledged cursor, by peer and stream.
+        var consumers: [String: [UInt64: Int64]] = [:]
         var subscribers: [String: [UInt64: any EventSubscriber]] = [:]
         var sweeper: Task<Void, Never>?
         var isShuttingDown = false
@@ -191,12 +192,34 @@ package final class EventHub: Sendable {
     /// How many streams and polls are parked right now (for tests and metrics).
     package var waiting: Int { state.withLockedValue { $0.waiters.values.reduce(0) { $0 + $1.count } } }
 
-    package func streamOpened(_ peer: String) { state.withLockedValue { $0.openStreams[peer, default: 0] += 1 } }
-
-    package func streamClosed(_ peer: String) {
+    /// A stream of `peer`'s events opens, having acknowledged everything up to `acknowledged`
+    /// (the cursor it resumes from; 0 for none). It counts as an open stream until
+    /// `closeConsumer`.
+    package func openConsumer(_ peer: String, acknowledged: Int64) -> UInt64 {
         state.withLockedValue { state in
-            let count = state.openStreams[peer, default: 1] - 1
-            state.openStreams[peer] = count > 0 ? count : nil
+            state.nextWaiterID += 1
+            state.consumers[peer, default: [:]][state.nextWaiterID] = max(0, acknowledged)
+            return state.nextWaiterID
+        }
+    }
+
+    package func closeConsumer(_ peer: String, _ id: UInt64) {
+        state.withLockedValue { state in
+            state.consumers[peer]?.removeValue(forKey: id)
+            if state.consumers[peer]?.isEmpty == true { state.consumers[peer] = nil }
+        }
+    }
+
+    /// A client acknowledged `peer`'s events up to `cursor`: on its open stream `id`, or with
+    /// none (a long-poll's `after=`). Returns how far the events may be deleted: no further
+    /// than every open stream of the peer has acknowledged. Two agents (or a browser and an
+    /// agent) logged in as one peer each get every event; when the first to acknowledge
+    /// deleted up to its own cursor, the other, which had not read that far yet, never got
+    /// what lay between (a hang-up, an answer, candidates).
+    package func acknowledge(_ peer: String, by id: UInt64?, upTo cursor: Int64) -> Int64 {
+        state.withLockedValue { state in
+            if let id, let previous = state.consumers[peer]?[id] { state.consumers[peer]?[id] = max(previous, cursor) }
+            return min(cursor, state.consumers[peer]?.values.min() ?? cursor)
         }
     }
 
@@ -220,6 +243,6 @@ package final class EventHub: Sendable {
 
     /// True while the peer holds an SSE or WebSocket stream (it counts as online).
     package func isStreaming(_ peer: String) -> Bool {
-        state.withLockedValue { $0.openStreams[peer] != nil || $0.subscribers[peer] != nil }
+        state.withLockedValue { $0.consumers[peer] != nil || $0.subscribers[peer] != nil }
     }
 }

@@ -54,6 +54,8 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var peer = ""
     private var subscription: UInt64?
+    /// The stream's entry among the peer's consumers (`EventHub.acknowledge`).
+    private var consumer: UInt64?
     private var cursor: Int64 = 0
     /// The first read acknowledges the client's cursor (Last-Event-ID); later ones do not.
     private var acknowledged = true
@@ -176,6 +178,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.triggerUserOutboundEvent(HTTPConnectionTakenOver(), promise: nil)
         peer = accepted.peer
         subscription = accepted.subscription
+        consumer = services.hub.openConsumer(peer, acknowledged: start)
         cursor = start
         Self.streams.increment()
         var fields = EventPump.streamHeaders
@@ -200,7 +203,8 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         do {
             while true {
-                let events = try services.database.events(for: peer, after: cursor, acknowledged: acknowledged,
+                let upTo = acknowledged ? services.hub.acknowledge(peer, by: consumer, upTo: cursor) : 0
+                let events = try services.database.events(for: peer, after: cursor, deletingUpTo: upTo,
                                                           limit: EventPump.batch)
                 acknowledged = false
                 guard let last = events.last else { break }
@@ -250,7 +254,9 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let heartbeat { services.heartbeats.leave(heartbeat) }
         heartbeat = nil
         if case .streaming = state, let subscription { unsubscribe(peer, subscription) }
+        if let consumer { services.hub.closeConsumer(peer, consumer) }
         subscription = nil
+        consumer = nil
         state = .closed
     }
 

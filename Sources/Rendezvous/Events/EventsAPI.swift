@@ -27,7 +27,9 @@ enum EventsAPI {
                 status: .ok,
                 headers: EventPump.streamHeaders,
                 body: .init { writer in
-                    await EventPump.run(peer: peerID, from: start, database: database, hub: hub,
+                    let consumer = hub.openConsumer(peerID, acknowledged: start)
+                    defer { hub.closeConsumer(peerID, consumer) }
+                    await EventPump.run(peer: peerID, from: start, consumer: consumer, database: database, hub: hub,
                                         heartbeat: heartbeat) { events in
                         try await writer.write(ByteBuffer(string: EventPump.serverSentEvents(events)))
                     } keepalive: {
@@ -50,10 +52,11 @@ enum EventsAPI {
             throw Problem(.badRequest, detail: "wait must be 0-\(configuration.maximumLongPollSeconds) seconds")
         }
         let seen = hub.version(of: peerID)
-        var events = try database.events(for: peerID, after: cursor, acknowledged: true)
+        var events = try database.events(for: peerID, after: cursor,
+                                         deletingUpTo: hub.acknowledge(peerID, by: nil, upTo: cursor))
         if events.isEmpty && seconds > 0 {
             await hub.wait(peerID, since: seen, timeout: .seconds(seconds))
-            events = try database.events(for: peerID, after: cursor, acknowledged: false)
+            events = try database.events(for: peerID, after: cursor)
         }
         var json = "["
         for (index, event) in events.enumerated() {
@@ -99,14 +102,15 @@ enum EventPump {
         return text
     }
 
+    /// `consumer` is the stream's entry in the hub (`EventHub.openConsumer`), opened and closed
+    /// by the caller, which may acknowledge on it too (WebSocket acks).
     static func run(
-        peer: String, from start: Int64, database: SwitchboardDatabase, hub: EventHub, heartbeat: Duration,
-        send: ([EventRecord]) async throws -> Void, keepalive: () async throws -> Void,
+        peer: String, from start: Int64, consumer: UInt64, database: SwitchboardDatabase, hub: EventHub,
+        heartbeat: Duration, send: ([EventRecord]) async throws -> Void, keepalive: () async throws -> Void,
         opened: () async throws -> Void = {}
     ) async {
         var cursor = start
         var acknowledged = true
-        hub.streamOpened(peer)
         // Graceful shutdown ends the stream; the client reconnects with its cursor.
         await withGracefulShutdownHandler {
             do {
@@ -114,8 +118,8 @@ enum EventPump {
                 while !Task.isCancelled, !hub.isShuttingDown {
                     // The version before the read: whatever is stored after it wakes the wait below.
                     let seen = hub.version(of: peer)
-                    let events = try database.events(for: peer, after: cursor, acknowledged: acknowledged,
-                                                           limit: batch)
+                    let upTo = acknowledged ? hub.acknowledge(peer, by: consumer, upTo: start) : 0
+                    let events = try database.events(for: peer, after: cursor, deletingUpTo: upTo, limit: batch)
                     acknowledged = false
                     if !events.isEmpty {
                         try await send(events)
@@ -132,6 +136,5 @@ enum EventPump {
         } onGracefulShutdown: {
             hub.shutDown()
         }
-        hub.streamClosed(peer)
     }
 }

@@ -47,6 +47,8 @@ package enum WebSocketAPI {
         let start = cursor
         let heartbeat = configuration.sseHeartbeat
         return .upgrade([:]) { inbound, outbound, context in
+            let consumer = hub.openConsumer(peer.id, acknowledged: start)
+            defer { hub.closeConsumer(peer.id, consumer) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 // Reader: acknowledgements; when the client goes, everything ends.
                 group.addTask {
@@ -57,12 +59,13 @@ package enum WebSocketAPI {
                                 Problem(.badRequest, detail: #"send {"ack": <event id>} or nothing"#))))
                             continue
                         }
-                        try await database.acknowledgeEvents(for: peer.id, upTo: ack.ack)
+                        let upTo = hub.acknowledge(peer.id, by: consumer, upTo: ack.ack)
+                        if upTo > 0 { try await database.acknowledgeEvents(for: peer.id, upTo: upTo) }
                         presence.seen(peer.id)
                     }
                 }
                 group.addTask {
-                    await EventPump.run(peer: peer.id, from: start, database: database, hub: hub,
+                    await EventPump.run(peer: peer.id, from: start, consumer: consumer, database: database, hub: hub,
                                         heartbeat: heartbeat) { events in
                         for event in events {
                             try await outbound.write(.text(
