@@ -122,7 +122,8 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
             sender.sequence &+= move
             // The next packet's step from the newest sent, as the edge (and so a viewer) sees
             // it; moves add up until a packet passes the newest again.
-            let forward = sender.sequence &- (sender.newest ?? (sender.sequence &- move &- 1))
+            let from = sender.newest ?? (sender.sequence &- move &- 1)
+            let forward = sender.sequence &- from
             let continuity: MediaRig.Continuity
             if small {
                 let distance = Int(Int16(bitPattern: forward)) - 1
@@ -131,7 +132,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
                 // The edge takes a jump as a restart and numbers on by one. Moves add up: a
                 // jump and then a move back is one step of their sum from the newest packet
                 // (once the newest was reset here, and a sum of 999 was taken for a restart).
-                continuity = MediaRig.isRestart(forward) || forward == 1 ? .strict : .unchecked
+                continuity = IngestTrack.isJump(from: from, to: sender.sequence) || forward == 1 ? .strict : .unchecked
             }
             if audio {
                 rig.audio[rig.source] = sender

@@ -126,7 +126,7 @@ package final class MediaRig {
             defer {
                 // As the edge's ingest: a packet ahead of the newest, or one it takes as a
                 // restart (a jump of more than 1000 either way), is the newest from now on.
-                if sender.newest.map({ sender.sequence &- $0 &- 1 < 0x8000 || MediaRig.isRestart(sender.sequence &- $0) }) ?? true {
+                if sender.newest.map({ sender.sequence &- $0 &- 1 < 0x8000 || IngestTrack.isJump(from: $0, to: sender.sequence) }) ?? true {
                     sender.newest = sender.sequence
                 }
                 sender.sequence &+= 1
@@ -350,9 +350,6 @@ package final class MediaRig {
             break
         }
     }
-
-    /// A step the edge's ingest takes as the sender restarting (`IngestTrack.isJump`).
-    package static func isRestart(_ forward: UInt16) -> Bool { forward > 1000 && forward < UInt16.max - 100 }
 
     /// The most the harness moves a sender's sequence number for loss or reordering.
     package static let maximumJitter = 20

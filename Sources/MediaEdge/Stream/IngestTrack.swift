@@ -140,7 +140,7 @@ package struct IngestTrack {
         source = address
         lastSourceNanos = nowNanos
         var sourceStarts = false
-        if sourceSSRC != rtp.ssrc || isJump(from: lastSourceSequence, to: rtp.sequenceNumber) {
+        if sourceSSRC != rtp.ssrc || Self.isJump(from: lastSourceSequence, to: rtp.sequenceNumber) {
             sourceStarts = true
             if sourceSSRC != nil {
                 // Continue the timeline: next sequence number, timestamp advanced by the gap
@@ -201,7 +201,7 @@ package struct IngestTrack {
 
     /// A restart shows as a sequence number far from the last (RFC 3550 A.1's MAX_DROPOUT /
     /// MAX_MISORDER, scaled down: nothing real jumps 1000 packets at once).
-    private func isJump(from last: UInt16, to next: UInt16) -> Bool {
+    package static func isJump(from last: UInt16, to next: UInt16) -> Bool {
         let forward = next &- last
         return forward > 1000 && forward < UInt16.max - 100
     }
