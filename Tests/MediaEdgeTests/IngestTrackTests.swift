@@ -114,6 +114,47 @@ import Testing
         #expect(IngestTrack(kind: .video, historySize: 0).historySize == 1)
     }
 
+    /// Each number of the timeline goes out once. A copy (or other bytes under a number the
+    /// track took) is a counted drop, and so is a late packet older than the history, whose
+    /// number may have gone out already; one the history has a free place for goes out.
+    @Test func aNumberIsForwardedOnceAndLatePacketsOlderThanTheHistoryAreDropped() throws {
+        var track = IngestTrack(kind: .audio, historySize: 8)
+        for sequence in [100, 101, 103] as [UInt16] {
+            _ = track.receive(Self.packet(sequence, 960 * UInt32(sequence), [1], marker: true), from: Self.camera, nowNanos: 1)
+        }
+        #expect(track.receive(Self.packet(101, 96960, [2], marker: true), from: Self.camera, nowNanos: 2) == nil)
+        #expect(track.receive(Self.packet(103, 98880, [1], marker: true), from: Self.camera, nowNanos: 2) == nil)
+        #expect(track.drops.duplicate == 2 && track.packet(sequence: 101)?.payload == ByteBuffer(bytes: [1]))
+        let received = track.receive(Self.packet(102, 97920, [3], marker: true), from: Self.camera, nowNanos: 3)
+        let late = try #require(received)
+        #expect(late.sequence == 102 && track.packet(sequence: 102)?.payload == ByteBuffer(bytes: [3]))
+        #expect(track.receive(Self.packet(102, 97920, [3], marker: true), from: Self.camera, nowNanos: 3) == nil)
+        #expect(track.drops.duplicate == 3 && track.drops.late == 0)
+        // Ten numbers on, 104 is further back than the eight the history holds.
+        _ = track.receive(Self.packet(113, 108480, [1], marker: true), from: Self.camera, nowNanos: 4)
+        #expect(track.receive(Self.packet(104, 99840, [4], marker: true), from: Self.camera, nowNanos: 4) == nil)
+        #expect(track.drops.late == 1 && track.drops.duplicate == 3)
+    }
+
+    /// A slot the timeline skipped for 2^16 numbers still holds a packet under the number the
+    /// timeline now gives another: a NACK for that number is not answered with it.
+    @Test func theHistoryDoesNotAnswerWithAPacketTwoToTheSixteenOlder() throws {
+        var track = IngestTrack(kind: .audio, historySize: 8)
+        var sequence: UInt16 = 1000
+        _ = track.receive(Self.packet(sequence, 0, [0xAA], marker: true), from: Self.camera, nowNanos: 1)
+        // Steps of 16 (never onto 1000's slot, which is 1000 mod 8) all the way round.
+        for _ in 0..<(65536 / 16) {
+            sequence &+= 16
+            #expect(track.receive(Self.packet(sequence &+ 1, 0, [1], marker: true), from: Self.camera, nowNanos: 1) != nil)
+        }
+        #expect(track.lastSequence == 1001 && track.sourceRestarts == 0)
+        #expect(track.packet(sequence: 1001)?.payload == ByteBuffer(bytes: [1]))
+        #expect(track.packet(sequence: 1000) == nil)
+        // And the number is free for its own packet, arriving late.
+        #expect(track.receive(Self.packet(1000, 0, [0xBB], marker: true), from: Self.camera, nowNanos: 1) != nil)
+        #expect(track.packet(sequence: 1000)?.payload == ByteBuffer(bytes: [0xBB]) && track.drops.duplicate == 0)
+    }
+
     @Test func aPinnedSourceRefusesEveryOtherAddressEvenAfterSilence() {
         var track = IngestTrack(kind: .audio, pinnedSource: CIDR("127.0.0.0/30"))
         #expect(track.receive(Self.packet(1, 960, [1], marker: true), from: Self.stranger, nowNanos: 1) == nil)

@@ -50,10 +50,14 @@ package final class MediaRig {
         let srtcpOut: SRTPSession
         package let videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32
         package var lastVideo: UInt16?, lastAudio: UInt16?, lastRTX: UInt16?
-        /// Every video (audio) sequence number it was sent: an RTX packet, or a retransmission
-        /// on the track's own SSRC, must carry one of them.
-        var sentVideo = Set<UInt16>()
-        var sentAudio = Set<UInt16>()
+        /// What each video (audio) sequence number it was sent stood for: one number is one
+        /// packet. An RTX packet, or a retransmission on the track's own SSRC, carries a number
+        /// sent (the same packet) or one the viewer never got, behind its newest.
+        var sentVideo: [UInt16: Sent] = [:]
+        var sentAudio: [UInt16: Sent] = [:]
+        /// Packets it got: a number recorded half the number space ago may stand for another
+        /// packet now (RTP numbers wrap).
+        var received = 0
 
         init(id: String, address: TransportAddress, dtls: DTLSEndpoint?, ufrag: String, password: String,
              srtpIn: SRTPSession, srtcpOut: SRTPSession, videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32) {
@@ -303,44 +307,73 @@ package final class MediaRig {
                 $0.videoSSRC == header.ssrc || $0.audioSSRC == header.ssrc || $0.rtxSSRC == header.ssrc
             }) else { violated("RTP with SSRC \(header.ssrc) for no viewer") }
             let sequence = header.sequenceNumber
+            // What a packet is, without decrypting it: its timestamp, marker and size (an RTX
+            // packet has the same header and two bytes more, RFC 4588 §4).
+            let sent = Sent(timestamp: header.timestamp, marker: header.marker, size: bytes.readableBytes,
+                            index: viewer.received)
             if header.ssrc == viewer.videoSSRC {
-                var sent: Set<UInt16>? = viewer.sentVideo
-                viewer.sentVideo = []
-                defer { viewer.sentVideo = sent! }
-                check(sequence, after: &viewer.lastVideo, sent: &sent, videoContinuity, "video")
+                viewer.received += 1
+                check(sequence, sent, after: &viewer.lastVideo, sent: &viewer.sentVideo, videoContinuity, "video")
             } else if header.ssrc == viewer.audioSSRC {
-                var sent: Set<UInt16>? = viewer.sentAudio
-                viewer.sentAudio = []
-                defer { viewer.sentAudio = sent! }
-                check(sequence, after: &viewer.lastAudio, sent: &sent, audioContinuity, "audio")
+                viewer.received += 1
+                check(sequence, sent, after: &viewer.lastAudio, sent: &viewer.sentAudio, audioContinuity, "audio")
             } else {
-                // RFC 4588: the original sequence number leads the payload; it must be one sent.
-                var rtxSent: Set<UInt16>? = nil
-                check(sequence, after: &viewer.lastRTX, sent: &rtxSent, .strict, "rtx")
+                viewer.received += 1
+                var rtxSent: [UInt16: Sent] = [:]
+                check(sequence, sent, after: &viewer.lastRTX, sent: &rtxSent, .strict, "rtx")
                 guard let plain = try? viewer.srtpIn.unprotect(srtp: Array(bytes.readableBytesView)),
                       let rtx = try? RTPPacket(datagram: ByteBuffer(bytes: plain)),
                       let original = rtx.payload.getInteger(at: rtx.payload.readerIndex, as: UInt16.self) else {
                     violated("an RTX packet the viewer cannot decrypt or read")
                 }
-                guard viewer.sentVideo.contains(original) else { violated("RTX for video sequence \(original), never sent") }
+                // RFC 4588: the original sequence number leads the payload. Either the viewer got
+                // it, and this is the same packet; or it never did (lost upstream and arrived
+                // late, while the viewer waited for a keyframe), and the number is behind the
+                // newest and from now on stands for this packet.
+                let resent = Sent(timestamp: sent.timestamp, marker: sent.marker, size: sent.size - 2, index: viewer.received)
+                if let known = viewer.sentVideo[original], viewer.received - known.index < 0x8000 {
+                    guard known.timestamp == resent.timestamp, known.marker == resent.marker, known.size == resent.size else {
+                        violated("RTX for video sequence \(original) is not the packet sent under it")
+                    }
+                } else {
+                    guard let newest = viewer.lastVideo, Int16(bitPattern: newest &- original) > 0 else {
+                        violated("RTX for video sequence \(original), not behind the newest sent")
+                    }
+                    viewer.sentVideo[original] = resent
+                }
             }
         }
     }
 
+    /// A packet as a viewer can tell it from another without decrypting it, and when it came.
+    struct Sent {
+        var timestamp: UInt32
+        var marker: Bool
+        var size: Int
+        /// The viewer's count of packets received when it came.
+        var index: Int
+    }
+
     /// A packet's sequence number against the last one the viewer got on that SSRC. A number
-    /// already sent, at or behind the last, is a retransmission (a NACKed track without RTX
-    /// resends on its own SSRC) and leaves the order alone.
-    private func check(_ sequence: UInt16, after last: inout UInt16?, sent: inout Set<UInt16>?, _ continuity: Continuity,
-                       _ track: String) {
+    /// sent before must be the same packet (SRTP encrypts by the number: two packets under one
+    /// would reuse a keystream). One at or behind the last is then a retransmission (a NACKed
+    /// track without RTX resends on its own SSRC) and leaves the order alone.
+    private func check(_ sequence: UInt16, _ packet: Sent, after last: inout UInt16?, sent: inout [UInt16: Sent],
+                       _ continuity: Continuity, _ track: String) {
+        if let known = sent[sequence], packet.index - known.index < 0x8000 {
+            guard known.timestamp == packet.timestamp, known.marker == packet.marker, known.size == packet.size else {
+                violated("two packets under \(track) sequence \(sequence)")
+            }
+        } else {
+            sent[sequence] = packet
+        }
         guard let previous = last else {
             last = sequence
-            sent?.insert(sequence)
             return
         }
         let step = Int16(bitPattern: sequence &- previous)
-        if step <= 0, sent?.contains(sequence) == true { return }
+        if step <= 0, sent[sequence]!.index < packet.index { return }
         last = sequence
-        sent?.insert(sequence)
         switch continuity {
         case .strict where step != 1:
             violated("\(track) sequence \(previous) then \(sequence)")

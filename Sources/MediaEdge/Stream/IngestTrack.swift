@@ -38,8 +38,13 @@ package struct IngestTrack {
         /// Packets of access units larger than the keyframe cache takes (`maxFramePackets`,
         /// `maxFrameBytes`): still forwarded live, not cached.
         package var oversizedFrame = 0
-        /// Reordered packets from before the current source's first one (sent before a restart).
+        /// Reordered packets from before the current source's first one (sent before a restart),
+        /// or older than the NACK history.
         package var late = 0
+        /// A number the timeline already holds (sent twice, or by someone else with the
+        /// source's address): forwarded again, it would give viewers two packets under one
+        /// sequence number, and SRTP would encrypt both with one keystream.
+        package var duplicate = 0
 
         package init() {}
 
@@ -49,6 +54,7 @@ package struct IngestTrack {
             result.foreignSource = lhs.foreignSource - rhs.foreignSource
             result.oversizedFrame = lhs.oversizedFrame - rhs.oversizedFrame
             result.late = lhs.late - rhs.late
+            result.duplicate = lhs.duplicate - rhs.duplicate
             return result
         }
     }
@@ -94,6 +100,11 @@ package struct IngestTrack {
     package var hasData: Bool { packetsReceived > 0 }
 
     private var history: [MediaPacket?]
+    /// Where each history slot's packet is on the timeline, counted (`newestIndex` for the
+    /// newest): a slot not written since the numbers wrapped holds a packet 2^16 older than
+    /// its number says, and is not taken for the one the number means now.
+    private var historyIndex: [Int]
+    private var newestIndex = 0
 
     // Video only.
     package private(set) var profile: H264.ProfileLevelID?
@@ -118,6 +129,7 @@ package struct IngestTrack {
         clockRate = kind == .video ? 90000 : 48000
         self.historySize = max(1, historySize)
         history = Array(repeating: nil, count: self.historySize)
+        historyIndex = Array(repeating: Int.min, count: self.historySize)
     }
 
     /// Takes one datagram from the ingest socket, sent from `address`; returns the packet on
@@ -164,18 +176,34 @@ package struct IngestTrack {
         // continues after the newest number, not after it) and never starts a frame. One from
         // before this source's first packet (sent before a restart, arriving after it) would
         // take a number the old source had: it is dropped.
+        // A late packet goes out with its own number only once: not when the history has a
+        // packet under it (a duplicate), nor when it is older than the history (the number
+        // may have gone out already, and a NACK could not find it anyway).
         let late: Bool
+        let index: Int
         if sourceStarts {
             late = false
             sourceSpan = 1
+            index = packetsReceived == 0 ? 0 : newestIndex &+ 1
         } else {
             let ahead = sequence &- lastSequence
             late = ahead == 0 || ahead >= 0x8000
-            if late, Int(lastSequence &- sequence) >= sourceSpan {
-                drops.late += 1
-                return nil
+            if late {
+                let back = Int(lastSequence &- sequence)
+                if back >= sourceSpan || back >= historySize {
+                    drops.late += 1
+                    return nil
+                }
+                index = newestIndex &- back
+                if packet(sequence: sequence) != nil {
+                    drops.duplicate += 1
+                    return nil
+                }
+            } else {
+                sourceSpan = min(sourceSpan + Int(ahead), 0x8000)
+                // Steps are under 2^15: a 64-bit count does not wrap in any stream's life.
+                index = newestIndex &+ Int(ahead)
             }
-            if !late { sourceSpan = min(sourceSpan + Int(ahead), 0x8000) }
         }
         if !late { lastSourceSequence = rtp.sequenceNumber }
         lastArrivalNanos = nowNanos
@@ -184,8 +212,10 @@ package struct IngestTrack {
         packetsReceived += 1
         bytesReceived += datagram.readableBytes
         history[Int(packet.sequence) % historySize] = packet
+        historyIndex[Int(packet.sequence) % historySize] = index
         if kind == .video { follow(packet, late: late) }
         if !late {
+            newestIndex = index
             lastSequence = packet.sequence
             lastTimestamp = packet.timestamp
             atFrameBoundary = kind == .audio || packet.marker
@@ -193,9 +223,12 @@ package struct IngestTrack {
         return packet
     }
 
-    /// A packet from the history by its stream sequence number, if still there.
+    /// A packet from the history by its stream sequence number, if still there: one of the
+    /// last `historySize` numbers of the timeline (counting back from the newest), received.
     package func packet(sequence: UInt16) -> MediaPacket? {
-        guard let packet = history[Int(sequence) % historySize], packet.sequence == sequence else { return nil }
+        let back = Int(lastSequence &- sequence)
+        let slot = Int(sequence) % historySize
+        guard back < historySize, historyIndex[slot] == newestIndex &- back, let packet = history[slot] else { return nil }
         return packet
     }
 
