@@ -330,6 +330,8 @@ import Testing
         ingest(1007, [0x41, 0x9A, 0x77], marker: true)
         #expect(try rig.received(by: viewer).isEmpty)
         #expect(rig.core.streams["cam"]?.video?.drops.duplicate == 1)
+        // Published with the core's counters (the ingest's late drops were summed nowhere).
+        #expect(rig.core.counters.ingest.duplicate == 1)
         // 1008 comes at last: its number in the viewer's old stretch is behind the inserted
         // keyframe, so the viewer does not get it live (a counted drop)...
         ingest(1008, [0x41, 0x9A, 0x08], marker: true)

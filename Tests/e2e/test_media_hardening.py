@@ -122,6 +122,41 @@ def test_a_frame_that_never_ends_does_not_grow_the_server(sb, capsys):
         server.process.wait()
 
 
+def test_numbers_sent_again_with_other_bytes_are_counted_drops(sb):
+    """Found by MediaFuzz (session 18): a sender (or a spoofer of its address) going back and
+    sending numbers again with other bytes had the copies forwarded, so viewers got two packets
+    under one sequence number, which SRTP encrypted with one keystream. Each number now goes
+    out once: the copies are counted (reason="duplicate") and a viewer still plays."""
+    video = free_port()
+    registered(sb, "cam", "--video-port", str(video))
+    server = start_server(sb)
+    try:
+        wait_for_status(server, "cam", 409)
+        time.sleep(0.5)
+        sender = Sender(video)
+        sender.keyframe(3000)
+        first = sender.sequence
+        for frame in range(50):
+            sender.send(6000 + 3000 * frame, bytes([0x41, 0x9A, frame]), marker=True)
+        # Loopback UDP from one socket keeps its order: the copies come after the originals.
+        sender.sequence = first
+        for frame in range(50):
+            sender.send(6000 + 3000 * frame, bytes([0x41, 0x9A, 0xEE, frame]), marker=True)
+        duplicates = wait_for_metric(server, 'switchboard_media_dropped_total{reason="duplicate"}', 50)
+        assert duplicates == 50, "\n".join(line for line in server.get("/metrics")[2].splitlines() if "dropped" in line)
+        assert metric(server, 'switchboard_media_dropped_total{reason="late"}') == 0
+        sender.sequence = first + 50
+        sender.keyframe(200_000)
+        code, report = viewer(f"{server.base_url}/whep/cam", "--frames", "1", "--audio-frames", "0",
+                              "--duration", "3")
+        assert report["status"] == 201 and report.get("connected_ms") is not None, report
+        assert server.get("/healthz")[0] == 200
+        sender.close()
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+
 def test_ingest_follows_one_source_and_a_pinned_stream_only_its_own(sb):
     """A stranger cannot feed a stream: the first sender is followed until it has been silent
     for 3 s, and `stream add --source` pins the addresses for good."""

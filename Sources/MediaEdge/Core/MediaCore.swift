@@ -206,11 +206,7 @@ package final class MediaCore {
             }
         }
         let drops = ((kind == .video ? state.video?.drops : state.audio?.drops) ?? .init()) - dropsBefore
-        if drops != IngestTrack.Drops() {
-            counters.ingest.malformed += drops.malformed
-            counters.ingest.foreignSource += drops.foreignSource
-            counters.ingest.oversizedFrame += drops.oversizedFrame
-        }
+        if drops != IngestTrack.Drops() { counters.ingest += drops }
         guard !burst.isEmpty else { return }
         for viewer in state.viewers where viewer.state == .playing && viewer.selected != nil {
             for (packet, keyframe) in burst {

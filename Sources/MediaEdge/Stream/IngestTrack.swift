@@ -48,13 +48,18 @@ package struct IngestTrack {
 
         package init() {}
 
-        package static func - (lhs: Drops, rhs: Drops) -> Drops {
+        package static func + (lhs: Drops, rhs: Drops) -> Drops { combine(lhs, rhs, +) }
+        package static func - (lhs: Drops, rhs: Drops) -> Drops { combine(lhs, rhs, -) }
+        package static func += (lhs: inout Drops, rhs: Drops) { lhs = lhs + rhs }
+
+        /// Every field, once: a reason added here is summed and published with the others.
+        private static func combine(_ lhs: Drops, _ rhs: Drops, _ operation: (Int, Int) -> Int) -> Drops {
             var result = Drops()
-            result.malformed = lhs.malformed - rhs.malformed
-            result.foreignSource = lhs.foreignSource - rhs.foreignSource
-            result.oversizedFrame = lhs.oversizedFrame - rhs.oversizedFrame
-            result.late = lhs.late - rhs.late
-            result.duplicate = lhs.duplicate - rhs.duplicate
+            result.malformed = operation(lhs.malformed, rhs.malformed)
+            result.foreignSource = operation(lhs.foreignSource, rhs.foreignSource)
+            result.oversizedFrame = operation(lhs.oversizedFrame, rhs.oversizedFrame)
+            result.late = operation(lhs.late, rhs.late)
+            result.duplicate = operation(lhs.duplicate, rhs.duplicate)
             return result
         }
     }
