@@ -1,5 +1,6 @@
 """The media edge under hostile input, driven the way the faults were found: real UDP into a
 real ingest port, real WHEP viewers (aiortc) and the server's own metrics and memory."""
+import contextlib
 import socket
 import struct
 import time
@@ -67,17 +68,30 @@ def registered(sb, name, *args):
     sb.ok("stream", "add", name, *args)
 
 
-def test_an_access_unit_of_seventy_thousand_packets_then_a_viewer_does_not_crash_the_server(sb):
-    """Fault 1: SPS, PPS and > 65535 IDR packets with one timestamp, then a WHEP viewer joins.
-    The process used to trap in the keyframe insert; now the unit is not cached (counted) and
-    the viewer gets the last good keyframe."""
+@contextlib.contextmanager
+def video_ingest(sb):
+    """A server with stream `cam` (video only) listening, and an RTP sender aimed at its port."""
     video = free_port()
     registered(sb, "cam", "--video-port", str(video))
     server = start_server(sb)
+    sender = None
     try:
         wait_for_status(server, "cam", 409)  # the edge knows the stream
         time.sleep(0.5)  # and listens on its ingest port
         sender = Sender(video)
+        yield server, sender
+    finally:
+        if sender:
+            sender.close()
+        server.process.kill()
+        server.process.wait()
+
+
+def test_an_access_unit_of_seventy_thousand_packets_then_a_viewer_does_not_crash_the_server(sb):
+    """Fault 1: SPS, PPS and > 65535 IDR packets with one timestamp, then a WHEP viewer joins.
+    The process used to trap in the keyframe insert; now the unit is not cached (counted) and
+    the viewer gets the last good keyframe."""
+    with video_ingest(sb) as (server, sender):
         sender.keyframe(3000)  # one good keyframe, so that the stream can be played at all
         sender.keyframe(6000, slices=80_000)
         dropped = wait_for_metric(server, 'switchboard_media_dropped_total{reason="frame_too_large"}', 66_000)
@@ -88,22 +102,12 @@ def test_an_access_unit_of_seventy_thousand_packets_then_a_viewer_does_not_crash
         assert server.process.poll() is None, "the server died"
         assert server.get("/healthz")[0] == 200
         assert metric(server, "switchboard_media_keyframes_sent_total") >= 1
-        sender.close()
-    finally:
-        server.process.kill()
-        server.process.wait()
 
 
 def test_a_frame_that_never_ends_does_not_grow_the_server(sb, capsys):
     """Fault 2: 200k packets of 1 KB with one timestamp and no marker used to be kept (470 MB
     more RSS); beyond the keyframe cache's 4 MiB they are counted and let go."""
-    video = free_port()
-    registered(sb, "cam", "--video-port", str(video))
-    server = start_server(sb)
-    try:
-        wait_for_status(server, "cam", 409)
-        time.sleep(0.5)
-        sender = Sender(video)
+    with video_ingest(sb) as (server, sender):
         sender.keyframe(3000)
         payload = bytes([0x41]) + bytes(1000)
         before = rss_kib(server.process.pid)
@@ -116,10 +120,6 @@ def test_a_frame_that_never_ends_does_not_grow_the_server(sb, capsys):
         with capsys.disabled():
             print(f"\n  200k packets of 1 KB in one never-ending frame: {dropped:.0f} counted, RSS +{grown / 1024:.1f} MiB")
         assert server.get("/healthz")[0] == 200
-        sender.close()
-    finally:
-        server.process.kill()
-        server.process.wait()
 
 
 def test_numbers_sent_again_with_other_bytes_are_counted_drops(sb):
@@ -127,13 +127,7 @@ def test_numbers_sent_again_with_other_bytes_are_counted_drops(sb):
     sending numbers again with other bytes had the copies forwarded, so viewers got two packets
     under one sequence number, which SRTP encrypted with one keystream. Each number now goes
     out once: the copies are counted (reason="duplicate") and a viewer still plays."""
-    video = free_port()
-    registered(sb, "cam", "--video-port", str(video))
-    server = start_server(sb)
-    try:
-        wait_for_status(server, "cam", 409)
-        time.sleep(0.5)
-        sender = Sender(video)
+    with video_ingest(sb) as (server, sender):
         sender.keyframe(3000)
         first = sender.sequence
         for frame in range(50):
@@ -151,10 +145,6 @@ def test_numbers_sent_again_with_other_bytes_are_counted_drops(sb):
                               "--duration", "3")
         assert report["status"] == 201 and report.get("connected_ms") is not None, report
         assert server.get("/healthz")[0] == 200
-        sender.close()
-    finally:
-        server.process.kill()
-        server.process.wait()
 
 
 def test_ingest_follows_one_source_and_a_pinned_stream_only_its_own(sb):
