@@ -434,6 +434,44 @@ import Testing
         #expect(track.lookup(newest.sequence &- 1, in: ingest) == nil)  // lost on the way: nothing to resend
     }
 
+    /// From a second read of session 18's fix: while a viewer waits for a frame start (after a
+    /// PLI) its numbers stand still but the stream goes on. Once the stream's numbers have come
+    /// round again, a NACK for one of the viewer's numbers must not be answered with the packet
+    /// that number means on the stream now (on the video SSRC, the same SRTP index with other
+    /// bytes). Live stretches find their packets by place on the timeline.
+    @Test func aNACKAfterTheStreamWentRoundWhileTheViewerWaitedIsNotAnsweredWithAnotherPacket() throws {
+        var ingest = IngestTrack(kind: .video)
+        var track = OutboundTrack(kind: .video, ssrc: 7, payloadType: 102, firstSequence: 500, timestampBase: 1000)
+        _ = track.join(track: ingest, nowNanos: 0)
+        func receive(_ number: UInt16, _ tag: UInt8, marker: Bool) -> MediaPacket? {
+            ingest.receive(RTPPacket(marker: marker, payloadType: 96, sequenceNumber: number, timestamp: 90000, ssrc: 1,
+                                     payload: ByteBuffer(bytes: [0x41, 0x9A, tag])).bytes, from: Self.camera, nowNanos: 0)
+        }
+        var sent: [OutboundTrack.Send] = []
+        for (number, tag) in [(1000, 1), (1001, 2)] as [(UInt16, UInt8)] {
+            let packet = try #require(receive(number, tag, marker: false))
+            guard case .send(_, let send) = track.forward(packet, keyframe: [], nowNanos: 0) else {
+                Issue.record("\(number) was not sent"); return
+            }
+            sent.append(send)
+        }
+        #expect(track.lookup(sent[1].sequence, in: ingest)?.payload.getInteger(at: 2, as: UInt8.self) == 2)
+        // A PLI, and no frame start for 2^16 numbers, in steps of 512 (no restart): the stream's
+        // 1001 is now another packet.
+        track.keyframeWanted = true
+        var number: UInt16 = 1001
+        for _ in 0..<128 {
+            number &+= 512
+            let packet = try #require(receive(number, 3, marker: false))
+            guard case .waiting = track.forward(packet, keyframe: [], nowNanos: 0) else {
+                Issue.record("the viewer did not wait"); return
+            }
+        }
+        #expect(number == 1001 && ingest.packet(sequence: 1001)?.payload.getInteger(at: 2, as: UInt8.self) == 3)
+        #expect(track.lookup(sent[1].sequence, in: ingest) == nil)
+        #expect(track.lookup(sent[0].sequence, in: ingest) == nil)
+    }
+
     @Test func senderReportsGoOutEverySecondAndConsentExpiresAfterThirty() throws {
         var rig = try Rig()
         rig.keyframe()

@@ -49,15 +49,12 @@ package final class MediaRig {
         let srtpIn: SRTPSession
         let srtcpOut: SRTPSession
         package let videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32
-        package var lastVideo: UInt16?, lastAudio: UInt16?, lastRTX: UInt16?
-        /// What each video (audio) sequence number it was sent stood for: one number is one
-        /// packet. An RTX packet, or a retransmission on the track's own SSRC, carries a number
-        /// sent (the same packet) or one the viewer never got, behind its newest.
-        var sentVideo: [UInt16: Sent] = [:]
-        var sentAudio: [UInt16: Sent] = [:]
-        /// Packets it got: a number recorded half the number space ago may stand for another
-        /// packet now (RTP numbers wrap).
-        var received = 0
+        /// What it got on its video, audio and RTX SSRCs. An RTX packet, or a retransmission on
+        /// the track's own SSRC, carries a number sent (the same packet) or one the viewer never
+        /// got, behind its newest.
+        var video = Numbers(), audio = Numbers(), rtx = Numbers()
+        package var lastVideo: UInt16? { video.last }
+        package var lastAudio: UInt16? { audio.last }
 
         init(id: String, address: TransportAddress, dtls: DTLSEndpoint?, ufrag: String, password: String,
              srtpIn: SRTPSession, srtcpOut: SRTPSession, videoSSRC: UInt32?, audioSSRC: UInt32?, rtxSSRC: UInt32) {
@@ -309,18 +306,13 @@ package final class MediaRig {
             let sequence = header.sequenceNumber
             // What a packet is, without decrypting it: its timestamp, marker and size (an RTX
             // packet has the same header and two bytes more, RFC 4588 §4).
-            let sent = Sent(timestamp: header.timestamp, marker: header.marker, size: bytes.readableBytes,
-                            index: viewer.received)
+            let sent = Sent(timestamp: header.timestamp, marker: header.marker, size: bytes.readableBytes)
             if header.ssrc == viewer.videoSSRC {
-                viewer.received += 1
-                check(sequence, sent, after: &viewer.lastVideo, sent: &viewer.sentVideo, videoContinuity, "video")
+                check(sequence, sent, on: &viewer.video, videoContinuity, "video")
             } else if header.ssrc == viewer.audioSSRC {
-                viewer.received += 1
-                check(sequence, sent, after: &viewer.lastAudio, sent: &viewer.sentAudio, audioContinuity, "audio")
+                check(sequence, sent, on: &viewer.audio, audioContinuity, "audio")
             } else {
-                viewer.received += 1
-                var rtxSent: [UInt16: Sent] = [:]
-                check(sequence, sent, after: &viewer.lastRTX, sent: &rtxSent, .strict, "rtx")
+                check(sequence, sent, on: &viewer.rtx, .strict, "rtx")
                 guard let plain = try? viewer.srtpIn.unprotect(srtp: Array(bytes.readableBytesView)),
                       let rtx = try? RTPPacket(datagram: ByteBuffer(bytes: plain)),
                       let original = rtx.payload.getInteger(at: rtx.payload.readerIndex, as: UInt16.self) else {
@@ -330,50 +322,62 @@ package final class MediaRig {
                 // it, and this is the same packet; or it never did (lost upstream and arrived
                 // late, while the viewer waited for a keyframe), and the number is behind the
                 // newest and from now on stands for this packet.
-                let resent = Sent(timestamp: sent.timestamp, marker: sent.marker, size: sent.size - 2, index: viewer.received)
-                if let known = viewer.sentVideo[original], viewer.received - known.index < 0x8000 {
-                    guard known.timestamp == resent.timestamp, known.marker == resent.marker, known.size == resent.size else {
-                        violated("RTX for video sequence \(original) is not the packet sent under it")
-                    }
+                let resent = Sent(timestamp: sent.timestamp, marker: sent.marker, size: sent.size - 2)
+                let number = viewer.video.unwrapped(original)
+                if let known = viewer.video.sent[number] {
+                    guard known == resent else { violated("RTX for video sequence \(original) is not the packet sent under it") }
                 } else {
-                    guard let newest = viewer.lastVideo, Int16(bitPattern: newest &- original) > 0 else {
+                    guard viewer.video.last != nil, number < viewer.video.newest else {
                         violated("RTX for video sequence \(original), not behind the newest sent")
                     }
-                    viewer.sentVideo[original] = resent
+                    viewer.video.sent[number] = resent
                 }
             }
         }
     }
 
-    /// A packet as a viewer can tell it from another without decrypting it, and when it came.
-    struct Sent {
+    /// A packet as a viewer can tell it from another without decrypting it.
+    struct Sent: Equatable {
         var timestamp: UInt32
         var marker: Bool
         var size: Int
-        /// The viewer's count of packets received when it came.
-        var index: Int
+    }
+
+    /// One SSRC's sequence numbers as a viewer got them, unwrapped (RTP numbers wrap, and the
+    /// edge's steps are under 2^15), and what each stood for: one number is one packet.
+    struct Numbers {
+        /// The last number received, and it unwrapped.
+        var last: UInt16?
+        var lastUnwrapped: Int64 = 0
+        var newest = Int64.min
+        var sent: [Int64: Sent] = [:]
+
+        func unwrapped(_ sequence: UInt16) -> Int64 {
+            guard let last else { return 0 }
+            return lastUnwrapped + Int64(Int16(bitPattern: sequence &- last))
+        }
     }
 
     /// A packet's sequence number against the last one the viewer got on that SSRC. A number
     /// sent before must be the same packet (SRTP encrypts by the number: two packets under one
     /// would reuse a keystream). One at or behind the last is then a retransmission (a NACKed
     /// track without RTX resends on its own SSRC) and leaves the order alone.
-    private func check(_ sequence: UInt16, _ packet: Sent, after last: inout UInt16?, sent: inout [UInt16: Sent],
-                       _ continuity: Continuity, _ track: String) {
-        if let known = sent[sequence], packet.index - known.index < 0x8000 {
-            guard known.timestamp == packet.timestamp, known.marker == packet.marker, known.size == packet.size else {
-                violated("two packets under \(track) sequence \(sequence)")
-            }
+    private func check(_ sequence: UInt16, _ packet: Sent, on numbers: inout Numbers, _ continuity: Continuity,
+                       _ track: String) {
+        let number = numbers.unwrapped(sequence)
+        let known = numbers.sent[number]
+        if let known {
+            guard known == packet else { violated("two packets under \(track) sequence \(sequence)") }
         } else {
-            sent[sequence] = packet
+            numbers.sent[number] = packet
         }
-        guard let previous = last else {
-            last = sequence
+        guard let previous = numbers.last else {
+            (numbers.last, numbers.lastUnwrapped, numbers.newest) = (sequence, number, number)
             return
         }
         let step = Int16(bitPattern: sequence &- previous)
-        if step <= 0, sent[sequence]!.index < packet.index { return }
-        last = sequence
+        if step <= 0, known != nil { return }
+        (numbers.last, numbers.lastUnwrapped, numbers.newest) = (sequence, number, max(numbers.newest, number))
         switch continuity {
         case .strict where step != 1:
             violated("\(track) sequence \(previous) then \(sequence)")

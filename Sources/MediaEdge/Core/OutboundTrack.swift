@@ -5,11 +5,15 @@ import Wire
 /// timestamps, mapped from the stream timeline. The mapping is kept in segments (live
 /// stretches and inserted keyframes), newest last, each with how many viewer numbers it
 /// covers, so that a NACK finds the packet a number stood for. Spans are counted, not taken
-/// as differences of 16-bit numbers, so a stretch longer than 2^16 packets stays right.
+/// as differences of 16-bit numbers, so a stretch longer than 2^16 packets stays right; and a
+/// live stretch finds its packets by their place on the stream timeline (`MediaPacket.index`),
+/// not by stream sequence number, which the stream may have reused since (it goes on while a
+/// viewer waits for a frame start).
 struct OutboundTrack {
     enum Segment {
-        /// viewer = stream &+ delta.
-        case live(delta: UInt16)
+        /// A live stretch: its newest viewer number was the stream packet at `newestIndex` on the
+        /// timeline, and numbers behind it are as far behind on the timeline.
+        case live(newestIndex: Int)
         /// These packets, sent with `timestamp`, one number each.
         case keyframe(timestamp: UInt32, packets: [MediaPacket])
     }
@@ -89,7 +93,7 @@ struct OutboundTrack {
             }
             keyframeWanted = false
             delta = nextSequence &- packet.sequence
-            segments.append((.live(delta: delta), 0))
+            segments.append((.live(newestIndex: packet.index), 0))
             trimSegments()
             started = true
         }
@@ -102,6 +106,7 @@ struct OutboundTrack {
             guard back < segments[segments.count - 1].span else { return .late }
         } else {
             segments[segments.count - 1].span = min(segments[segments.count - 1].span + Int(ahead) + 1, Self.spanLimit)
+            segments[segments.count - 1].segment = .live(newestIndex: packet.index)
             nextSequence = sequence &+ 1
         }
         let send = Send(sequence: sequence, timestamp: packet.timestamp &+ timestampDelta, marker: packet.marker,
@@ -151,8 +156,8 @@ struct OutboundTrack {
         for (segment, span) in segments.reversed() {
             guard back >= span else {
                 switch segment {
-                case .live(let delta):
-                    guard let packet = track.packet(sequence: sequence &- delta) else { return nil }
+                case .live(let newestIndex):
+                    guard let packet = track.packet(index: newestIndex &- back) else { return nil }
                     return Send(sequence: sequence, timestamp: packet.timestamp &+ timestampDelta, marker: packet.marker,
                                 payload: packet.payload)
                 case .keyframe(let timestamp, let packets):

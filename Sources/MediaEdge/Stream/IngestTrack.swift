@@ -10,6 +10,9 @@ package struct MediaPacket: Sendable {
     package var payload: ByteBuffer
     /// Whether the packet before it ended a frame: a viewer may start here.
     package var startsFrame = true
+    /// Where the packet is on the timeline, counted from the track's first packet: sequence
+    /// numbers wrap, this does not (steps are under 2^15, so 64 bits last any stream's life).
+    package var index = 0
 }
 
 /// IngestTrack is one incoming RTP track (H.264 video or Opus audio) of a stream. It keeps:
@@ -104,12 +107,11 @@ package struct IngestTrack {
     package private(set) var sourceRestarts = 0
     package var hasData: Bool { packetsReceived > 0 }
 
+    /// Slot `index % historySize`. Found by index, not by sequence number: a slot not written
+    /// since the numbers wrapped holds a packet 2^16 older than its number says.
     private var history: [MediaPacket?]
-    /// Where each history slot's packet is on the timeline, counted (`newestIndex` for the
-    /// newest): a slot not written since the numbers wrapped holds a packet 2^16 older than
-    /// its number says, and is not taken for the one the number means now.
-    private var historyIndex: [Int]
-    private var newestIndex = 0
+    /// The newest packet's `MediaPacket.index`.
+    package private(set) var newestIndex = 0
 
     // Video only.
     package private(set) var profile: H264.ProfileLevelID?
@@ -134,7 +136,6 @@ package struct IngestTrack {
         clockRate = kind == .video ? 90000 : 48000
         self.historySize = max(1, historySize)
         history = Array(repeating: nil, count: self.historySize)
-        historyIndex = Array(repeating: Int.min, count: self.historySize)
     }
 
     /// Takes one datagram from the ingest socket, sent from `address`; returns the packet on
@@ -200,24 +201,23 @@ package struct IngestTrack {
                     return nil
                 }
                 index = newestIndex &- back
-                if packet(sequence: sequence) != nil {
+                if packet(index: index) != nil {
                     drops.duplicate += 1
                     return nil
                 }
             } else {
                 sourceSpan = min(sourceSpan + Int(ahead), 0x8000)
-                // Steps are under 2^15: a 64-bit count does not wrap in any stream's life.
                 index = newestIndex &+ Int(ahead)
             }
         }
         if !late { lastSourceSequence = rtp.sequenceNumber }
         lastArrivalNanos = nowNanos
         let packet = MediaPacket(sequence: sequence, timestamp: rtp.timestamp &+ timestampOffset,
-                                 marker: rtp.marker, payload: rtp.payload, startsFrame: !late && atFrameBoundary)
+                                 marker: rtp.marker, payload: rtp.payload, startsFrame: !late && atFrameBoundary,
+                                 index: index)
         packetsReceived += 1
         bytesReceived += datagram.readableBytes
-        history[Int(packet.sequence) % historySize] = packet
-        historyIndex[Int(packet.sequence) % historySize] = index
+        history[slot(index)] = packet
         if kind == .video { follow(packet, late: late) }
         if !late {
             newestIndex = index
@@ -228,13 +228,20 @@ package struct IngestTrack {
         return packet
     }
 
-    /// A packet from the history by its stream sequence number, if still there: one of the
-    /// last `historySize` numbers of the timeline (counting back from the newest), received.
-    package func packet(sequence: UInt16) -> MediaPacket? {
-        let back = Int(lastSequence &- sequence)
-        let slot = Int(sequence) % historySize
-        guard back < historySize, historyIndex[slot] == newestIndex &- back, let packet = history[slot] else { return nil }
+    /// A packet from the history by its place on the timeline (`MediaPacket.index`), if it
+    /// came and is one of the last `historySize`.
+    package func packet(index: Int) -> MediaPacket? {
+        guard index >= 0, index <= newestIndex, newestIndex &- index < historySize,
+              let packet = history[slot(index)], packet.index == index else { return nil }
         return packet
+    }
+
+    /// Indices are never negative; taken unsigned, no value could make a negative slot.
+    private func slot(_ index: Int) -> Int { Int(UInt(bitPattern: index) % UInt(historySize)) }
+
+    /// The same by stream sequence number, counted back from the newest.
+    package func packet(sequence: UInt16) -> MediaPacket? {
+        packet(index: newestIndex &- Int(lastSequence &- sequence))
     }
 
     /// A restart shows as a sequence number far from the last (RFC 3550 A.1's MAX_DROPOUT /
