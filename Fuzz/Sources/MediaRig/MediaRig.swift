@@ -377,12 +377,15 @@ package final class MediaRig {
         }
         let step = Int16(bitPattern: sequence &- previous)
         if step <= 0, known != nil { return }
+        // Jitter is counted from the newest number, as the sender's moves are: after a late
+        // packet (behind the newest) the next may be as far ahead of the newest.
+        let ahead = number - numbers.newest
         (numbers.last, numbers.lastUnwrapped, numbers.newest) = (sequence, number, max(numbers.newest, number))
         switch continuity {
         case .strict where step != 1:
             violated("\(track) sequence \(previous) then \(sequence)")
-        case .bounded where abs(Int(step)) > Self.maximumJitter + 1:
-            violated("\(track) sequence \(previous) then \(sequence)")
+        case .bounded where abs(ahead) > Int64(Self.maximumJitter) + 1:
+            violated("\(track) sequence \(previous) then \(sequence), \(ahead) from the newest")
         default:
             break
         }
